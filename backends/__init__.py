@@ -1,0 +1,1 @@
+"""Execution backends shipped with mirrorppr (registered as ``mirrorppr.backends`` entry points)."""

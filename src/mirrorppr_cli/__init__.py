@@ -1,0 +1,3 @@
+"""mirrorppr: exemplar-based structural portrait retouching."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,269 @@
+"""The ``mirrorppr`` command line: parse arguments, call the library, print results.
+
+Exit codes are those of :mod:`mirrorppr_cli.errors` (0 ok, 1 some batch items failed,
+2 usage / not built yet, 3 bad input, 4 output exists or unwritable, 5 missing weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import MirrorError, UsageError
+
+app = typer.Typer(
+    name="mirrorppr",
+    help="Exemplar-based structural portrait retouching.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+_NOT_BUILT = {
+    "retouch": (5, "exemplar → query retouching"),
+    "train": (6, "training the neural engine"),
+    "build-dataset": (3, "building the simulated dataset and benchmark sets"),
+    "bench": (4, "scoring backends on a benchmark"),
+}
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _fail(error: MirrorError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(error.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mirrorppr {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Exemplar-based structural portrait retouching."""
+
+
+@app.command("ops")
+def ops_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the operation catalog: names, regions and what + and − strengths do."""
+    from .ops import CATALOG
+
+    rows = [
+        {"name": op.name, "region": op.region, "plus": op.plus, "minus": op.minus}
+        for op in CATALOG.values()
+    ]
+    if as_json:
+        print(json.dumps({"strength_range": [-100, 100], "operations": rows}, indent=2))
+        return
+    table = Table(title="Operations (strength −100 … 100; sign = direction)")
+    for column in ("name", "region", "+ (positive)", "− (negative)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["region"], row["plus"], row["minus"])
+    out.print(table)
+
+
+@app.command("backends")
+def backends_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the installed backends (entry-point group ``mirrorppr.backends``)."""
+    from .backend import backend_names, load_backend
+
+    rows = []
+    for name in backend_names():
+        backend = load_backend(name)
+        rows.append(
+            {"name": name, "summary": backend.summary, "jobs": sorted(backend.capabilities)}
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Backends")
+    for column in ("name", "jobs", "summary"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], ", ".join(row["jobs"]), row["summary"])
+    out.print(table)
+
+
+def _demo_input(folder: Path) -> Path:
+    """Write the built-in demo portrait (scikit-image's astronaut, public domain) to ``folder``."""
+    from skimage import data
+
+    from .io import image_from_array, write_image
+
+    return write_image(image_from_array(data.astronaut()), folder / "astronaut.png", force=True)
+
+
+@app.command("apply")
+def apply_command(
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="Image file(s), folder(s) or glob pattern(s).", show_default=False),
+    ] = None,
+    op: Annotated[
+        list[str] | None,
+        typer.Option("--op", help="NAME=STRENGTH, repeatable (see `mirrorppr ops`)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="Output file (one input) or folder (several inputs)."
+        ),
+    ] = None,
+    face: Annotated[
+        int | None,
+        typer.Option("--face", help="Which face to edit: 0 = largest (default), 1 = next, …"),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="Output format (jpeg, png, tiff, webp); default: input's."),
+    ] = None,
+    suffix: Annotated[
+        str, typer.Option("--suffix", help="Added to the input's name to name outputs.")
+    ] = "_retouched",
+    method: Annotated[
+        str, typer.Option("--method", help="Warp evaluation: fast (default) or exact.")
+    ] = "fast",
+    backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.")] = "warp",
+    max_pixels: Annotated[
+        int | None,
+        typer.Option("--max-pixels", help="Refuse larger images (decompression-bomb guard)."),
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Use the built-in demo portrait as input.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Retouch portraits with named operations, e.g. --op eye_resize=40 --op nose_alar=-30."""
+    from .apply_job import ApplyReport, apply_ops_to_file
+    from .backend import load_backend
+    from .inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
+    from .ops import parse_op
+
+    try:
+        if demo:
+            if images:
+                raise UsageError("--demo takes no IMAGE arguments")
+            requests = [parse_op(text) for text in (op or ["eye_resize=40"])]
+            sources = [_demo_input(Path(os.environ.get("TMPDIR", "/tmp")) / "mirrorppr-demo")]
+            batch = False
+            output = output or Path("astronaut_retouched.png")
+        else:
+            if not images:
+                raise UsageError("give at least one IMAGE (file, folder or glob), or --demo")
+            if not op:
+                raise UsageError("give at least one --op NAME=STRENGTH (see `mirrorppr ops`)")
+            requests = [parse_op(text) for text in op]
+            batch = len(images) > 1 or any(is_batch(spec) for spec in images)
+            sources = [path for spec in images for path in expand_inputs(spec)]
+        if method not in ("fast", "exact"):
+            raise UsageError(f"--method must be fast or exact, not {method!r}")
+        backend = load_backend(backend_name, method=method)
+        plan = [
+            (src, output_path_for(src, output, batch=batch, suffix=suffix, format=output_format))
+            for src in sources
+        ]
+        check_unique_outputs(plan)
+    except MirrorError as error:
+        raise _fail(error) from None
+
+    reports: list[ApplyReport] = []
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=len(plan) < 2 or not err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("retouching", total=len(plan))
+        for src, dest in plan:
+            try:
+                report = apply_ops_to_file(
+                    src,
+                    dest,
+                    requests,
+                    backend,
+                    face_index=face,
+                    force=force,
+                    output_format=output_format,
+                    max_pixels=max_pixels,
+                )
+            except MirrorError as error:
+                report = ApplyReport(
+                    input=str(src), status="failed", error=str(error), exit_code=error.exit_code
+                )
+                if not as_json:
+                    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            reports.append(report)
+            progress.advance(task)
+
+    failed = [r for r in reports if r.status != "ok"]
+    if as_json:
+        summary = {"ok": len(reports) - len(failed), "failed": len(failed)}
+        print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
+    else:
+        for r in reports:
+            if r.status == "ok":
+                note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
+                out.print(f"{r.input} → {r.output}{note}", highlight=False, soft_wrap=True)
+        if batch:
+            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed")
+    if failed:
+        code = failed[0].exit_code if not batch else 1
+        raise typer.Exit(code)
+
+
+def _not_built(command: str) -> None:
+    issue, what = _NOT_BUILT[command]
+    err.print(
+        f"[bold red]error:[/] `mirrorppr {command}` ({what}) is not built yet "
+        f"(planned in issue #{issue}); `mirrorppr apply` works today",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(UsageError.exit_code)
+
+
+def _register_not_built(command: str) -> None:
+    def stub(ctx: typer.Context) -> None:
+        _not_built(command)
+
+    stub.__doc__ = f"{_NOT_BUILT[command][1].capitalize()} (not built yet)."
+    app.command(command, context_settings=_PASSTHROUGH)(stub)
+
+
+for _command in _NOT_BUILT:
+    _register_not_built(_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except MirrorError as error:  # errors raised outside a command's own handling
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)

@@ -1,0 +1,343 @@
+"""Similarity Moving-Least-Squares warping (Schaefer et al. 2006) and feathered blending.
+
+Conventions used throughout this module:
+
+* Points are ``(x, y)`` in pixels, ``x`` to the right and ``y`` down, with pixel *centres* at
+  integer coordinates: pixel ``(row=r, col=c)`` is the point ``(x=c, y=r)``. This is what
+  ``cv2.remap`` samples.
+* Arrays of points have shape ``(..., 2)`` and dtype float64 unless stated.
+* An *inverse map* gives, for each pixel of the output image, the ``(x, y)`` position in the
+  input image to sample. The LLW generator of the paper warps this way: the MLS deformation
+  is fitted from the *target* control points (where features end up, in the output) to the
+  *source* control points (where they are, in the input) and evaluated at output pixels.
+
+Two evaluations of the inverse map are provided: :func:`inverse_map_exact` (the deformation
+evaluated at every pixel, the reference) and :func:`inverse_map_fast` (evaluated on a coarse
+grid of nodes ``grid`` pixels apart and interpolated with separable cubic convolution).
+:data:`FAST_PATH_BOUND_PX` states how far the fast map may be from the exact one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Default node spacing of the fast path, in output pixels.
+DEFAULT_GRID = 8
+
+#: Worst deviation of :func:`inverse_map_fast` from :func:`inverse_map_exact`, in pixels,
+#: for control points at least ``2 * grid`` px apart… see :func:`fast_path_bound`.
+FAST_PATH_BOUND_PX = 0.25
+
+# Distances below this (in px²) count as "on a control point": keeps weights finite there.
+_EPS_SQ = 1e-12
+# Evaluate at most this many (point, handle) pairs at once, to bound memory.
+_CHUNK_PAIRS = 2_000_000
+
+
+def mls_similarity(
+    v: np.ndarray, handles_from: np.ndarray, handles_to: np.ndarray, alpha: float = 1.0
+) -> np.ndarray:
+    """Evaluate the similarity-MLS deformation that takes ``handles_from`` to ``handles_to``.
+
+    Args:
+        v: points to deform, shape ``(..., 2)``, ``(x, y)``.
+        handles_from: control points in the domain of ``v``, shape ``(N, 2)``, N ≥ 2.
+        handles_to: where each control point goes, shape ``(N, 2)``.
+        alpha: weight fall-off, ``w_i = |handles_from_i − v|^(−2·alpha)``.
+
+    Returns:
+        The deformed points, shape ``v.shape``, float64.
+
+    At a point ``v`` the deformation is the best similarity (rotation + uniform scale +
+    translation) in the weighted least-squares sense. Writing points as complex numbers, that
+    similarity is ``f(v) = c·(v − a*) + b*`` with weighted centroids ``a*``, ``b*`` of the
+    two handle sets and ``c = Σ w·b̂·conj(â) / Σ w·|â|²`` — the closed form of Schaefer et al.'s
+    ``Σ q̂ (1/μ_s) A_i`` written with complex arithmetic. ``f`` interpolates the handles.
+    """
+    src = np.asarray(handles_from, dtype=np.float64)
+    dst = np.asarray(handles_to, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError("handles must both have shape (N, 2) with N >= 2")
+    pts = np.asarray(v, dtype=np.float64)
+    # Work relative to the handles' mean: keeps the expanded sums below well conditioned.
+    origin = src.mean(axis=0)
+    a = (src[:, 0] - origin[0]) + 1j * (src[:, 1] - origin[1])
+    b = dst[:, 0] + 1j * dst[:, 1]
+    flat = pts.reshape(-1, 2) - origin
+    # Every centred sum the closed form needs is a weighted sum of per-handle constants:
+    #   Σw, Σw·a, Σw·b, Σw·b·conj(a), Σw·|a|²  →  one (M×N)·(N×5) matrix product.
+    ba = b * np.conj(a)
+    consts = np.stack(
+        [np.ones(len(a)), a.real, a.imag, b.real, b.imag, ba.real, ba.imag, np.abs(a) ** 2], axis=1
+    )
+    # |v − a|² = |v|² − 2·v·a + |a|² as a matrix product too.
+    coeffs = np.stack([-2 * a.real, -2 * a.imag, np.abs(a) ** 2], axis=0)  # (3, N)
+    out = np.empty(len(flat), dtype=np.complex128)
+    step = max(1, _CHUNK_PAIRS // len(a))
+    for start in range(0, len(flat), step):
+        chunk = flat[start : start + step]
+        d2 = chunk @ coeffs[:2] + coeffs[2]
+        d2 += (chunk**2).sum(axis=1)[:, None]
+        np.maximum(d2, _EPS_SQ, out=d2)
+        w = d2 ** (-alpha) if alpha != 1.0 else np.reciprocal(d2, out=d2)
+        s0, sar, sai, sbr, sbi, sbar, sbai, saa = (w @ consts).T
+        a_star = (sar + 1j * sai) / s0
+        b_star = (sbr + 1j * sbi) / s0
+        num = (sbar + 1j * sbai) - s0 * b_star * np.conj(a_star)
+        den = saa - s0 * np.abs(a_star) ** 2
+        c = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+        z = chunk[:, 0] + 1j * chunk[:, 1]
+        out[start : start + step] = c * (z - a_star) + b_star
+    return np.stack([out.real, out.imag], axis=-1).reshape(pts.shape)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A pixel rectangle ``[x0, x1) × [y0, y1)`` in integer pixel indices."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def empty(self) -> bool:
+        return self.width <= 0 or self.height <= 0
+
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices selecting this box from an ``(H, W, ...)`` array."""
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @staticmethod
+    def full(height: int, width: int) -> Box:
+        return Box(0, 0, width, height)
+
+
+def pixel_grid(box: Box) -> np.ndarray:
+    """``(x, y)`` coordinates of every pixel centre in ``box``, shape ``(h, w, 2)`` float64."""
+    xs = np.arange(box.x0, box.x1, dtype=np.float64)
+    ys = np.arange(box.y0, box.y1, dtype=np.float64)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx, gy], axis=-1)
+
+
+def inverse_map_exact(
+    box: Box, source_points: np.ndarray, target_points: np.ndarray, alpha: float = 1.0
+) -> np.ndarray:
+    """Exact inverse map over ``box``: for each output pixel, where to sample the input.
+
+    Args:
+        box: output pixels to evaluate.
+        source_points: control points in the input image, ``(N, 2)`` ``(x, y)``.
+        target_points: where they must appear in the output, ``(N, 2)``.
+
+    Returns:
+        ``(box.height, box.width, 2)`` float64 input coordinates ``(x, y)``.
+    """
+    return mls_similarity(pixel_grid(box), target_points, source_points, alpha)
+
+
+def _cubic_weights(positions: np.ndarray, n_nodes: int) -> np.ndarray:
+    """Interpolation matrix ``(len(positions), n_nodes)`` for cubic convolution (Keys, a=−0.5).
+
+    ``positions`` are in node units (node k at k). Nodes beyond the ends are linearly
+    extrapolated from the two end nodes, so the scheme reproduces linear functions exactly
+    everywhere and cubics in the interior.
+    """
+    base = np.floor(positions).astype(np.int64)
+    frac = positions - base
+    mat = np.zeros((len(positions), n_nodes), dtype=np.float64)
+    rows = np.arange(len(positions))
+    for offset in (-1, 0, 1, 2):
+        s = np.abs(frac - offset)
+        w = np.where(
+            s <= 1,
+            1.5 * s**3 - 2.5 * s**2 + 1,
+            np.where(s < 2, -0.5 * s**3 + 2.5 * s**2 - 4 * s + 2, 0.0),
+        )
+        idx = base + offset
+        # Ghost nodes: node −1 = 2·n0 − n1, node n = 2·n_{n−1} − n_{n−2}.
+        below = idx < 0
+        above = idx > n_nodes - 1
+        inside = ~(below | above)
+        np.add.at(mat, (rows[inside], idx[inside]), w[inside])
+        if n_nodes >= 2:
+            np.add.at(mat, (rows[below], np.zeros(below.sum(), np.int64)), 2 * w[below])
+            np.add.at(mat, (rows[below], np.ones(below.sum(), np.int64)), -w[below])
+            np.add.at(mat, (rows[above], np.full(above.sum(), n_nodes - 1)), 2 * w[above])
+            np.add.at(mat, (rows[above], np.full(above.sum(), n_nodes - 2)), -w[above])
+        else:
+            np.add.at(mat, (rows[~inside], np.zeros((~inside).sum(), np.int64)), w[~inside])
+    return mat
+
+
+def inverse_map_fast(
+    box: Box,
+    source_points: np.ndarray,
+    target_points: np.ndarray,
+    alpha: float = 1.0,
+    grid: int = DEFAULT_GRID,
+) -> np.ndarray:
+    """Inverse map over ``box`` from a coarse grid of exact evaluations.
+
+    The displacement ``map(v) − v`` is evaluated exactly at nodes ``(x0 + i·grid, y0 + j·grid)``
+    (node centres coincide with pixel centres: no half-pixel shift) and interpolated to every
+    pixel with separable cubic convolution, done as two small matrix products.
+
+    Returns the same shape and convention as :func:`inverse_map_exact`, as float64.
+    """
+    if box.empty:
+        return np.zeros((max(box.height, 0), max(box.width, 0), 2))
+    nx = (box.width - 1) // grid + 2
+    ny = (box.height - 1) // grid + 2
+    nodes_x = box.x0 + grid * np.arange(nx, dtype=np.float64)
+    nodes_y = box.y0 + grid * np.arange(ny, dtype=np.float64)
+    gx, gy = np.meshgrid(nodes_x, nodes_y)
+    nodes = np.stack([gx, gy], axis=-1)
+    disp = mls_similarity(nodes, target_points, source_points, alpha) - nodes  # (ny, nx, 2)
+    wx = _cubic_weights(np.arange(box.width) / grid, nx)  # (w, nx)
+    wy = _cubic_weights(np.arange(box.height) / grid, ny)  # (h, ny)
+    dense = np.empty((box.height, box.width, 2))
+    for k in range(2):
+        dense[..., k] = wy @ disp[..., k] @ wx.T
+    return dense + pixel_grid(box)
+
+
+def feather_mask(
+    shape: tuple[int, int], polygons: list[np.ndarray], feather_px: float
+) -> tuple[np.ndarray, Box]:
+    """Feathered mask: union of the polygons' convex hulls, blurred by a Gaussian.
+
+    Args:
+        shape: ``(H, W)`` of the image.
+        polygons: each ``(K, 2)`` ``(x, y)`` points; their convex hulls are filled.
+        feather_px: Gaussian kernel size in pixels (rounded up to odd); σ follows OpenCV's
+            rule for that size. The kernel has finite support, so the mask is exactly 0 beyond
+            ``feather_px / 2`` of the hulls.
+
+    Returns:
+        ``(mask, box)``: ``mask`` float32 in [0, 1] of shape ``(box.height, box.width)``, the
+        part of the full-image mask inside ``box``; the mask is exactly 0 outside ``box``.
+    """
+    height, width = shape
+    ksize = max(3, int(np.ceil(feather_px)) | 1)
+    radius = ksize // 2
+    pts = np.concatenate([np.asarray(p, np.float64).reshape(-1, 2) for p in polygons])
+    x0 = max(int(np.floor(pts[:, 0].min())) - radius - 1, 0)
+    y0 = max(int(np.floor(pts[:, 1].min())) - radius - 1, 0)
+    x1 = min(int(np.ceil(pts[:, 0].max())) + radius + 2, width)
+    y1 = min(int(np.ceil(pts[:, 1].max())) + radius + 2, height)
+    box = Box(x0, y0, x1, y1)
+    if box.empty:
+        return np.zeros((0, 0), np.float32), Box(0, 0, 0, 0)
+    # Rasterise with a margin of `radius` so the blur inside `box` sees every hull pixel
+    # that a full-frame blur would see (hulls are clipped to the image first).
+    pad = radius
+    canvas = np.zeros((box.height + 2 * pad, box.width + 2 * pad), np.uint8)
+    shift = np.array([x0 - pad, y0 - pad], np.float64)
+    for poly in polygons:
+        hull = cv2.convexHull(np.asarray(poly, np.float32).reshape(-1, 1, 2))
+        local = np.round((hull.reshape(-1, 2) - shift) * 16).astype(np.int32)
+        cv2.fillConvexPoly(canvas, local, 255, lineType=cv2.LINE_AA, shift=4)
+    blurred = cv2.GaussianBlur(
+        canvas.astype(np.float32) / 255.0, (ksize, ksize), 0, borderType=cv2.BORDER_CONSTANT
+    )
+    mask = blurred[pad : pad + box.height, pad : pad + box.width]
+    mask[mask < 1e-4] = 0.0
+    return np.ascontiguousarray(np.clip(mask, 0.0, 1.0)), box
+
+
+def remap(pixels: np.ndarray, inverse_map: np.ndarray) -> np.ndarray:
+    """Sample ``pixels`` (``(H, W, C)`` uint8/uint16/float32) bilinearly at ``inverse_map``.
+
+    ``inverse_map`` is ``(h, w, 2)`` absolute input ``(x, y)``; returns ``(h, w, C)``.
+    Positions outside the input replicate the border. OpenCV quantises sampling positions
+    to 1/32 px, far below what a retouch can show.
+    """
+    channels = pixels.shape[2]
+    maps = inverse_map.astype(np.float32)
+    parts = []
+    for start in range(0, channels, 4):  # cv2.remap handles at most 4 channels
+        chunk = np.ascontiguousarray(pixels[..., start : start + 4])
+        out = cv2.remap(
+            chunk, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        parts.append(out.reshape(out.shape[0], out.shape[1], -1))
+    return np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
+
+
+def blend_into(
+    pixels: np.ndarray, warped: np.ndarray, mask: np.ndarray, box: Box
+) -> np.ndarray:
+    """``pixels`` with ``box`` replaced by ``mask·warped + (1 − mask)·pixels``.
+
+    Pixels where ``mask == 0`` (and all pixels outside ``box``) are copied bit-for-bit.
+    Returns a new array of ``pixels``' shape and dtype.
+    """
+    out = pixels.copy()
+    region = out[box.slices()]
+    m = mask[..., None]
+    mixed = region.astype(np.float32) + m * (warped.astype(np.float32) - region)
+    if np.issubdtype(pixels.dtype, np.integer):
+        info = np.iinfo(pixels.dtype)
+        mixed = np.clip(np.rint(mixed), info.min, info.max)
+    mixed = mixed.astype(pixels.dtype)
+    touched = mask > 0
+    region[touched] = mixed[touched]
+    return out
+
+
+@dataclass(frozen=True)
+class LocalWarp:
+    """A warp confined to a feathered region: control points plus the region they shape.
+
+    Attributes:
+        source: ``(N, 2)`` control points in the input image, ``(x, y)`` px.
+        target: ``(N, 2)`` where they must appear in the output.
+        polygons: each ``(K, 2)``; the union of their convex hulls, feathered, is where the
+            warp shows. Empty: the warp is the identity.
+        feather_px: Gaussian feather kernel size in pixels.
+    """
+
+    source: np.ndarray
+    target: np.ndarray
+    polygons: list[np.ndarray]
+    feather_px: float
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.polygons or bool(np.all(self.source == self.target))
+
+
+def apply_local_warp(
+    pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID
+) -> np.ndarray:
+    """Warp ``pixels`` (``(H, W, C)``, any dtype cv2 can remap) inside the feathered region.
+
+    ``method``: ``"fast"`` (coarse grid, :data:`FAST_PATH_BOUND_PX`) or ``"exact"``.
+    Pixels outside the feathered region are returned bit-identical.
+    """
+    if warp.is_identity or len(warp.source) < 2:
+        return pixels.copy()
+    mask, box = feather_mask(pixels.shape[:2], warp.polygons, warp.feather_px)
+    if box.empty:
+        return pixels.copy()
+    if method == "exact":
+        inverse = inverse_map_exact(box, warp.source, warp.target)
+    elif method == "fast":
+        inverse = inverse_map_fast(box, warp.source, warp.target, grid=grid)
+    else:
+        raise ValueError(f"unknown warp method {method!r}")
+    warped = remap(pixels, inverse)
+    return blend_into(pixels, warped, mask, box)
