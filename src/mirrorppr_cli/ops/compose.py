@@ -13,6 +13,10 @@ from ..face_frame import FaceFrame
 from ..warp import LocalWarp
 from .catalog import MAX_STRENGTH, get_operation
 
+#: Anchors closer than this (face units) to a moving point of *another* operation are
+#: dropped: a fixed point next to a moving one would fold the warp between them.
+ANCHOR_CLEARANCE = 0.12
+
 #: Feather kernel, in face units (inter-ocular distances). 0.25 reproduces the official
 #: generator's "5 % of the short side" on face crops, and follows the face elsewhere.
 FEATHER_FACE_UNITS = 0.25
@@ -59,12 +63,12 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
             continue
         op = get_operation(req.name)
         idx, targets, anchor_idx = op.control_points(points, frame, req.strength)
-        for i, target in zip(idx.tolist(), targets):
+        for i, target in zip(idx.tolist(), targets, strict=True):
             displacement[i] = displacement.get(i, 0.0) + (target - points[i])
         anchors.update(anchor_idx.tolist())
         polygons.append(points[np.concatenate([idx, anchor_idx])])
     moving = sorted(displacement)
-    fixed = sorted(anchors.difference(moving))
+    fixed = _clear_anchors(points, frame, moving, sorted(anchors.difference(moving)))
     src = points[moving + fixed]
     dst = src.copy()
     if moving:
@@ -72,3 +76,14 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
     return LocalWarp(
         source=src, target=dst, polygons=polygons, feather_px=FEATHER_FACE_UNITS * frame.unit
     )
+
+
+def _clear_anchors(
+    points: np.ndarray, frame: FaceFrame, moving: list[int], anchors: list[int]
+) -> list[int]:
+    """``anchors`` without those within :data:`ANCHOR_CLEARANCE` of a moving landmark."""
+    if not moving or not anchors:
+        return anchors
+    local = frame.to_local(points)
+    dist = np.linalg.norm(local[anchors][:, None] - local[moving][None], axis=-1).min(axis=1)
+    return [a for a, d in zip(anchors, dist, strict=True) if d >= ANCHOR_CLEARANCE]

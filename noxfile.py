@@ -1,0 +1,29 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, offline, on the CPU."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, backends, benchmarks and tests."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "backends", "benchmarks", "tests", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed and accuracy benchmarks; results land in bench-results/."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_warp.py", *session.posargs)
