@@ -176,7 +176,8 @@ def apply_command(
                 raise UsageError("give at least one --op NAME=STRENGTH (see `mirrorppr ops`)")
             requests = [parse_op(text) for text in op]
             batch = len(images) > 1 or any(is_batch(spec) for spec in images)
-            sources = [path for spec in images for path in expand_inputs(spec)]
+            # Overlapping specs (a.jpg and *.jpg) name a file once.
+            sources = list(dict.fromkeys(p for spec in images for p in expand_inputs(spec)))
         if method not in ("fast", "exact"):
             raise UsageError(f"--method must be fast or exact, not {method!r}")
         backend = load_backend(backend_name, method=method)

@@ -52,7 +52,7 @@ _FORMAT_ALIASES = {
     "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "tif": "TIFF",
     "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP",
 }  # fmt: skip
-_MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383}
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}  # libjpeg and libwebp limits
 _JPEG_MAX_MARKER = 65_533  # bytes in one JPEG marker segment (EXIF must fit in one)
 
 _EXIF_PREFIX = b"Exif\x00\x00"
@@ -400,10 +400,16 @@ def _decode_opencv(file: Path, data: bytes) -> tuple[np.ndarray, str]:
     Pillow's ``verify()`` runs first (chunk CRCs, truncation) so that OpenCV
     is only handed complete files.
     """
-    checker = PIL.Image.open(BytesIO(data))
+    checker = PIL.Image.open(BytesIO(data), formats=READABLE_FORMATS)
+    size = checker.size
     checker.verify()
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.dtype != np.uint16 or decoded.ndim != 3:
+    if (
+        decoded is None
+        or decoded.dtype != np.uint16
+        or decoded.ndim != 3
+        or decoded.shape[1::-1] != size
+    ):
         raise InputError(f"{file}: 16-bit image could not be decoded; re-export it")
     if decoded.shape[2] == 3:
         return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), "RGB"
@@ -642,7 +648,7 @@ def _choose_format(dest: Path, fmt: str | None, source_format: str) -> str:
 def _tifffile_available() -> bool:
     """True when ``tifffile`` (used for 16-bit colour TIFF) can be imported."""
     try:
-        import tifffile  # noqa: F401
+        import tifffile  # noqa: F401, PLC0415 - optional, only probed
     except ImportError:
         return False
     return True
@@ -652,8 +658,8 @@ def _keeps_16bit(fmt: str, mode: str) -> bool:
     """Whether ``fmt`` output keeps 16-bit samples for ``mode``."""
     if fmt == "PNG":
         return True
-    if fmt == "TIFF":
-        return mode == "L" or _tifffile_available()
+    if fmt == "TIFF":  # 16-bit grey+alpha TIFF is not readable by Pillow: write 8-bit
+        return mode == "L" or (mode in ("RGB", "RGBA") and _tifffile_available())
     return False
 
 
@@ -720,17 +726,18 @@ def _encode_png(pixels: np.ndarray, mode: str, icc: bytes | None, exif: bytes | 
 
 
 def _encode_tiff(pixels: np.ndarray, icc: bytes | None) -> bytes:
-    """16-bit colour TIFF via tifffile (zlib), keeping the ICC profile."""
-    import tifffile
+    """16-bit RGB/RGBA TIFF via tifffile (zlib, straight alpha), keeping the ICC profile.
 
-    channels = pixels.shape[2]
-    photometric = "minisblack" if channels <= 2 else "rgb"
-    extra = ["unassalpha"] if channels in (2, 4) else None
+    Pillow cannot write 48/64-bit TIFF; tifffile ships with scikit-image and
+    is imported only here (without it, `_keeps_16bit` makes TIFF output 8-bit).
+    """
+    import tifffile  # noqa: PLC0415 - optional dependency
+
+    extra = ["unassalpha"] if pixels.shape[2] == 4 else None
     out = BytesIO()
     tifffile.imwrite(
-        out, pixels, photometric=photometric, extrasamples=extra,
-        compression="zlib", iccprofile=icc,
-    )  # fmt: skip
+        out, pixels, photometric="rgb", extrasamples=extra, compression="zlib", iccprofile=icc
+    )
     return out.getvalue()
 
 
@@ -766,7 +773,8 @@ def encode_image(img: Picture, format: str, *, jpeg_quality: int = 95) -> bytes:
 
     Converts what the format cannot store (see `_prepare`).  JPEG uses
     ``jpeg_quality`` and 4:4:4 chroma; WebP is lossy at the same quality;
-    PNG and TIFF are lossless.  Raises `OutputError` if encoding fails.
+    PNG and TIFF are lossless.  Raises `OutputError` when the image is too
+    big for the format; other encoder errors propagate (`write_image` wraps them).
     """
     fmt = normalise_format(format)
     if not 1 <= jpeg_quality <= 100:
