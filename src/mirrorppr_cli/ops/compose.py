@@ -16,6 +16,14 @@ from .catalog import MAX_STRENGTH, get_operation
 #: Anchors closer than this (face units) to a moving point of *another* operation are
 #: dropped: a fixed point next to a moving one would fold the warp between them.
 ANCHOR_CLEARANCE = 0.12
+#: An operation's own anchors closer than this to one of its moving points are dropped too
+#: (dense mesh points can sit a fraction of a pixel apart on small faces).
+OWN_ANCHOR_CLEARANCE = 0.08
+
+#: An anchor is dropped when a moving landmark's displacement exceeds this fraction of its
+#: distance to that landmark: composed operations can push a point (nearly) onto a fixed
+#: one, and similarity MLS then folds the image between them.
+MAX_ANCHOR_STRAIN = 0.5
 
 #: Feather kernel, in face units (inter-ocular distances). 0.25 reproduces the official
 #: generator's "5 % of the short side" on face crops, and follows the face elsewhere.
@@ -55,8 +63,9 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
         points: ``(478, 2)`` landmarks ``(x, y)`` px.
     """
     frame = FaceFrame.from_points(points)
+    local = frame.to_local(points)
     displacement: dict[int, np.ndarray] = {}
-    anchors: set[int] = set()
+    per_op: list[tuple[np.ndarray, np.ndarray]] = []
     polygons = []
     for req in requests:
         if req.strength == 0:
@@ -65,25 +74,42 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
         idx, targets, anchor_idx = op.control_points(points, frame, req.strength)
         for i, target in zip(idx.tolist(), targets, strict=True):
             displacement[i] = displacement.get(i, 0.0) + (target - points[i])
-        anchors.update(anchor_idx.tolist())
+        per_op.append((idx, anchor_idx))
         polygons.append(points[np.concatenate([idx, anchor_idx])])
     moving = sorted(displacement)
-    fixed = _clear_anchors(points, frame, moving, sorted(anchors.difference(moving)))
+    anchors: set[int] = set()
+    for k, (own_moving, own_anchors) in enumerate(per_op):
+        others = [m for j, (m, _) in enumerate(per_op) if j != k]
+        kept = _clear(local, own_anchors, own_moving, OWN_ANCHOR_CLEARANCE)
+        if others:
+            kept = _clear(local, kept, np.concatenate(others), ANCHOR_CLEARANCE)
+        anchors.update(kept.tolist())
+    fixed = sorted(anchors.difference(moving))
+    shifts = np.array([displacement[i] for i in moving]).reshape(-1, 2)
+    fixed = _unstrained(points, fixed, moving, shifts)
     src = points[moving + fixed]
     dst = src.copy()
-    if moving:
-        dst[: len(moving)] += np.array([displacement[i] for i in moving])
+    dst[: len(moving)] += shifts
     return LocalWarp(
         source=src, target=dst, polygons=polygons, feather_px=FEATHER_FACE_UNITS * frame.unit
     )
 
 
-def _clear_anchors(
-    points: np.ndarray, frame: FaceFrame, moving: list[int], anchors: list[int]
-) -> list[int]:
-    """``anchors`` without those within :data:`ANCHOR_CLEARANCE` of a moving landmark."""
-    if not moving or not anchors:
+def _clear(local: np.ndarray, anchors: np.ndarray, moving: np.ndarray, clearance: float) -> np.ndarray:
+    """``anchors`` without those within ``clearance`` (face units) of any ``moving`` landmark."""
+    if len(anchors) == 0 or len(moving) == 0:
         return anchors
-    local = frame.to_local(points)
     dist = np.linalg.norm(local[anchors][:, None] - local[moving][None], axis=-1).min(axis=1)
-    return [a for a, d in zip(anchors, dist, strict=True) if d >= ANCHOR_CLEARANCE]
+    return anchors[dist >= clearance]
+
+
+def _unstrained(
+    points: np.ndarray, anchors: list[int], moving: list[int], shifts: np.ndarray
+) -> list[int]:
+    """``anchors`` except those a moving landmark would approach too closely (see
+    :data:`MAX_ANCHOR_STRAIN`). ``shifts`` are the moving landmarks' displacements in px."""
+    if not anchors or not moving:
+        return anchors
+    dist = np.linalg.norm(points[anchors][:, None] - points[moving][None], axis=-1)
+    strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
+    return [a for a, s in zip(anchors, strain.max(axis=1), strict=True) if s <= MAX_ANCHOR_STRAIN]
