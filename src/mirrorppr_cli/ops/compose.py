@@ -25,6 +25,10 @@ OWN_ANCHOR_CLEARANCE = 0.08
 #: one, and similarity MLS then folds the image between them.
 MAX_ANCHOR_STRAIN = 0.5
 
+#: Anchors are thinned to at least this spacing (face units): the mesh is denser than a
+#: smooth warp needs, and every extra handle adds cost and small-scale wiggles to the map.
+ANCHOR_SPACING = 0.06
+
 #: Feather kernel, in face units (inter-ocular distances). 0.25 reproduces the official
 #: generator's "5 % of the short side" on face crops, and follows the face elsewhere.
 FEATHER_FACE_UNITS = 0.25
@@ -87,6 +91,7 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
     fixed = sorted(anchors.difference(moving))
     shifts = np.array([displacement[i] for i in moving]).reshape(-1, 2)
     fixed = _unstrained(points, fixed, moving, shifts)
+    fixed = _thinned(local, fixed, ANCHOR_SPACING)
     src = points[moving + fixed]
     dst = src.copy()
     dst[: len(moving)] += shifts
@@ -113,3 +118,12 @@ def _unstrained(
     dist = np.linalg.norm(points[anchors][:, None] - points[moving][None], axis=-1)
     strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
     return [a for a, s in zip(anchors, strain.max(axis=1), strict=True) if s <= MAX_ANCHOR_STRAIN]
+
+
+def _thinned(local: np.ndarray, indices: list[int], spacing: float) -> list[int]:
+    """Greedy subset of ``indices`` (in order) whose points are ≥ ``spacing`` apart."""
+    kept: list[int] = []
+    for i in indices:
+        if all(np.hypot(*(local[i] - local[k])) >= spacing for k in kept):
+            kept.append(i)
+    return kept
