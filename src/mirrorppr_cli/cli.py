@@ -33,7 +33,6 @@ err = Console(stderr=True)
 _NOT_BUILT = {
     "retouch": (5, "exemplar → query retouching"),
     "train": (6, "training the neural engine"),
-    "build-dataset": (3, "building the simulated dataset and benchmark sets"),
     "bench": (4, "scoring backends on a benchmark"),
 }
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -236,6 +235,106 @@ def apply_command(
     if failed:
         code = failed[0].exit_code if not batch else 1
         raise typer.Exit(code)
+
+
+@app.command("build-dataset")
+def build_dataset_command(
+    faces: Annotated[Path, typer.Option("--faces", help="Folder of source portraits.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    subset: Annotated[
+        str, typer.Option("--subset", help="Training subset to build: simulated.")
+    ] = "simulated",
+    benchmark: Annotated[
+        str | None,
+        typer.Option("--benchmark", help="Build a benchmark instead: simface."),
+    ] = None,
+    pairs: Annotated[int, typer.Option("--pairs", help="Retouched pairs per portrait.", min=1)] = 1,
+    augment: Annotated[
+        int, typer.Option("--augment", help="Self-augmented query pairs per pair.", min=0)
+    ] = 4,
+    size: Annotated[
+        int, typer.Option("--size", help="Images have the area of SIZE² (sides ×16).", min=64)
+    ] = 1024,
+    combos: Annotated[int, typer.Option("--combos", help="Benchmark items.", min=1)] = 100,
+    image_format: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", help="Portraits per shard.", min=1)
+    ] = 16,
+    workers: Annotated[int, typer.Option("--workers", help="Local processes.", min=1)] = 1,
+    engine: Annotated[str, typer.Option("--engine", help="local or ray.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster address (default: local).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Makes every random choice.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start again in an --out that holds another build.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build the simulated training subset (sharded, resumable) or a SimFace-style benchmark."""
+    from .data import build as B
+    from .data.simface import build_simface
+
+    try:
+        if image_format not in ("png", "jpg"):
+            raise UsageError(f"--format must be png or jpg, not {image_format!r}")
+        if engine not in ("local", "ray"):
+            raise UsageError(f"--engine must be local or ray, not {engine!r}")
+        if not faces.is_dir():
+            raise UsageError(f"--faces {faces}: not a folder")
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
+        )
+        if benchmark is not None:
+            if benchmark != "simface":
+                raise UsageError(f"--benchmark must be simface, not {benchmark!r}")
+            with progress:
+                task = progress.add_task("benchmark items", total=combos)
+                summary = build_simface(
+                    faces, out_dir, combos=combos, seed=seed, side=size, force=force,
+                    on_item=lambda _: progress.advance(task),
+                )
+        else:
+            if subset != "simulated":
+                raise UsageError(
+                    f"--subset {subset!r}: only 'simulated' can be built here (the professional "
+                    "subset comes from a commercial retouching service)"
+                )
+            plan = B.make_plan(
+                faces, seed=seed, pairs=pairs, augmentations=augment, area=size * size,
+                image_format=image_format, shard_size=shard_size,
+            )
+            todo = B.prepare_output(out_dir, plan, force=force)
+            with progress:
+                task = progress.add_task("shards", total=plan.shard_count,
+                                         completed=plan.shard_count - len(todo))
+                advance = lambda _: progress.advance(task)  # noqa: E731
+                if engine == "ray":
+                    B.run_ray(plan, out_dir, todo, advance, address=ray_address,
+                              num_cpus=None if ray_address else workers)
+                else:
+                    B.run_local(plan, out_dir, todo, workers, advance)
+            summary = B.finalize(plan, out_dir)
+    except MirrorError as error:
+        raise _fail(error) from None
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    if benchmark is not None:
+        message = (f"{summary['items']} items from {summary['identities']} portraits → "
+                   f"{out_dir / 'dataset.json'}")
+        reasons: dict[str, int] = {}
+        for why in summary["skipped"].values():
+            reasons[why] = reasons.get(why, 0) + 1
+    else:
+        message = (f"{summary['pairs']} pairs, {summary['quadruplets']} quadruplets from "
+                   f"{summary['used']} of {summary['sources']} portraits → {out_dir}")
+        reasons = summary["skipped"]
+    out.print(message, highlight=False, soft_wrap=True)
+    if reasons:
+        out.print("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())),
+                  highlight=False)
 
 
 def _not_built(command: str) -> None:

@@ -1,0 +1,1 @@
+"""build-dataset: simulated LLW pairs, self-augmented quadruplets, benchmark sets, shards."""

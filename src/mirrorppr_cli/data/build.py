@@ -1,0 +1,213 @@
+"""Build orchestration: a plan, shards as units of work, local or Ray execution, resume.
+
+A build folder holds ``plan.json`` (sources and settings), ``shards/shard-NNNNNN.tar`` with a
+``.json`` sidecar each (that shard's records, skipped sources and the tar's SHA-256, written
+*after* the tar), and at the end ``manifest.jsonl`` and ``summary.json``. A shard counts as done
+when its sidecar exists and matches its tar, so a build killed at any moment and started again
+redoes only unfinished shards, and every sample appears exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..errors import OutputError, UsageError
+from ..inputs import expand_inputs
+from .filters import FaceFilter
+from .pairs import PairSettings, make_samples
+from .shards import sha256, tar_bytes, write_atomic, write_json_atomic
+
+PLAN_FILE = "plan.json"
+MANIFEST_FILE = "manifest.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything that determines a build's bytes."""
+
+    faces_dir: str
+    sources: list[str]
+    seed: int
+    pairs: int
+    augmentations: int
+    area: int
+    image_format: str
+    shard_size: int
+    face_filter: dict = field(default_factory=lambda: FaceFilter().to_dict())
+    version: str = __version__
+
+    @property
+    def shard_count(self) -> int:
+        return (len(self.sources) + self.shard_size - 1) // self.shard_size
+
+    def shard_sources(self, index: int) -> list[str]:
+        return self.sources[index * self.shard_size : (index + 1) * self.shard_size]
+
+    def settings(self) -> PairSettings:
+        return PairSettings(
+            pairs=self.pairs,
+            augmentations=self.augmentations,
+            area=self.area,
+            image_format=self.image_format,
+            face_filter=FaceFilter(**self.face_filter),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_plan(faces_dir: Path, **settings) -> BuildPlan:
+    """A plan over every image in ``faces_dir`` (sorted, relative paths)."""
+    files = expand_inputs(faces_dir)
+    sources = sorted(str(p.relative_to(faces_dir)) for p in files)
+    return BuildPlan(faces_dir=str(faces_dir.resolve()), sources=sources, **settings)
+
+
+def shard_path(out: Path, index: int) -> Path:
+    return out / "shards" / f"shard-{index:06d}.tar"
+
+
+def shard_done(out: Path, index: int) -> bool:
+    """True when shard ``index`` and its sidecar are complete and consistent."""
+    tar, side = shard_path(out, index), shard_path(out, index).with_suffix(".json")
+    if not (tar.exists() and side.exists()):
+        return False
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("tar_sha256") == sha256(tar.read_bytes())
+
+
+def build_shard(plan_dict: dict, out: str, index: int) -> dict:
+    """Make, write and return the sidecar of one shard. Runs in a worker (local or Ray)."""
+    plan = BuildPlan(**plan_dict)
+    settings = plan.settings()
+    members: list[tuple[str, bytes]] = []
+    records: list[dict] = []
+    skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for source in plan.shard_sources(index):
+        try:
+            result = make_samples(Path(plan.faces_dir), source, plan.seed, settings)
+        except Exception as error:  # an unreadable file must not sink the build
+            failed[source] = f"{type(error).__name__}: {error}"
+            continue
+        if result.skipped:
+            skipped[source] = result.skipped
+            continue
+        members.extend(result.members)
+        records.extend(result.records)
+    data = tar_bytes(members)
+    tar = shard_path(Path(out), index)
+    write_atomic(tar, data)
+    meta = {
+        "shard": tar.name,
+        "tar_sha256": sha256(data),
+        "records": records,
+        "skipped": skipped,
+        "failed": failed,
+    }
+    write_json_atomic(tar.with_suffix(".json"), meta)
+    return {"shard": index, "samples": len(records)}
+
+
+def prepare_output(out: Path, plan: BuildPlan, *, force: bool) -> list[int]:
+    """Check/record the plan in ``out``; return the shard indices still to build."""
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / PLAN_FILE
+    if plan_file.exists() and not force:
+        previous = json.loads(plan_file.read_text())
+        if previous != json.loads(json.dumps(plan.to_dict())):
+            raise OutputError(
+                f"{out}: holds a different build (other sources or settings); "
+                "use another --out, or --force to start it again"
+            )
+    elif force:
+        for stale in (out / "shards").glob("shard-*"):
+            stale.unlink()
+        for name in (MANIFEST_FILE, SUMMARY_FILE):
+            (out / name).unlink(missing_ok=True)
+    write_json_atomic(plan_file, plan.to_dict())
+    return [i for i in range(plan.shard_count) if not shard_done(out, i)]
+
+
+def run_local(
+    plan: BuildPlan, out: Path, todo: list[int], workers: int, on_done: Callable[[int], None]
+) -> None:
+    """Build ``todo`` shards with ``workers`` processes (1: in this process)."""
+    if workers <= 1:
+        for index in todo:
+            build_shard(plan.to_dict(), str(out), index)
+            on_done(index)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(build_shard, plan.to_dict(), str(out), i): i for i in todo}
+        for future in as_completed(futures):
+            future.result()
+            on_done(futures[future])
+
+
+def run_ray(
+    plan: BuildPlan, out: Path, todo: list[int], on_done: Callable[[int], None],
+    address: str | None = None, num_cpus: int | None = None,
+) -> None:
+    """Build ``todo`` shards as Ray tasks (a running cluster at ``address``, or a local one)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(
+            "--engine ray needs Ray: pip install 'mirrorppr[ray]'"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        local = {} if address else {"_node_ip_address": "127.0.0.1"}  # stay on loopback
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False, **local)
+    try:
+        task = ray.remote(build_shard)
+        pending = {task.remote(plan.to_dict(), str(out), i): i for i in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ray.get(ready[0])
+            on_done(pending.pop(ready[0]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def finalize(plan: BuildPlan, out: Path) -> dict:
+    """Merge shard sidecars into ``manifest.jsonl`` and ``summary.json``; return the summary."""
+    lines: list[str] = []
+    skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for index in range(plan.shard_count):
+        meta = json.loads(shard_path(out, index).with_suffix(".json").read_text())
+        for record in meta["records"]:
+            entry = {k: record[k] for k in ("key", "source", "pair_index", "ops", "size")}
+            entry["augmentations"] = record["augmentations"]
+            entry["shard"] = meta["shard"]
+            lines.append(json.dumps(entry, sort_keys=True))
+        skipped.update(meta["skipped"])
+        failed.update(meta["failed"])
+    write_atomic(out / MANIFEST_FILE, ("\n".join(lines) + "\n" if lines else "").encode())
+    summary = {
+        "sources": len(plan.sources),
+        "used": len(plan.sources) - len(skipped) - len(failed),
+        "pairs": len(lines),
+        "quadruplets": len(lines) * plan.augmentations,
+        "skipped": dict(sorted(Counter(skipped.values()).items())),
+        "skipped_sources": dict(sorted(skipped.items())),
+        "failed_sources": dict(sorted(failed.items())),
+        "shards": plan.shard_count,
+        "seed": plan.seed,
+    }
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    return summary
