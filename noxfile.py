@@ -24,6 +24,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Speed and accuracy benchmarks; results land in bench-results/."""
-    session.install("-e", ".")
-    session.run("python", "benchmarks/bench_warp.py", *session.posargs)
+    """Speed and accuracy benchmarks (warp, dataset build); results land in bench-results/."""
+    session.install("-e", ".[ray]")
+    session.run("python", "benchmarks/bench_warp.py")
+    session.run("python", "benchmarks/bench_dataset.py")
