@@ -259,7 +259,7 @@ def build_dataset_command(
     image_format: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Portraits per shard.", min=1)
-    ] = 16,
+    ] = 8,
     workers: Annotated[int, typer.Option("--workers", help="Local processes.", min=1)] = 1,
     engine: Annotated[str, typer.Option("--engine", help="local or ray.")] = "local",
     ray_address: Annotated[

@@ -10,6 +10,7 @@ redoes only unfinished shards, and every sample appears exactly once.
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -148,7 +149,9 @@ def run_local(
             build_shard(plan.to_dict(), str(out), index)
             on_done(index)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # "spawn": a forked child inherits MediaPipe's native threads and deadlocks in them.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(build_shard, plan.to_dict(), str(out), i): i for i in todo}
         for future in as_completed(futures):
             future.result()

@@ -66,7 +66,7 @@ def encode(pixels: np.ndarray, image_format: str) -> bytes:
     buf = _io.BytesIO()
     img = Image.fromarray(np.ascontiguousarray(pixels))
     if image_format == "png":
-        img.save(buf, "PNG", compress_level=6)
+        img.save(buf, "PNG", compress_level=1)  # ~5x faster than level 6, ~13 % larger
     else:
         img.save(buf, "JPEG", quality=95, subsampling=0)
     return buf.getvalue()
