@@ -18,11 +18,10 @@ a spread between their repeats (compare min and median).
   1.25·S and 0.8·S so the builder's standardisation resizes. PNG files, as FFHQ ships.
 * The builder as the CLI runs it (``make_plan`` → ``prepare_output`` → ``run_local`` /
   ``run_ray`` → ``finalize``), area S², pairs = 1, ``--shard-size 1`` (one source per shard:
-  with the CLI default of 16, K ≤ 16 sources make a single shard and a second worker idles),
+  with the CLI default of 8, K ≤ 8 sources make a single shard and a second worker idles),
   seed 0. Every measurement writes to a fresh output folder (the builder resumes otherwise)
   and runs in a fresh Python process started by this script, as a CLI invocation would: a
-  process that has already run MediaPipe cannot fork working ``run_local`` workers (they
-  hang), and a cold process pays MediaPipe's graph start-up, as a real build does. The time
+  cold process pays MediaPipe's graph start-up, as a real build does. The time
   reported is that of the four builder calls; interpreter start and imports are not in it.
   Configurations:
 
