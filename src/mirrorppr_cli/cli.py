@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .errors import MirrorError, UsageError
+from .errors import MirrorError, MissingWeightsError, OutputError, UsageError
 
 app = typer.Typer(
     name="mirrorppr",
@@ -33,7 +33,6 @@ err = Console(stderr=True)
 _NOT_BUILT = {
     "retouch": (5, "exemplar → query retouching"),
     "train": (6, "training the neural engine"),
-    "bench": (4, "scoring backends on a benchmark"),
 }
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -335,6 +334,140 @@ def build_dataset_command(
     if reasons:
         out.print("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())),
                   highlight=False)
+
+
+@app.command("bench")
+def bench_command(
+    dataset: Annotated[
+        str, typer.Argument(help="Folder with dataset.json, or simface100 / proportrait500.")
+    ],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Folder of a named benchmark (proportrait500).")
+    ] = None,
+    backend_name: Annotated[
+        str | None, typer.Option("--backend", help="Also score this backend's retouching.")
+    ] = None,
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Score another system's outputs.")
+    ] = None,
+    oracle: Annotated[
+        bool, typer.Option("--oracle", help="Also score the ground truth itself (sanity check).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="First N items only.", min=1)] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: bench-<dataset>).")
+    ] = None,
+    metric_list: Annotated[
+        str, typer.Option("--metrics", help="Comma-separated: psnr,ssim,lpips,face,edit.")
+    ] = "psnr,ssim,lpips,face,edit",
+    face_model: Annotated[
+        str, typer.Option("--face-model", help="auto, arcface or dlib (offline substitute).")
+    ] = "auto",
+    arcface_dir: Annotated[
+        Path | None, typer.Option("--arcface-dir", help="Folder with insightface's buffalo_l.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an earlier report.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summaries.")] = False,
+) -> None:
+    """Score methods on a benchmark: identity baseline, predictions, backends; write reports."""
+    from .bench import report as R
+    from .bench.datasets import load_benchmark
+    from .bench.runner import (
+        ALL_METRICS,
+        identity_method,
+        oracle_method,
+        predictions_method,
+        rgb,
+        score,
+    )
+
+    try:
+        metrics = tuple(m.strip() for m in metric_list.split(",") if m.strip())
+        unknown = set(metrics) - set(ALL_METRICS)
+        if unknown:
+            raise UsageError(f"--metrics: unknown {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(ALL_METRICS)}")
+        bench = load_benchmark(dataset, data, limit)
+        out_dir = out_dir or Path(f"bench-{bench.name}")
+        if (out_dir / "results.json").exists() and not force:
+            raise OutputError(f"{out_dir / 'results.json'}: exists; pass --force or another --out")
+        methods = {"identity": identity_method}
+        if oracle:
+            methods["oracle"] = oracle_method
+        if predictions is not None:
+            methods[f"predictions:{predictions.name}"] = predictions_method(predictions)
+        if backend_name:
+            from .backend import load_backend, require
+
+            backend = load_backend(backend_name)
+            require(backend, "retouch")
+            methods[backend_name] = lambda item, query: backend.retouch(  # noqa: E731
+                rgb(item.exemplar_before), rgb(item.exemplar_after), query
+            )
+        embedder = None
+        if "face" in metrics:
+            from .metrics.face_similarity import load_embedder
+
+            try:
+                embedder = load_embedder(face_model, arcface_dir)
+            except MissingWeightsError as error:
+                if face_model != "auto":
+                    raise
+                err.print(f"[yellow]warning:[/] face similarity skipped: {error}", highlight=False)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        saver = R.ImageSaver(out_dir)
+        images: dict[int, dict[str, str]] = {}
+
+        def keep(name, item, pred, truth):
+            slot = images.setdefault(item.index, {})
+            safe = name.replace(":", "_").replace("/", "_")
+            slot[f"pred:{name}"] = saver.save(f"{item.index:04d}_{safe}.jpg", pred)
+            slot[f"diff:{name}"] = saver.save(
+                f"{item.index:04d}_{safe}_diff.jpg", R.difference_heatmap(pred, truth)
+            )
+
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
+        )
+        with progress:
+            task = progress.add_task("scoring", total=len(bench.items))
+            results = score(bench, methods, metrics, embedder=embedder,
+                            on_step=lambda: progress.advance(task), keep_predictions=keep)
+        for item in bench.items:
+            images.setdefault(item.index, {}).update(R.item_images(saver, item, rgb))
+        face_name = getattr(embedder, "name", None)
+        payload = {
+            "dataset": bench.name,
+            "root": str(bench.root),
+            "items": len(bench.items),
+            "metrics": list(metrics),
+            "face_model": face_name,
+            "methods": {
+                name: {"summary": res.summary(metrics, face_name), "rows": res.rows}
+                for name, res in results.items()
+            },
+        }
+        R.write_json(out_dir, payload)
+        from .data.shards import write_atomic
+
+        write_atomic(out_dir / "results.md", R.markdown(payload).encode())
+        write_atomic(out_dir / "report.html", R.html_report(payload, bench, images).encode())
+    except MirrorError as error:
+        raise _fail(error) from None
+    if as_json:
+        print(json.dumps({n: m["summary"] for n, m in payload["methods"].items()}, indent=2))
+        return
+    table = Table(title=f"{bench.name}: {len(bench.items)} items"
+                  + (f" · face model: {face_name}" if face_name else ""))
+    table.add_column("method")
+    for _, label, _ in R.COLUMNS:
+        table.add_column(label, justify="right")
+    for name, method in payload["methods"].items():
+        summary = method["summary"]
+        table.add_row(name, *(R.fmt(summary.get(k), p) for k, _, p in R.COLUMNS))
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.html'}", highlight=False)
 
 
 def _not_built(command: str) -> None:

@@ -1,0 +1,104 @@
+"""Benchmarks in the official layout: ``ROOT/dataset.json``, a list of items with
+``pair1_origin``, ``pair1_edited`` (exemplar pair), ``pair2_origin`` (query) and
+``pair2_edited`` (ground truth), paths relative to ROOT.
+
+Names: ``simface100`` is looked up in the Hugging Face cache (dataset repository
+``SJTU-DENG-Lab/SimFace-100``) and downloaded with ``huggingface-hub`` when online;
+``proportrait500`` is not public and is read from ``--data DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError, MissingWeightsError, UsageError
+
+SIMFACE_REPO = "SJTU-DENG-Lab/SimFace-100"
+KEYS = ("pair1_origin", "pair1_edited", "pair2_origin", "pair2_edited")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark item; paths are absolute."""
+
+    index: int
+    exemplar_before: Path
+    exemplar_after: Path
+    query: Path
+    truth: Path
+    instruction: str = ""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    root: Path
+    items: list[Item]
+
+
+def _simface_root(allow_download: bool) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise MissingWeightsError("simface100 needs huggingface-hub: pip install huggingface-hub") from None
+    try:
+        return Path(snapshot_download(SIMFACE_REPO, repo_type="dataset", local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached
+        if not allow_download:
+            raise MissingWeightsError(
+                f"SimFace-100 is not in the Hugging Face cache; run once online "
+                f"(`huggingface-cli download {SIMFACE_REPO} --repo-type dataset`) or pass the "
+                "folder holding its dataset.json as DATASET"
+            ) from None
+    try:
+        return Path(snapshot_download(SIMFACE_REPO, repo_type="dataset"))
+    except Exception as error:  # noqa: BLE001 - offline, or the hub refused
+        raise MissingWeightsError(
+            f"SimFace-100 could not be downloaded ({type(error).__name__}); run "
+            f"`huggingface-cli download {SIMFACE_REPO} --repo-type dataset` where the hub is "
+            "reachable, or pass the folder holding its dataset.json as DATASET"
+        ) from None
+
+
+def resolve_root(dataset: str, data: Path | None, *, allow_download: bool = True) -> tuple[str, Path]:
+    """``(name, root folder)`` for a dataset name or path."""
+    if dataset == "simface100":
+        return dataset, (data or _simface_root(allow_download))
+    if dataset == "proportrait500":
+        if data is None:
+            raise UsageError(
+                "proportrait500 is not public: pass --data DIR, a folder in the official layout "
+                "(DIR/dataset.json)"
+            )
+        return dataset, data
+    path = Path(dataset)
+    root = path.parent if path.name == "dataset.json" else path
+    return root.name or str(root), root
+
+
+def load_benchmark(dataset: str, data: Path | None = None, limit: int | None = None,
+                   *, allow_download: bool = True) -> Benchmark:
+    """Read ``dataset.json``; every path is checked to exist (InputError naming the first missing)."""
+    name, root = resolve_root(dataset, data, allow_download=allow_download)
+    index_file = root / "dataset.json"
+    if not index_file.is_file():
+        raise InputError(f"{index_file}: not found; DATASET must be a folder with dataset.json")
+    try:
+        entries = json.loads(index_file.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{index_file}: not valid JSON ({error})") from None
+    if not isinstance(entries, list):
+        raise InputError(f"{index_file}: expected a list of items")
+    items = []
+    for i, entry in enumerate(entries[:limit] if limit else entries):
+        missing = [k for k in KEYS if k not in entry]
+        if missing:
+            raise InputError(f"{index_file}: item {i} lacks {', '.join(missing)}")
+        paths = [root / entry[k] for k in KEYS]
+        for p in paths:
+            if not p.is_file():
+                raise InputError(f"{index_file}: item {i}: {p} does not exist")
+        items.append(Item(i, *paths, instruction=str(entry.get("edit_instruction", ""))))
+    return Benchmark(name, root, items)

@@ -1,0 +1,135 @@
+"""Score methods on a benchmark with the shared metric library.
+
+A *method* turns an item into a prediction: ``identity`` (the query returned unchanged, the
+baseline every report shows), ``oracle`` (the ground truth itself: a sanity check),
+``predictions`` (another system's outputs read from a folder) or a backend that can
+``retouch``. Every method is scored on the same items with the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, MirrorError
+from ..inputs import IMAGE_SUFFIXES
+from ..io import read_image
+from ..metrics.edit_fidelity import edit_fidelity
+from ..metrics.pixel import PixelScores
+from .datasets import Benchmark, Item
+
+ALL_METRICS = ("psnr", "ssim", "lpips", "face", "edit")
+#: Identical images have infinite PSNR; reports write this value instead (JSON has no inf).
+PSNR_CAP = 100.0
+
+Predictor = Callable[[Item, np.ndarray], np.ndarray]
+
+
+def rgb(path: Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of an image file (any colour mode the reader accepts)."""
+    return np.ascontiguousarray(read_image(path).rgb8())
+
+
+def identity_method(item: Item, query: np.ndarray) -> np.ndarray:
+    return query
+
+
+def oracle_method(item: Item, query: np.ndarray) -> np.ndarray:
+    return rgb(item.truth)
+
+
+def predictions_method(folder: Path) -> Predictor:
+    """Predictions named by item index (``0007.png``, ``7.jpg``) or by the query's file name."""
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES} \
+        if folder.is_dir() else {}
+    if not files:
+        raise InputError(f"--predictions {folder}: no images found")
+
+    def predict(item: Item, query: np.ndarray) -> np.ndarray:
+        for key in (f"{item.index:04d}", str(item.index), item.query.stem):
+            if key in files:
+                return rgb(files[key])
+        raise InputError(f"no prediction for item {item.index} in {folder} "
+                         f"(expected {item.index:04d}.png or {item.query.name})")
+
+    return predict
+
+
+@dataclass
+class MethodScores:
+    """Per-item rows and set-level accumulators of one method."""
+
+    name: str
+    pixel: PixelScores = field(default_factory=PixelScores)
+    rows: list[dict] = field(default_factory=list)
+
+    def summary(self, metrics: tuple[str, ...], face_model: str | None) -> dict:
+        """Summary with the official evaluation's keys, plus edit fidelity."""
+        ok = [r for r in self.rows if r.get("error") is None]
+
+        def mean(key: str) -> float | None:
+            values = [r[key] for r in ok if r.get(key) is not None and not math.isnan(r[key])]
+            return float(np.mean(values)) if values else None
+
+        identity = [r["identity_similarity"] for r in ok if r.get("identity_similarity") is not None]
+        out = {
+            "total_samples": len(self.rows),
+            "valid_pixel_samples": len(ok),
+            "average_psnr": min(self.pixel.pooled_psnr, PSNR_CAP) if ok and "psnr" in metrics else None,
+            "average_ssim": self.pixel.mean_ssim if ok and "ssim" in metrics else None,
+            "average_lpips": mean("lpips") if "lpips" in metrics else None,
+            "valid_identity_samples": len(identity) if "face" in metrics else 0,
+            "average_identity_similarity_edited": (
+                float(np.mean(identity)) if identity and "face" in metrics else None
+            ),
+            "face_model": face_model,
+            "average_edit_recall": mean("edit_recall") if "edit" in metrics else None,
+            "average_edit_epe": mean("edit_epe") if "edit" in metrics else None,
+        }
+        return out
+
+
+def score(
+    bench: Benchmark,
+    methods: dict[str, Predictor],
+    metrics: tuple[str, ...] = ALL_METRICS,
+    *,
+    embedder=None,
+    on_step: Callable[[], None] | None = None,
+    keep_predictions: Callable[[str, Item, np.ndarray, np.ndarray], None] | None = None,
+) -> dict[str, MethodScores]:
+    """Score every method on every item; a failed prediction is a row with an error."""
+    from ..metrics import perceptual
+
+    results = {name: MethodScores(name) for name in methods}
+    for item in bench.items:
+        query, truth = rgb(item.query), rgb(item.truth)
+        for name, predict in methods.items():
+            row: dict = {"item": item.index, "query": str(item.query), "error": None}
+            try:
+                pred = predict(item, query)
+            except MirrorError as error:
+                row["error"] = str(error)
+                results[name].rows.append(row)
+                continue
+            if keep_predictions:
+                keep_predictions(name, item, pred, truth)
+            p, s = results[name].pixel.add(pred, truth)
+            row["psnr"], row["ssim"] = min(p, PSNR_CAP), s
+            if "lpips" in metrics:
+                row["lpips"] = perceptual.lpips_distance(pred, truth)
+            if "face" in metrics and embedder is not None:
+                from ..metrics.face_similarity import face_similarity
+
+                row["identity_similarity"] = face_similarity(embedder, pred, truth)
+            if "edit" in metrics:
+                fid = edit_fidelity(query, pred, truth)
+                row["edit_recall"], row["edit_epe"] = fid.recall, fid.epe
+            results[name].rows.append(row)
+        if on_step:
+            on_step()
+    return results
