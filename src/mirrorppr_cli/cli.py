@@ -329,7 +329,9 @@ def build_dataset_command(
     else:
         message = (f"{summary['pairs']} pairs, {summary['quadruplets']} quadruplets from "
                    f"{summary['used']} of {summary['sources']} portraits → {out_dir}")
-        reasons = summary["skipped"]
+        reasons = dict(summary["skipped"])
+        if summary["failed_sources"]:
+            reasons["unreadable"] = len(summary["failed_sources"])
     out.print(message, highlight=False, soft_wrap=True)
     if reasons:
         out.print("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())),

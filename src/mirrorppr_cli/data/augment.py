@@ -87,12 +87,11 @@ def apply_augmentation(pixels: np.ndarray, aug: Augmentation) -> np.ndarray:
         # warpAffine has no area filter: pre-shrink, then warp with bilinear sampling.
         factor = aug.out_size[0] / aug.crop[2] / 0.9
         small = cv2.resize(pixels, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        # cv2.resize samples with the factor it was given (not the rounded size ratio):
+        # pixel-centre convention x_s = (x + 0.5)·f − 0.5
         pre = np.array(
-            [[small.shape[1] / width, 0, 0], [0, small.shape[0] / height, 0], [0, 0, 1]]
+            [[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]]
         )
-        # pixel-centre convention for the pre-shrink: x_s = (x + 0.5)·f − 0.5
-        pre[0, 2] = 0.5 * pre[0, 0] - 0.5
-        pre[1, 2] = 0.5 * pre[1, 1] - 0.5
         m = (np.vstack([m, [0, 0, 1]]) @ np.linalg.inv(pre))[:2]
         pixels = small
     out = cv2.warpAffine(
@@ -106,6 +105,27 @@ def output_size(aspect: float, area: int) -> tuple[int, int]:
     w = max(SIDE_MULTIPLE, round(math.sqrt(area * aspect) / SIDE_MULTIPLE) * SIDE_MULTIPLE)
     h = max(SIDE_MULTIPLE, round(math.sqrt(area / aspect) / SIDE_MULTIPLE) * SIDE_MULTIPLE)
     return int(w), int(h)
+
+
+def _face_box(
+    face_points: np.ndarray, size: tuple[int, int], rotation: float, flip: bool,
+    margin: float, *, clip: bool,
+) -> tuple[float, float, float, float] | None:
+    """Face box with margin, in edge coordinates of the rotated, mirrored frame.
+
+    ``clip=False``: ``None`` when the box leaves the frame; ``clip=True``: clipped to it.
+    """
+    width, height = size
+    frame = _frame_matrix(size, rotation, flip)
+    face = face_points @ frame[:2, :2].T + frame[:2, 2]
+    fx0, fy0 = face.min(axis=0) + 0.5
+    fx1, fy1 = face.max(axis=0) + 0.5
+    pad_x, pad_y = margin * (fx1 - fx0), margin * (fy1 - fy0)
+    box = (fx0 - pad_x, fy0 - pad_y, fx1 + pad_x, fy1 + pad_y)
+    if clip:
+        return max(box[0], 0.0), max(box[1], 0.0), min(box[2], width), min(box[3], height)
+    inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
+    return box if inside else None
 
 
 def sample_augmentation(
@@ -124,23 +144,22 @@ def sample_augmentation(
         margin: extra room around the face box, as a fraction of its size.
     """
     width, height = size
-    rotation = float(rng.choice(ROTATIONS))
     flip = bool(rng.random() < 0.5)
-    frame = _frame_matrix(size, rotation, flip)
-    face = face_points @ frame[:2, :2].T + frame[:2, 2]
-    fx0, fy0 = face.min(axis=0) + 0.5  # to edge coordinates
-    fx1, fy1 = face.max(axis=0) + 0.5
-    pad_x, pad_y = margin * (fx1 - fx0), margin * (fy1 - fy0)
-    fx0, fx1 = max(fx0 - pad_x, 0.0), min(fx1 + pad_x, float(width))
-    fy0, fy1 = max(fy0 - pad_y, 0.0), min(fy1 + pad_y, float(height))
+    # Only rotations that keep the whole face (with its margin) inside the rotated frame.
+    fitting = [r for r in ROTATIONS if _face_box(face_points, size, r, flip, margin, clip=False)
+               is not None]
+    rotation = float(rng.choice(fitting)) if fitting else 0.0
+    fx0, fy0, fx1, fy1 = _face_box(face_points, size, rotation, flip, margin, clip=True)
     scale = float(rng.uniform(*CROP_SCALE))
     aspect = float(rng.uniform(*ASPECT))
     cw = min(math.sqrt(scale * width * height * aspect), float(width))
     ch = min(math.sqrt(scale * width * height / aspect), float(height))
     cw, ch = max(cw, fx1 - fx0), max(ch, fy1 - fy0)  # never cut the face
-    # keep the aspect ratio within bounds after growing to fit the face
+    # keep the aspect ratio within bounds after growing to fit the face (and the frame)
     cw = min(max(cw, ch * ASPECT[0]), float(width))
     ch = min(max(ch, cw / ASPECT[1]), float(height))
+    cw = max(min(cw, ch * ASPECT[1]), fx1 - fx0)
+    ch = max(min(ch, cw / ASPECT[0]), fy1 - fy0)
     x0 = float(rng.uniform(max(0.0, fx1 - cw), max(min(fx0, width - cw), max(0.0, fx1 - cw))))
     y0 = float(rng.uniform(max(0.0, fy1 - ch), max(min(fy0, height - ch), max(0.0, fy1 - ch))))
     return Augmentation(

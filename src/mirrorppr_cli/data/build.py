@@ -99,7 +99,9 @@ def build_shard(plan_dict: dict, out: str, index: int) -> dict:
         try:
             result = make_samples(Path(plan.faces_dir), source, plan.seed, settings)
         except Exception as error:  # an unreadable file must not sink the build
-            failed[source] = f"{type(error).__name__}: {error}"
+            # relative paths only: the sidecar's bytes must not depend on where sources sit
+            message = str(error).replace(str(Path(plan.faces_dir) / source), source)
+            failed[source] = f"{type(error).__name__}: {message}"
             continue
         if result.skipped:
             skipped[source] = result.skipped
@@ -136,6 +138,9 @@ def prepare_output(out: Path, plan: BuildPlan, *, force: bool) -> list[int]:
             stale.unlink()
         for name in (MANIFEST_FILE, SUMMARY_FILE):
             (out / name).unlink(missing_ok=True)
+    # temporary files of a killed build (hidden, ".part"): never part of a finished shard
+    for temp in (out / "shards").glob(".shard-*.part"):
+        temp.unlink(missing_ok=True)
     write_json_atomic(plan_file, plan.to_dict())
     return [i for i in range(plan.shard_count) if not shard_done(out, i)]
 

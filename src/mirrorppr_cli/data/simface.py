@@ -48,12 +48,12 @@ def face_crop(rgb: np.ndarray, points: np.ndarray, side_out: int) -> tuple[np.nd
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
     side = min(CROP_FACE_RATIO * max(x1 - x0, y1 - y0), width, height)
-    side = int(round(side))
+    side = int(side) // 16 * 16 if side >= 16 else int(round(side))  # sides ×16, as the official sets
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     left = int(round(min(max(cx - side / 2, 0), width - side)))
     top = int(round(min(max(cy - side / 2, 0), height - side)))
     crop = rgb[top : top + side, left : left + side]
-    out = min(side_out, side)
+    out = min(side_out // 16 * 16 or side_out, side)
     scale = out / side
     if out != side:
         crop = cv2.resize(crop, (out, out), interpolation=cv2.INTER_AREA)
