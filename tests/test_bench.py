@@ -102,3 +102,16 @@ def test_simface100_offline_says_how_to_get_it(monkeypatch, tmp_path):
     result = _bench("simface100", "--out", str(tmp_path / "r"))
     assert result.exit_code == 5
     assert "SJTU-DENG-Lab/SimFace-100" in result.output
+
+
+def test_face_similarity_is_reported_with_its_model_name(benchmark, tmp_path):
+    out = tmp_path / "report"
+    result = _bench(str(benchmark), "--oracle", "--metrics", "face", "--face-model", "dlib",
+                    "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summaries = json.loads(result.stdout)
+    assert summaries["oracle"]["average_identity_similarity_edited"] == pytest.approx(1.0, abs=1e-6)
+    assert summaries["oracle"]["valid_identity_samples"] == 3
+    assert 0.9 < summaries["identity"]["average_identity_similarity_edited"] < 1.0
+    assert "substitute, not ArcFace" in summaries["identity"]["face_model"]
+    assert "substitute, not ArcFace" in (out / "results.md").read_text()
