@@ -12,8 +12,11 @@ class WarpBackend:
     """Landmark-guided local warping (the paper's LLW), fast coarse-grid path by default."""
 
     name = "warp"
-    summary = "landmark-guided similarity-MLS warping on the CPU (no weights needed)"
-    capabilities = frozenset({"ops"})
+    summary = (
+        "geometric engine on the CPU, no weights: similarity-MLS catalog ops; "
+        "flow-measured exemplar edits carried through landmark correspondence"
+    )
+    capabilities = frozenset({"ops", "retouch"})
 
     def __init__(self, method: str = "fast", grid: int = DEFAULT_GRID) -> None:
         if method not in ("fast", "exact"):
@@ -27,3 +30,16 @@ class WarpBackend:
         """Compose ``requests`` on the face with ``face_points`` into one warp and apply it."""
         warp = plan_warp(face_points, requests)
         return apply_local_warp(pixels, warp, method=self.method, grid=self.grid)
+
+    def retouch(
+        self, before: np.ndarray, after: np.ndarray, query: np.ndarray, strength: float = 1.0
+    ) -> np.ndarray:
+        """Measure the edit of ``before``→``after`` and apply it to ``query`` (RGB uint8 arrays)."""
+        from mirrorppr_cli.retouch_job import face_points
+        from mirrorppr_cli.transfer import estimate_edit, transfer
+
+        b_points, _, _ = face_points(before, None, "exemplar before")
+        a_points, _, _ = face_points(after, None, "exemplar after")
+        edit = estimate_edit(before, after, b_points, a_points)
+        q_points, _, _ = face_points(query, None, "query")
+        return transfer(edit, query, q_points, strength=strength)

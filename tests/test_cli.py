@@ -75,7 +75,7 @@ def test_backends_lists_warp_from_entry_points():
     assert {"name": "warp"}.items() <= json.loads(result.stdout)[0].items()
 
 
-@pytest.mark.parametrize("command", ["retouch", "train"])
+@pytest.mark.parametrize("command", ["train"])
 def test_unbuilt_commands_say_so_and_exit_2(command):
     result = _run(command, "--ex", "a.jpg", "b.jpg")
     assert result.exit_code == 2

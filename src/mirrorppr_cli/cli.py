@@ -31,7 +31,6 @@ out = Console()
 err = Console(stderr=True)
 
 _NOT_BUILT = {
-    "retouch": (5, "exemplar → query retouching"),
     "train": (6, "training the neural engine"),
 }
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -234,6 +233,96 @@ def apply_command(
     if failed:
         code = failed[0].exit_code if not batch else 1
         raise typer.Exit(code)
+
+
+@app.command("retouch")
+def retouch_command(
+    exemplar: Annotated[
+        tuple[Path, Path],
+        typer.Option("--ex", help="The exemplar pair: BEFORE AFTER (one photo, retouched)."),
+    ],
+    query: Annotated[
+        list[str], typer.Option("--query", help="Query file(s), folder(s) or glob(s).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Output file (one query) or folder.")
+    ] = None,
+    strength: Annotated[
+        float, typer.Option("--strength", help="Scale the edit (1 = as in the exemplar).")
+    ] = 1.0,
+    face: Annotated[
+        int | None, typer.Option("--face", help="Query face: 0 = largest (default), 1 = next, …")
+    ] = None,
+    backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.")] = "warp",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    output_format: Annotated[
+        str | None, typer.Option("--format", help="Output format; default: the query's.")
+    ] = None,
+    suffix: Annotated[str, typer.Option("--suffix", help="Added to output names.")] = "_retouched",
+    max_pixels: Annotated[
+        int | None, typer.Option("--max-pixels", help="Refuse larger images.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
+    from .backend import load_backend, require
+    from .inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
+    from .retouch_job import RetouchReport, load_exemplar, retouch_file
+
+    try:
+        if not -3.0 <= strength <= 3.0:
+            raise UsageError("--strength must be between -3 and 3")
+        backend = load_backend(backend_name)
+        require(backend, "retouch")
+        if backend_name != "warp":
+            raise UsageError(f"retouch with backend {backend_name!r} is not built yet (issue #7)")
+        batch = len(query) > 1 or any(is_batch(spec) for spec in query)
+        sources = list(dict.fromkeys(p for spec in query for p in expand_inputs(spec)))
+        plan = [
+            (src, output_path_for(src, output, batch=batch, suffix=suffix, format=output_format))
+            for src in sources
+        ]
+        check_unique_outputs(plan)
+        edit = load_exemplar(*exemplar, max_pixels=max_pixels)
+    except MirrorError as error:
+        raise _fail(error) from None
+
+    reports: list[RetouchReport] = []
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True, disable=len(plan) < 2 or not err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("retouching", total=len(plan))
+        for src, dest in plan:
+            try:
+                report = retouch_file(edit, src, dest, strength=strength, face_index=face,
+                                      force=force, output_format=output_format,
+                                      max_pixels=max_pixels)
+            except MirrorError as error:
+                report = RetouchReport(input=str(src), status="failed", error=str(error),
+                                       exit_code=error.exit_code)
+                if not as_json:
+                    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            reports.append(report)
+            progress.advance(task)
+    failed = [r for r in reports if r.status != "ok"]
+    if as_json:
+        summary = {"ok": len(reports) - len(failed), "failed": len(failed),
+                   "exemplar": [str(p) for p in exemplar],
+                   "edit": {"region": [int(v) for v in (edit.box.x0, edit.box.y0,
+                                                        edit.box.x1, edit.box.y1)],
+                            "max_motion_px": round(edit.max_motion_px, 3)}}
+        print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
+    else:
+        for r in reports:
+            if r.status == "ok":
+                note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
+                out.print(f"{r.input} → {r.output}{note}", highlight=False, soft_wrap=True)
+        if batch:
+            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1 if batch else failed[0].exit_code)
 
 
 @app.command("build-dataset")

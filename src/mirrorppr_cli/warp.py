@@ -224,19 +224,34 @@ def inverse_map_fast(
     """
     if box.empty:
         return np.zeros((max(box.height, 0), max(box.width, 0), 2))
+    nodes = grid_nodes(box, grid)
+    disp = mls_similarity(nodes, target_points, source_points, alpha) - nodes  # (ny, nx, 2)
+    return interpolate_nodes(box, grid, disp) + pixel_grid(box)
+
+
+def grid_nodes(box: Box, grid: int) -> np.ndarray:
+    """Nodes ``(x0 + i·grid, y0 + j·grid)`` covering ``box`` (one beyond each end), ``(ny, nx, 2)``."""
     nx = (box.width - 1) // grid + 2
     ny = (box.height - 1) // grid + 2
-    nodes_x = box.x0 + grid * np.arange(nx, dtype=np.float64)
-    nodes_y = box.y0 + grid * np.arange(ny, dtype=np.float64)
-    gx, gy = np.meshgrid(nodes_x, nodes_y)
-    nodes = np.stack([gx, gy], axis=-1)
-    disp = mls_similarity(nodes, target_points, source_points, alpha) - nodes  # (ny, nx, 2)
+    gx, gy = np.meshgrid(
+        box.x0 + grid * np.arange(nx, dtype=np.float64),
+        box.y0 + grid * np.arange(ny, dtype=np.float64),
+    )
+    return np.stack([gx, gy], axis=-1)
+
+
+def interpolate_nodes(box: Box, grid: int, values: np.ndarray) -> np.ndarray:
+    """Values at :func:`grid_nodes` ``(ny, nx, K)`` → every pixel of ``box`` ``(h, w, K)``.
+
+    Separable cubic convolution, done as two small matrix products per channel.
+    """
+    ny, nx = values.shape[:2]
     wx = _cubic_weights(box.width, grid, nx)  # (w, nx)
     wy = _cubic_weights(box.height, grid, ny)  # (h, ny)
-    dense = np.empty((box.height, box.width, 2))
-    for k in range(2):
-        dense[..., k] = wy @ disp[..., k] @ wx.T
-    return dense + pixel_grid(box)
+    dense = np.empty((box.height, box.width, values.shape[2]))
+    for k in range(values.shape[2]):
+        dense[..., k] = wy @ values[..., k] @ wx.T
+    return dense
 
 
 def feather_mask(

@@ -91,7 +91,7 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
     fixed = sorted(anchors.difference(moving))
     shifts = np.array([displacement[i] for i in moving]).reshape(-1, 2)
     fixed = _unstrained(points, fixed, moving, shifts)
-    fixed = _thinned(local, fixed, ANCHOR_SPACING)
+    fixed = thinned(local, fixed, ANCHOR_SPACING)
     src = points[moving + fixed]
     dst = src.copy()
     dst[: len(moving)] += shifts
@@ -120,10 +120,12 @@ def _unstrained(
     return [a for a, s in zip(anchors, strain.max(axis=1), strict=True) if s <= MAX_ANCHOR_STRAIN]
 
 
-def _thinned(local: np.ndarray, indices: list[int], spacing: float) -> list[int]:
+def thinned(local: np.ndarray, indices: list[int], spacing: float) -> list[int]:
     """Greedy subset of ``indices`` (in order) whose points are ≥ ``spacing`` apart."""
     kept: list[int] = []
+    kept_points = np.empty((len(indices), 2))
     for i in indices:
-        if all(np.hypot(*(local[i] - local[k])) >= spacing for k in kept):
+        if not kept or np.min(np.sum((kept_points[: len(kept)] - local[i]) ** 2, axis=1)) >= spacing**2:
+            kept_points[len(kept)] = local[i]
             kept.append(i)
     return kept

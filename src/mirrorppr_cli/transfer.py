@@ -1,0 +1,202 @@
+"""Exemplar → edit → query: the training-free retouch of the geometric engine.
+
+Landmarks are too noisy to carry an edit (1–3 px jitter between photos, as large as the edits),
+so the edit is *measured* as dense optical flow between the exemplar's before and after (one
+photograph: the flow is sub-pixel and zero where nothing moved), and landmarks only provide
+the *correspondence* between the query and the exemplar.
+
+Conventions: pixel centres at integers, points ``(x, y)``. The edit is a backward field on the
+exemplar's *after* image: for each of its pixels, the offset to where that content was in
+*before* (so ``after(u) = before(u + e(u))``). For a query output pixel ``v``, the corresponding
+exemplar point is ``u = T(v)`` (similarity MLS from query landmarks to exemplar landmarks), and
+the query is sampled at ``v + J(v)⁻¹·e(u)``, ``J`` the Jacobian of ``T`` — so the offset turns,
+scales (and follows the face's proportions) with the query. Pixels the exemplar did not move are
+copied bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .face_frame import FaceFrame
+from .ops.compose import thinned
+from .warp import Box, blend_into, grid_nodes, interpolate_nodes, mls_similarity, remap
+
+#: Flow magnitude (px) below which an exemplar pixel counts as unmoved.
+STILL_PX = 0.1
+#: Correspondence handles: landmarks thinned to this spacing (face units).
+HANDLE_SPACING = 0.05
+#: Node spacing (px) of the query-side correspondence grid.
+GRID = 4
+#: Limits for "this is a before/after of one photo" (face units).
+MAX_LANDMARK_SHIFT = 0.08
+MAX_EDIT = 0.5
+
+
+@dataclass(frozen=True)
+class Edit:
+    """The measured edit of an exemplar pair.
+
+    Attributes:
+        flow: ``(h, w, 2)`` float32 backward offsets over ``box`` of the *after* image.
+        weight: ``(h, w)`` float32 in [0, 1]: where the edit acts (0 = untouched).
+        box: region of the exemplar image holding every moved pixel.
+        points: ``(478, 2)`` exemplar landmarks (on *before*).
+        max_motion_px: largest offset, for reports.
+    """
+
+    flow: np.ndarray
+    weight: np.ndarray
+    box: Box
+    points: np.ndarray
+    max_motion_px: float
+
+    @property
+    def empty(self) -> bool:
+        return self.box.empty
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+#: Flow passes: each re-estimates the residual after warping by the flow so far (DIS alone
+#: under-reads sub-pixel motion; measured recall of the true field 0.81 → 0.85 at 512², 0.89 →
+#: 0.91 at 1024² with three passes).
+FLOW_PASSES = 3
+
+
+def _flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Dense flow ``(H, W, 2)``: where each ``source`` pixel is found in ``target``.
+
+    OpenCV's DIS (medium preset, finest pyramid level 0), refined over :data:`FLOW_PASSES`.
+    """
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis.setFinestScale(0)
+    src, tgt = _grey(source), _grey(target)
+    height, width = src.shape
+    grid = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32)
+    flow = np.zeros((height, width, 2), np.float32)
+    for _ in range(FLOW_PASSES):
+        maps = grid + flow
+        moved = cv2.remap(tgt, maps[..., 0], maps[..., 1], cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REPLICATE)
+        flow += dis.calc(src, moved, None)
+    return flow
+
+
+def estimate_edit(
+    before: np.ndarray, after: np.ndarray, before_points: np.ndarray, after_points: np.ndarray,
+    *, name: str = "exemplar",
+) -> Edit:
+    """Measure the edit between ``before`` and ``after`` (``(H, W, 3)`` uint8 RGB, one photo).
+
+    Raises InputError when the two are not a before/after of one photo of one person.
+    """
+    if before.shape != after.shape:
+        raise InputError(
+            f"{name}: before {before.shape[1]}×{before.shape[0]} and after "
+            f"{after.shape[1]}×{after.shape[0]} differ in size; give a before/after of one photo"
+        )
+    unit = FaceFrame.from_points(before_points).unit
+    shift = float(np.median(np.linalg.norm(after_points - before_points, axis=1)))
+    if shift > MAX_LANDMARK_SHIFT * unit:
+        raise InputError(
+            f"{name}: the faces in before and after are {shift:.0f} px apart; this is not a "
+            "before/after of one photo of one person"
+        )
+    changed = np.any(before != after, axis=-1)
+    if not changed.any():
+        return Edit(np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32),
+                    Box(0, 0, 0, 0), before_points, 0.0)
+    # Flow only over the changed region (with a margin for the flow's patch support).
+    rows, cols = np.nonzero(changed)
+    pad = max(16, int(0.1 * unit))
+    height, width = changed.shape
+    box = Box(int(max(cols.min() - pad, 0)), int(max(rows.min() - pad, 0)),
+              int(min(cols.max() + pad + 1, width)), int(min(rows.max() + pad + 1, height)))
+    flow = _flow(after[box.slices()], before[box.slices()])
+    magnitude = np.linalg.norm(flow, axis=-1)
+    if np.percentile(magnitude[changed[box.slices()]], 99) > MAX_EDIT * unit:
+        raise InputError(
+            f"{name}: the edit moves pixels by more than half the eye distance; this is not a "
+            "structural retouch of one photo"
+        )
+    # Where the edit acts: pixels that changed (grown a little: flat skin moves invisibly)
+    # and moved measurably; softened so the query's blend has no seam.
+    near_change = cv2.dilate(changed[box.slices()].astype(np.uint8), np.ones((7, 7), np.uint8))
+    weight = (near_change > 0) & (magnitude >= STILL_PX)
+    weight = cv2.GaussianBlur(weight.astype(np.float32), (5, 5), 0)
+    flow = flow * (weight > 0)[..., None]
+    return Edit(flow.astype(np.float32), weight.astype(np.float32), box, before_points,
+                float(magnitude.max()))
+
+
+def _correspondence_handles(points: np.ndarray) -> np.ndarray:
+    """Indices of the landmarks used as correspondence handles (thinned, same for both faces)."""
+    local = FaceFrame.from_points(points).to_local(points)
+    return np.asarray(thinned(local, list(range(468)), HANDLE_SPACING))
+
+
+def _query_box(edit: Edit, handles_exemplar: np.ndarray, handles_query: np.ndarray,
+               shape: tuple[int, int]) -> Box:
+    """The query region the edit can reach: the exemplar box mapped through the landmarks."""
+    b = edit.box
+    xs = np.linspace(b.x0, b.x1 - 1, 9)
+    ys = np.linspace(b.y0, b.y1 - 1, 9)
+    outline = np.array([(x, y) for x in xs for y in (ys[0], ys[-1])]
+                       + [(x, y) for y in ys for x in (xs[0], xs[-1])], np.float64)
+    mapped = mls_similarity(outline, handles_exemplar, handles_query)
+    margin = 0.1 * max(mapped.ptp(axis=0))
+    height, width = shape
+    x0, y0 = np.floor(mapped.min(axis=0) - margin).astype(int)
+    x1, y1 = np.ceil(mapped.max(axis=0) + margin).astype(int) + 1
+    return Box(int(max(x0, 0)), int(max(y0, 0)), int(min(x1, width)), int(min(y1, height)))
+
+
+def _sample(field: np.ndarray, box: Box, points: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``field`` (``(h, w, K)`` over ``box``) at image points ``(..., 2)``;
+    zero outside."""
+    maps = (points - [box.x0, box.y0]).astype(np.float32)
+    out = cv2.remap(field.astype(np.float32), maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape(*points.shape[:-1], -1)
+
+
+def transfer(
+    edit: Edit, query: np.ndarray, query_points: np.ndarray, *, strength: float = 1.0
+) -> np.ndarray:
+    """Apply ``edit`` to ``query`` (``(H, W, C)``, any dtype cv2 remaps) with ``strength``.
+
+    ``query_points``: the query face's ``(478, 2)`` landmarks. Returns a new array; pixels the
+    edit does not reach are bit-identical.
+    """
+    if edit.empty or strength == 0:
+        return query.copy()
+    handles = _correspondence_handles(edit.points)
+    ex_h, q_h = edit.points[handles], query_points[handles]
+    box = _query_box(edit, ex_h, q_h, query.shape[:2])
+    if box.empty:
+        return query.copy()
+    nodes = grid_nodes(box, GRID)
+    mapped = mls_similarity(nodes, q_h, ex_h)  # T(v): query node → exemplar point
+    # Jacobian of T on the grid (central differences), then J⁻¹·e at each node.
+    dudx = np.gradient(mapped, GRID, axis=1)
+    dudy = np.gradient(mapped, GRID, axis=0)
+    jac = np.stack([dudx, dudy], axis=-1)  # (ny, nx, 2 [u comp], 2 [d/dx, d/dy])
+    sampled = _sample(np.dstack([edit.flow, edit.weight]), edit.box, mapped)
+    offsets = np.linalg.solve(jac, sampled[..., :2, None])[..., 0] * strength
+    dense = interpolate_nodes(box, GRID, np.dstack([offsets, sampled[..., 2:]]))
+    # Weight from the exemplar's support, sampled at each pixel's own correspondent.
+    weight = np.clip(dense[..., 2], 0.0, 1.0)
+    weight[weight < 1e-3] = 0.0
+    if not weight.any():
+        return query.copy()
+    sources = np.stack(np.meshgrid(np.arange(box.x0, box.x1), np.arange(box.y0, box.y1)),
+                       axis=-1) + dense[..., :2]
+    warped = remap(query, sources)
+    return blend_into(query, warped, weight.astype(np.float32), box)
