@@ -111,6 +111,47 @@ def _demo_input(folder: Path) -> Path:
     return write_image(image_from_array(data.astronaut()), folder / "astronaut.png", force=True)
 
 
+def _progress(*, disable: bool) -> Progress:
+    """A transient progress bar on stderr (hidden for one item or when not a terminal)."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True, disable=disable or not err.is_terminal,
+    )
+
+
+def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
+                    summary_extra: dict | None = None) -> None:
+    """Run ``work(src, dest)`` for each planned file: a failed item is reported and skipped,
+    the batch goes on; prints the reports; exits 1 if a batch item failed (a single input's
+    own error code otherwise)."""
+    reports = []
+    with _progress(disable=len(plan) < 2) as progress:
+        task = progress.add_task("retouching", total=len(plan))
+        for src, dest in plan:
+            try:
+                report = work(src, dest)
+            except MirrorError as error:
+                report = report_type(input=str(src), status="failed", error=str(error),
+                                     exit_code=error.exit_code)
+                if not as_json:
+                    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            reports.append(report)
+            progress.advance(task)
+    failed = [r for r in reports if r.status != "ok"]
+    if as_json:
+        summary = {"ok": len(reports) - len(failed), "failed": len(failed), **(summary_extra or {})}
+        print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
+    else:
+        for r in reports:
+            if r.status == "ok":
+                note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
+                out.print(f"{r.input} → {r.output}{note}", highlight=False, soft_wrap=True)
+        if batch:
+            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1 if batch else failed[0].exit_code)
+
+
 @app.command("apply")
 def apply_command(
     images: Annotated[
@@ -186,53 +227,16 @@ def apply_command(
     except MirrorError as error:
         raise _fail(error) from None
 
-    reports: list[ApplyReport] = []
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=len(plan) < 2 or not err.is_terminal,
+    _run_file_batch(
+        plan,
+        lambda src, dest: apply_ops_to_file(
+            src, dest, requests, backend, face_index=face, force=force,
+            output_format=output_format, max_pixels=max_pixels,
+        ),
+        ApplyReport,
+        as_json=as_json,
+        batch=batch,
     )
-    with progress:
-        task = progress.add_task("retouching", total=len(plan))
-        for src, dest in plan:
-            try:
-                report = apply_ops_to_file(
-                    src,
-                    dest,
-                    requests,
-                    backend,
-                    face_index=face,
-                    force=force,
-                    output_format=output_format,
-                    max_pixels=max_pixels,
-                )
-            except MirrorError as error:
-                report = ApplyReport(
-                    input=str(src), status="failed", error=str(error), exit_code=error.exit_code
-                )
-                if not as_json:
-                    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            reports.append(report)
-            progress.advance(task)
-
-    failed = [r for r in reports if r.status != "ok"]
-    if as_json:
-        summary = {"ok": len(reports) - len(failed), "failed": len(failed)}
-        print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
-    else:
-        for r in reports:
-            if r.status == "ok":
-                note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
-                out.print(f"{r.input} → {r.output}{note}", highlight=False, soft_wrap=True)
-        if batch:
-            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed")
-    if failed:
-        code = failed[0].exit_code if not batch else 1
-        raise typer.Exit(code)
 
 
 @app.command("retouch")
@@ -287,42 +291,22 @@ def retouch_command(
     except MirrorError as error:
         raise _fail(error) from None
 
-    reports: list[RetouchReport] = []
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True, disable=len(plan) < 2 or not err.is_terminal,
+    box = edit.box
+    _run_file_batch(
+        plan,
+        lambda src, dest: retouch_file(
+            edit, src, dest, strength=strength, face_index=face, force=force,
+            output_format=output_format, max_pixels=max_pixels,
+        ),
+        RetouchReport,
+        as_json=as_json,
+        batch=batch,
+        summary_extra={
+            "exemplar": [str(p) for p in exemplar],
+            "edit": {"region": [int(v) for v in (box.x0, box.y0, box.x1, box.y1)],
+                     "max_motion_px": round(edit.max_motion_px, 3)},
+        },
     )
-    with progress:
-        task = progress.add_task("retouching", total=len(plan))
-        for src, dest in plan:
-            try:
-                report = retouch_file(edit, src, dest, strength=strength, face_index=face,
-                                      force=force, output_format=output_format,
-                                      max_pixels=max_pixels)
-            except MirrorError as error:
-                report = RetouchReport(input=str(src), status="failed", error=str(error),
-                                       exit_code=error.exit_code)
-                if not as_json:
-                    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            reports.append(report)
-            progress.advance(task)
-    failed = [r for r in reports if r.status != "ok"]
-    if as_json:
-        summary = {"ok": len(reports) - len(failed), "failed": len(failed),
-                   "exemplar": [str(p) for p in exemplar],
-                   "edit": {"region": [int(v) for v in (edit.box.x0, edit.box.y0,
-                                                        edit.box.x1, edit.box.y1)],
-                            "max_motion_px": round(edit.max_motion_px, 3)}}
-        print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
-    else:
-        for r in reports:
-            if r.status == "ok":
-                note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
-                out.print(f"{r.input} → {r.output}{note}", highlight=False, soft_wrap=True)
-        if batch:
-            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed")
-    if failed:
-        raise typer.Exit(1 if batch else failed[0].exit_code)
 
 
 @app.command("build-dataset")
@@ -370,10 +354,7 @@ def build_dataset_command(
             raise UsageError(f"--engine must be local or ray, not {engine!r}")
         if not faces.is_dir():
             raise UsageError(f"--faces {faces}: not a folder")
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
-        )
+        progress = _progress(disable=False)
         if benchmark is not None:
             if benchmark != "simface":
                 raise UsageError(f"--benchmark must be simface, not {benchmark!r}")
@@ -523,10 +504,7 @@ def bench_command(
                 f"{item.index:04d}_{safe}_diff.jpg", R.difference_heatmap(pred, truth)
             )
 
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
-        )
+        progress = _progress(disable=False)
         with progress:
             task = progress.add_task("scoring", total=len(bench.items))
             results = score(bench, methods, metrics, embedder=embedder,
