@@ -44,20 +44,16 @@ TILE_WHEN_FACES_BELOW = 0.2
 TILE_FRACTION = 0.6
 
 _lock = threading.Lock()  # MediaPipe graphs are not re-entrant
-_warmed: set[object] = set()
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced(graph: object):
-    """Silence file descriptor 2 during a graph's first run.
+def _native_stderr_silenced():
+    """Silence file descriptor 2 while a MediaPipe graph runs.
 
-    MediaPipe's native code prints start-up notices (XNNPACK, absl warnings) straight to
-    fd 2 before any logging flag can take effect; they mean nothing to a user. Later runs
-    print nothing, so only the first run per graph is silenced.
+    MediaPipe's native code prints start-up notices (XNNPACK, absl warnings) straight to fd 2,
+    before any logging flag can take effect, and some subgraphs start only on a later run
+    (the iris refinement, when a face is first found); they mean nothing to a user.
     """
-    if graph in _warmed:
-        yield
-        return
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -68,12 +64,11 @@ def _native_stderr_silenced(graph: object):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-        _warmed.add(graph)
 
 
 def _run(graph, rgb: np.ndarray):
-    """``graph.process(rgb)`` under the lock, quietly on first use."""
-    with _lock, _native_stderr_silenced(graph):
+    """``graph.process(rgb)`` under the lock, quietly."""
+    with _lock, _native_stderr_silenced():
         return graph.process(rgb)
 
 
