@@ -56,6 +56,9 @@ _MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}  # libjpeg and libwebp limits
 _JPEG_MAX_MARKER = 65_533  # bytes in one JPEG marker segment (EXIF must fit in one)
 
 _EXIF_PREFIX = b"Exif\x00\x00"
+#: zlib level of PNG output: 1 encodes a 1 MP portrait ~5× faster than Pillow's default 6
+#: for ~10–15 % more bytes; PNG stays lossless either way.
+PNG_LEVEL = 1
 _ORIENTATION_TAG = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -613,7 +616,7 @@ def _encode_png16_raw(pixels: np.ndarray, colour_type: int) -> bytes:
     header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
     return b"".join(
         [_PNG_SIGNATURE, _png_chunk(b"IHDR", header),
-         _png_chunk(b"IDAT", zlib.compress(raw, 6)), _png_chunk(b"IEND", b"")]
+         _png_chunk(b"IDAT", zlib.compress(raw, PNG_LEVEL)), _png_chunk(b"IEND", b"")]
     )  # fmt: skip
 
 
@@ -711,7 +714,7 @@ def _encode_png(pixels: np.ndarray, mode: str, icc: bytes | None, exif: bytes | 
         else:
             code = cv2.COLOR_RGB2BGR if mode == "RGB" else cv2.COLOR_RGBA2BGRA
             ok, buf = cv2.imencode(
-                ".png", cv2.cvtColor(pixels, code), [cv2.IMWRITE_PNG_COMPRESSION, 6]
+                ".png", cv2.cvtColor(pixels, code), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL]
             )
             if not ok:
                 raise RuntimeError("OpenCV could not encode the PNG")
@@ -721,7 +724,7 @@ def _encode_png(pixels: np.ndarray, mode: str, icc: bytes | None, exif: bytes | 
     options: dict[str, object] = {"icc_profile": icc} if icc else {}
     if exif:
         options["exif"] = exif
-    _to_pillow(pixels, mode).save(out, "PNG", **options)
+    _to_pillow(pixels, mode).save(out, "PNG", compress_level=PNG_LEVEL, **options)
     return out.getvalue()
 
 
