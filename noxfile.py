@@ -25,7 +25,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Speed and accuracy benchmarks (warp, dataset build); results land in bench-results/."""
+    """Speed and accuracy benchmarks (warp, dataset build, retouch); results land in bench-results/."""
     session.install("-e", ".[ray]")
     session.run("python", "benchmarks/bench_warp.py")
     session.run("python", "benchmarks/bench_dataset.py")
+    session.run("python", "benchmarks/bench_retouch.py")
