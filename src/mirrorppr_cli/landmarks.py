@@ -72,7 +72,7 @@ def _run(graph, rgb: np.ndarray):
         return graph.process(rgb)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity semantics: faces hold arrays
 class Face:
     """One face: 478 landmarks and the detector box it came from.
 
