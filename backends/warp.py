@@ -18,11 +18,14 @@ class WarpBackend:
     )
     capabilities = frozenset({"ops", "retouch"})
 
-    def __init__(self, method: str = "fast", grid: int = DEFAULT_GRID) -> None:
+    def __init__(self, method: str = "fast", grid: int = DEFAULT_GRID, mode: str = "flow") -> None:
         if method not in ("fast", "exact"):
             raise ValueError(f"unknown warp method {method!r}")
+        if mode not in ("flow", "catalog"):
+            raise ValueError(f"unknown retouch mode {mode!r}")
         self.method = method
         self.grid = grid
+        self.mode = mode
 
     def apply_ops(
         self, pixels: np.ndarray, face_points: np.ndarray, requests: list[OpRequest]
@@ -35,11 +38,8 @@ class WarpBackend:
         self, before: np.ndarray, after: np.ndarray, query: np.ndarray, strength: float = 1.0
     ) -> np.ndarray:
         """Measure the edit of ``before``→``after`` and apply it to ``query`` (RGB uint8 arrays)."""
-        from mirrorppr_cli.retouch_job import face_points
-        from mirrorppr_cli.transfer import estimate_edit, transfer
+        from mirrorppr_cli.retouch_job import apply_exemplar, face_points, measure_exemplar
 
-        b_points, _, _ = face_points(before, None, "exemplar before")
-        a_points, _, _ = face_points(after, None, "exemplar after")
-        edit = estimate_edit(before, after, b_points, a_points)
+        exemplar = measure_exemplar(before, after, mode=self.mode)
         q_points, _, _ = face_points(query, None, "query")
-        return transfer(edit, query, q_points, strength=strength)
+        return apply_exemplar(exemplar, query, q_points, strength)

@@ -258,6 +258,9 @@ def retouch_command(
         int | None, typer.Option("--face", help="Query face: 0 = largest (default), 1 = next, …")
     ] = None,
     backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.")] = "warp",
+    mode: Annotated[
+        str, typer.Option("--mode", help="flow (measured motion) or catalog (fitted named ops).")
+    ] = "flow",
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
     output_format: Annotated[
         str | None, typer.Option("--format", help="Output format; default: the query's.")
@@ -276,6 +279,8 @@ def retouch_command(
     try:
         if not -3.0 <= strength <= 3.0:
             raise UsageError("--strength must be between -3 and 3")
+        if mode not in ("flow", "catalog"):
+            raise UsageError(f"--mode must be flow or catalog, not {mode!r}")
         backend = load_backend(backend_name)
         require(backend, "retouch")
         if backend_name != "warp":
@@ -287,15 +292,15 @@ def retouch_command(
             for src in sources
         ]
         check_unique_outputs(plan)
-        edit = load_exemplar(*exemplar, max_pixels=max_pixels)
+        measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels)
     except MirrorError as error:
         raise _fail(error) from None
 
-    box = edit.box
+    box = measured.edit.box
     _run_file_batch(
         plan,
         lambda src, dest: retouch_file(
-            edit, src, dest, strength=strength, face_index=face, force=force,
+            measured, src, dest, strength=strength, face_index=face, force=force,
             output_format=output_format, max_pixels=max_pixels,
         ),
         RetouchReport,
@@ -303,10 +308,51 @@ def retouch_command(
         batch=batch,
         summary_extra={
             "exemplar": [str(p) for p in exemplar],
+            "mode": mode,
             "edit": {"region": [int(v) for v in (box.x0, box.y0, box.x1, box.y1)],
-                     "max_motion_px": round(edit.max_motion_px, 3)},
+                     "max_motion_px": round(measured.edit.max_motion_px, 3)},
+            **({"catalog": measured.explanation.to_dict()} if measured.explanation else {}),
         },
     )
+
+
+@app.command("explain")
+def explain_command(
+    exemplar: Annotated[
+        tuple[Path, Path], typer.Option("--ex", help="The exemplar pair: BEFORE AFTER.")
+    ],
+    max_pixels: Annotated[
+        int | None, typer.Option("--max-pixels", help="Refuse larger images.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Say what the exemplar's retoucher did, as catalog operations with fitted strengths."""
+    from .retouch_job import load_exemplar
+
+    try:
+        measured = load_exemplar(*exemplar, mode="catalog", max_pixels=max_pixels)
+    except MirrorError as error:
+        raise _fail(error) from None
+    explanation = measured.explanation
+    if as_json:
+        print(json.dumps(explanation.to_dict(), indent=2))
+        return
+    table = Table(title=f"{exemplar[0].name} → {exemplar[1].name}")
+    table.add_column("operation")
+    table.add_column("strength", justify="right")
+    table.add_column("meaning")
+    for r in explanation.ops:
+        op = CATALOG_META(r.name)
+        table.add_row(r.name, f"{r.strength:+.0f}", op.plus if r.strength > 0 else op.minus)
+    out.print(table)
+    out.print(f"the catalog explains {100 * explanation.explained:.0f} % of the measured motion "
+              f"(mean {explanation.motion_px:.2f} px)", highlight=False)
+
+
+def CATALOG_META(name: str):  # noqa: N802 - a lookup, named like the table it reads
+    from .ops import get_operation
+
+    return get_operation(name)
 
 
 @app.command("build-dataset")

@@ -97,21 +97,23 @@ class Face:
 def _detector(model_selection: int):
     import mediapipe as mp
 
-    return mp.solutions.face_detection.FaceDetection(
-        model_selection=model_selection, min_detection_confidence=MIN_DETECTION_CONFIDENCE
-    )
+    with _native_stderr_silenced():
+        return mp.solutions.face_detection.FaceDetection(
+            model_selection=model_selection, min_detection_confidence=MIN_DETECTION_CONFIDENCE
+        )
 
 
 @cache
 def _mesh(max_faces: int):
     import mediapipe as mp
 
-    return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True,
-        refine_landmarks=True,
-        max_num_faces=max_faces,
-        min_detection_confidence=MIN_DETECTION_CONFIDENCE,
-    )
+    with _native_stderr_silenced():
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True,
+            refine_landmarks=True,
+            max_num_faces=max_faces,
+            min_detection_confidence=MIN_DETECTION_CONFIDENCE,
+        )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

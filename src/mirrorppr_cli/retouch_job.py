@@ -9,9 +9,36 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OutputError
+from .explain import Explanation, explain
 from .io import read_image, with_pixels, write_image
 from .landmarks import find_faces, select_face
+from .ops import plan_warp
 from .transfer import Edit, estimate_edit, transfer
+from .warp import apply_local_warp
+
+MODES = ("flow", "catalog")
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """A measured exemplar: its edit, its image shape, and (catalog mode) its explanation."""
+
+    edit: Edit
+    shape: tuple[int, int]
+    explanation: Explanation | None = None
+
+
+def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
+                   strength: float = 1.0) -> np.ndarray:
+    """The query's new pixels: the measured flow carried over (flow mode), or the fitted
+    catalog operations re-planned on the query's own landmarks (catalog mode)."""
+    if exemplar.explanation is None:
+        return transfer(exemplar.edit, pixels, points, strength=strength)
+    from .ops import OpRequest
+
+    requests = [OpRequest(r.name, max(-100.0, min(100.0, r.strength * strength)))
+                for r in exemplar.explanation.ops]
+    return apply_local_warp(pixels, plan_warp(points, requests)) if requests else pixels.copy()
 
 
 @dataclass
@@ -41,27 +68,36 @@ def face_points(rgb: np.ndarray, index: int | None, name: str) -> tuple[np.ndarr
     return face.points, faces.index(face), len(faces)
 
 
-def load_exemplar(before: Path, after: Path, *, max_pixels: int | None = None) -> Edit:
-    """Read an exemplar pair and measure its edit (largest face)."""
+def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "flow",
+                     name: str = "exemplar") -> Exemplar:
+    """Measure the edit of an exemplar pair (RGB uint8, largest face); explain it in catalog mode."""
+    b_points, _, _ = face_points(before, None, f"{name} (before)")
+    a_points, _, _ = face_points(after, None, f"{name} (after)")
+    edit = estimate_edit(before, after, b_points, a_points, name=name)
+    explanation = explain(edit, before.shape[:2]) if mode == "catalog" else None
+    return Exemplar(edit, before.shape[:2], explanation)
+
+
+def load_exemplar(before: Path, after: Path, *, mode: str = "flow",
+                  max_pixels: int | None = None) -> Exemplar:
+    """Read an exemplar pair from files and measure it."""
     b = np.ascontiguousarray(read_image(before, max_pixels=max_pixels).rgb8())
     a = np.ascontiguousarray(read_image(after, max_pixels=max_pixels).rgb8())
-    b_points, _, _ = face_points(b, None, str(before))
-    a_points, _, _ = face_points(a, None, str(after))
-    return estimate_edit(b, a, b_points, a_points, name=f"{before.name} → {after.name}")
+    return measure_exemplar(b, a, mode=mode, name=f"{before.name} → {after.name}")
 
 
 def retouch_file(
-    edit: Edit, source: Path, dest: Path, *, strength: float = 1.0,
+    exemplar: Exemplar, source: Path, dest: Path, *, strength: float = 1.0,
     face_index: int | None = None, force: bool = False, output_format: str | None = None,
     max_pixels: int | None = None,
 ) -> RetouchReport:
-    """Apply ``edit`` to the query ``source``; write ``dest`` atomically; errors propagate."""
+    """Apply ``exemplar`` to the query ``source``; write ``dest`` atomically; errors propagate."""
     start = time.perf_counter()
     if not force and dest.exists():
         raise OutputError(f"{dest}: exists; pass --force to overwrite")
     picture = read_image(source, max_pixels=max_pixels)
     points, chosen, found = face_points(picture.rgb8(), face_index, str(source))
-    pixels = transfer(edit, picture.pixels, points, strength=strength)
+    pixels = apply_exemplar(exemplar, picture.pixels, points, strength)
     written = write_image(with_pixels(picture, pixels), dest, force=force, format=output_format)
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,
