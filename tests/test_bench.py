@@ -127,3 +127,23 @@ def test_face_similarity_is_reported_with_its_model_name(benchmark, tmp_path):
     assert 0.9 < summaries["identity"]["average_identity_similarity_edited"] < 1.0
     assert "substitute, not ArcFace" in summaries["identity"]["face_model"]
     assert "substitute, not ArcFace" in (out / "results.md").read_text()
+
+
+def test_items_without_ground_truth_report_what_changed(benchmark, tmp_path):
+    items = json.loads((benchmark / "dataset.json").read_text())
+    for item in items:
+        item.pop("pair2_edited")
+    real = tmp_path / "real"
+    shutil.copytree(benchmark / "images", real / "images")
+    (real / "dataset.json").write_text(json.dumps(items))
+    out = tmp_path / "report"
+    result = _bench(str(real), "--backend", "warp", "--oracle", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summaries = json.loads(result.stdout)
+    warp = summaries["warp"]
+    assert warp["valid_pixel_samples"] == 0 and warp["average_psnr"] is None
+    assert 0 < warp["average_changed_fraction"] < 0.2
+    assert summaries["identity"]["average_changed_fraction"] == 0.0
+    rows = json.loads((out / "results.json").read_text())["methods"]["oracle"]["rows"]
+    assert all("no ground truth" in r["error"] for r in rows)
+    assert "difference to query (no ground truth)" in (out / "report.html").read_text()

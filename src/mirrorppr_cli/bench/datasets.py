@@ -1,6 +1,8 @@
 """Benchmarks in the official layout: ``ROOT/dataset.json``, a list of items with
 ``pair1_origin``, ``pair1_edited`` (exemplar pair), ``pair2_origin`` (query) and
-``pair2_edited`` (ground truth), paths relative to ROOT.
+``pair2_edited`` (ground truth), paths relative to ROOT. An item without ``pair2_edited``
+(real retouching pairs, where nobody knows the query's ideal result) is scored for what the
+method changed only.
 
 Names: ``simface100`` is looked up in the Hugging Face cache (dataset repository
 ``SJTU-DENG-Lab/SimFace-100``) and downloaded with ``huggingface-hub`` when online;
@@ -16,7 +18,8 @@ from pathlib import Path
 from ..errors import InputError, MissingWeightsError, UsageError
 
 SIMFACE_REPO = "SJTU-DENG-Lab/SimFace-100"
-KEYS = ("pair1_origin", "pair1_edited", "pair2_origin", "pair2_edited")
+KEYS = ("pair1_origin", "pair1_edited", "pair2_origin")
+TRUTH_KEY = "pair2_edited"
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Item:
     exemplar_before: Path
     exemplar_after: Path
     query: Path
-    truth: Path
+    truth: Path | None
     instruction: str = ""
 
 
@@ -97,8 +100,9 @@ def load_benchmark(dataset: str, data: Path | None = None, limit: int | None = N
         if missing:
             raise InputError(f"{index_file}: item {i} lacks {', '.join(missing)}")
         paths = [root / entry[k] for k in KEYS]
+        paths.append(root / entry[TRUTH_KEY] if entry.get(TRUTH_KEY) else None)
         for p in paths:
-            if not p.is_file():
+            if p is not None and not p.is_file():
                 raise InputError(f"{index_file}: item {i}: {p} does not exist")
         items.append(Item(i, *paths, instruction=str(entry.get("edit_instruction", ""))))
     return Benchmark(name, root, items)

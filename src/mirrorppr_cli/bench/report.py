@@ -20,6 +20,7 @@ COLUMNS = (
     ("average_identity_similarity_edited", "Face sim. ↑", "{:.4f}"),
     ("average_edit_recall", "Edit recall ↑", "{:.3f}"),
     ("valid_pixel_samples", "valid", "{}"),
+    ("average_changed_fraction", "changed px", "{:.2%}"),
 )
 
 
@@ -91,7 +92,11 @@ def html_report(payload: dict, bench: Benchmark, images: dict[int, dict[str, str
             caption = row.get("error") or (
                 f"PSNR {fmt(row.get('psnr'), '{:.2f}')} · recall {fmt(row.get('edit_recall'), '{:.2f}')}"
             )
-            cells += [cell(imgs.get(f"pred:{m}"), caption), cell(imgs.get(f"diff:{m}"), "difference ×8")]
+            against = "truth" if item.truth is not None else "query (no ground truth)"
+            if item.truth is None and row.get("changed_fraction") is not None:
+                caption = f"changed {100 * row['changed_fraction']:.2f} % of pixels"
+            cells += [cell(imgs.get(f"pred:{m}"), caption),
+                      cell(imgs.get(f"diff:{m}"), f"difference to {against} ×8")]
         rows.append(f"<tr><th>{item.index}<br><small>{html.escape(item.instruction)}</small></th>"
                     + "".join(cells) + "</tr>")
     table = markdown(payload)
@@ -112,5 +117,6 @@ def item_images(saver: ImageSaver, item: Item, load) -> dict[str, str]:
         "before": saver.save(f"{item.index:04d}_before.jpg", load(item.exemplar_before)),
         "after": saver.save(f"{item.index:04d}_after.jpg", load(item.exemplar_after)),
         "query": saver.save(f"{item.index:04d}_query.jpg", load(item.query)),
-        "truth": saver.save(f"{item.index:04d}_truth.jpg", load(item.truth)),
+        **({"truth": saver.save(f"{item.index:04d}_truth.jpg", load(item.truth))}
+           if item.truth is not None else {}),
     }

@@ -39,6 +39,8 @@ def identity_method(item: Item, query: np.ndarray) -> np.ndarray:
 
 
 def oracle_method(item: Item, query: np.ndarray) -> np.ndarray:
+    if item.truth is None:
+        raise InputError(f"item {item.index} has no ground truth (pair2_edited)")
     return rgb(item.truth)
 
 
@@ -67,6 +69,11 @@ class MethodScores:
     pixel: PixelScores = field(default_factory=PixelScores)
     rows: list[dict] = field(default_factory=list)
 
+    @property
+    def pixel_samples(self) -> int:
+        """Items scored against a ground truth."""
+        return len(self.pixel.ssim_values)
+
     def summary(self, metrics: tuple[str, ...], face_model: str | None) -> dict:
         """Summary with the official evaluation's keys, plus edit fidelity."""
         ok = [r for r in self.rows if r.get("error") is None]
@@ -78,9 +85,12 @@ class MethodScores:
         identity = [r["identity_similarity"] for r in ok if r.get("identity_similarity") is not None]
         out = {
             "total_samples": len(self.rows),
-            "valid_pixel_samples": len(ok),
-            "average_psnr": min(self.pixel.pooled_psnr, PSNR_CAP) if ok and "psnr" in metrics else None,
-            "average_ssim": self.pixel.mean_ssim if ok and "ssim" in metrics else None,
+            "valid_pixel_samples": self.pixel_samples,
+            "average_psnr": (
+                min(self.pixel.pooled_psnr, PSNR_CAP)
+                if self.pixel.count and "psnr" in metrics else None
+            ),
+            "average_ssim": self.pixel.mean_ssim if self.pixel.count and "ssim" in metrics else None,
             "average_lpips": mean("lpips") if "lpips" in metrics else None,
             "valid_identity_samples": len(identity) if "face" in metrics else 0,
             "average_identity_similarity_edited": (
@@ -89,6 +99,7 @@ class MethodScores:
             "face_model": face_model,
             "average_edit_recall": mean("edit_recall") if "edit" in metrics else None,
             "average_edit_epe": mean("edit_epe") if "edit" in metrics else None,
+            "average_changed_fraction": mean("changed_fraction"),
         }
         return out
 
@@ -108,9 +119,15 @@ def score(
 
     results = {name: MethodScores(name) for name in methods}
     for item in bench.items:
-        query, truth = rgb(item.query), rgb(item.truth)
+        query = rgb(item.query)
+        truth = rgb(item.truth) if item.truth is not None else None
+        before, after = rgb(item.exemplar_before), rgb(item.exemplar_after)
+        exemplar_changed = (
+            float(np.any(before != after, axis=-1).mean()) if before.shape == after.shape else None
+        )
         for name, predict in methods.items():
-            row: dict = {"item": item.index, "query": str(item.query), "error": None}
+            row: dict = {"item": item.index, "query": str(item.query), "error": None,
+                         "exemplar_changed_fraction": exemplar_changed}
             try:
                 pred = predict(item, query)
             except MirrorError as error:
@@ -118,7 +135,12 @@ def score(
                 results[name].rows.append(row)
                 continue
             if keep_predictions:
-                keep_predictions(name, item, pred, truth)
+                keep_predictions(name, item, pred, truth if truth is not None else query)
+            if pred.shape == query.shape:
+                row["changed_fraction"] = float(np.any(pred != query, axis=-1).mean())
+            if truth is None:  # a real pair: nothing to compare with but what changed
+                results[name].rows.append(row)
+                continue
             p, s = results[name].pixel.add(pred, truth)
             row["psnr"], row["ssim"] = min(p, PSNR_CAP), s
             if "lpips" in metrics:
