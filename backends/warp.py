@@ -18,10 +18,10 @@ class WarpBackend:
     )
     capabilities = frozenset({"ops", "retouch"})
 
-    def __init__(self, method: str = "fast", grid: int = DEFAULT_GRID, mode: str = "flow") -> None:
+    def __init__(self, method: str = "fast", grid: int = DEFAULT_GRID, mode: str = "hybrid") -> None:
         if method not in ("fast", "exact"):
             raise ValueError(f"unknown warp method {method!r}")
-        if mode not in ("flow", "catalog"):
+        if mode not in ("flow", "catalog", "hybrid"):
             raise ValueError(f"unknown retouch mode {mode!r}")
         self.method = method
         self.grid = grid

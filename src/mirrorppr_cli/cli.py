@@ -259,8 +259,10 @@ def retouch_command(
     ] = None,
     backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.")] = "warp",
     mode: Annotated[
-        str, typer.Option("--mode", help="flow (measured motion) or catalog (fitted named ops).")
-    ] = "flow",
+        str, typer.Option(
+            "--mode", help="hybrid (default: named ops + the rest as measured motion), flow or catalog."
+        ),
+    ] = "hybrid",
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
     output_format: Annotated[
         str | None, typer.Option("--format", help="Output format; default: the query's.")
@@ -279,8 +281,8 @@ def retouch_command(
     try:
         if not -3.0 <= strength <= 3.0:
             raise UsageError("--strength must be between -3 and 3")
-        if mode not in ("flow", "catalog"):
-            raise UsageError(f"--mode must be flow or catalog, not {mode!r}")
+        if mode not in ("flow", "catalog", "hybrid"):
+            raise UsageError(f"--mode must be flow, catalog or hybrid, not {mode!r}")
         backend = load_backend(backend_name)
         require(backend, "retouch")
         if backend_name != "warp":

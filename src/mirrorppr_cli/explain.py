@@ -45,9 +45,10 @@ class Explanation:
         return f"{', '.join(parts)} (explains {100 * self.explained:.0f} % of the motion)"
 
 
-def _field(points: np.ndarray, request: OpRequest, shape: tuple[int, int], box: Box) -> np.ndarray:
-    """Backward displacement ``(h, w, 2)`` over ``box`` of one operation, as applied (feathered)."""
-    warp = plan_warp(points, [request])
+def _field(points: np.ndarray, requests: list[OpRequest], shape: tuple[int, int],
+           box: Box) -> np.ndarray:
+    """Backward displacement ``(h, w, 2)`` over ``box`` of operations, as applied (feathered)."""
+    warp = plan_warp(points, requests)
     out = np.zeros((box.height, box.width, 2))
     if warp.is_identity:
         return out
@@ -74,7 +75,7 @@ def explain(edit: Edit, shape: tuple[int, int]) -> Explanation:
     columns, labels = [], []
     for name in CATALOG:
         for sign in (1.0, -1.0):
-            columns.append(_field(edit.points, OpRequest(name, 100.0 * sign), shape, box)[sl]
+            columns.append(_field(edit.points, [OpRequest(name, 100.0 * sign)], shape, box)[sl]
                            .reshape(-1))
             labels.append((name, sign))
     basis = np.stack(columns, axis=1)
@@ -89,3 +90,13 @@ def explain(edit: Edit, shape: tuple[int, int]) -> Explanation:
     ops.sort(key=lambda r: -abs(r.strength))
     moving = np.linalg.norm(edit.flow, axis=-1)
     return Explanation(ops, float(explained), float(moving[moving > 0].mean()) if moving.any() else 0.0)
+
+
+def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) -> Edit:
+    """What the fitted catalog operations leave of ``edit``: its flow minus their field."""
+    if edit.empty or not explanation.ops:
+        return edit
+    fitted = _field(edit.points, explanation.ops, shape, edit.box).astype(np.float32)
+    rest = (edit.flow - fitted) * (edit.weight > 0)[..., None]
+    return Edit(rest, edit.weight, edit.box, edit.points,
+                float(np.linalg.norm(rest, axis=-1).max()))

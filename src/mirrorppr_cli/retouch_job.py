@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OutputError
-from .explain import Explanation, explain
+from .explain import Explanation, explain, residual_edit
 from .io import read_image, with_pixels, write_image
 from .landmarks import find_faces, select_face
 from .ops import plan_warp
 from .transfer import Edit, estimate_edit, transfer
 from .warp import apply_local_warp
 
-MODES = ("flow", "catalog")
+MODES = ("flow", "catalog", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -26,19 +26,27 @@ class Exemplar:
     edit: Edit
     shape: tuple[int, int]
     explanation: Explanation | None = None
+    residual: Edit | None = None  # hybrid mode: the motion the catalog does not explain
 
 
 def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
                    strength: float = 1.0) -> np.ndarray:
-    """The query's new pixels: the measured flow carried over (flow mode), or the fitted
-    catalog operations re-planned on the query's own landmarks (catalog mode)."""
+    """The query's new pixels.
+
+    flow: the measured motion carried over through the landmark correspondence; catalog: the
+    fitted catalog operations re-planned on the query's own landmarks; hybrid: catalog, then
+    the motion the catalog does not explain carried over as in flow mode.
+    """
     if exemplar.explanation is None:
         return transfer(exemplar.edit, pixels, points, strength=strength)
     from .ops import OpRequest
 
     requests = [OpRequest(r.name, max(-100.0, min(100.0, r.strength * strength)))
                 for r in exemplar.explanation.ops]
-    return apply_local_warp(pixels, plan_warp(points, requests)) if requests else pixels.copy()
+    out = apply_local_warp(pixels, plan_warp(points, requests)) if requests else pixels.copy()
+    if exemplar.residual is not None:
+        out = transfer(exemplar.residual, out, points, strength=strength)
+    return out
 
 
 @dataclass
@@ -68,17 +76,22 @@ def face_points(rgb: np.ndarray, index: int | None, name: str) -> tuple[np.ndarr
     return face.points, faces.index(face), len(faces)
 
 
-def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "flow",
+def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "hybrid",
                      name: str = "exemplar") -> Exemplar:
     """Measure the edit of an exemplar pair (RGB uint8, largest face); explain it in catalog mode."""
     b_points, _, _ = face_points(before, None, f"{name} (before)")
     a_points, _, _ = face_points(after, None, f"{name} (after)")
     edit = estimate_edit(before, after, b_points, a_points, name=name)
-    explanation = explain(edit, before.shape[:2]) if mode == "catalog" else None
-    return Exemplar(edit, before.shape[:2], explanation)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    if mode == "flow":
+        return Exemplar(edit, before.shape[:2])
+    explanation = explain(edit, before.shape[:2])
+    residual = residual_edit(edit, explanation, before.shape[:2]) if mode == "hybrid" else None
+    return Exemplar(edit, before.shape[:2], explanation, residual)
 
 
-def load_exemplar(before: Path, after: Path, *, mode: str = "flow",
+def load_exemplar(before: Path, after: Path, *, mode: str = "hybrid",
                   max_pixels: int | None = None) -> Exemplar:
     """Read an exemplar pair from files and measure it."""
     b = np.ascontiguousarray(read_image(before, max_pixels=max_pixels).rgb8())
