@@ -48,7 +48,12 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
 
 
 def dense_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``(H, W, 2)`` float32 flow ``(dx, dy)``: where each source pixel is found in ``target``."""
+    """``(H, W, 2)`` float32 flow ``(dx, dy)``: where each source pixel is found in ``target``.
+
+    A plain DIS preset on purpose, not the refined estimator ``retouch`` measures edits with:
+    a method should not be scored by its own instrument. Both flows of a comparison come from
+    this same estimator, so its bias (it under-reads sub-pixel motion) largely cancels.
+    """
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     return dis.calc(_grey(source), _grey(target), None)
 
