@@ -11,7 +11,9 @@ Measured in one process, after a warm-up (MediaPipe's graphs started once, as in
   correspondence and warp, and writing the output PNG;
 * ``further query``: what each additional query of a batch sharing the exemplar costs (read,
   landmarks, correspondence + warp, write);
-* the split of both by stage: io, landmarks, edit estimate, transfer (correspondence + warp).
+* the split of both by stage: io, exemplar (landmarks, flow, catalog fit), landmarks (query),
+  transfer (correspondence + warp);
+* for the default mode (hybrid) with PNG and with JPEG (quality 95) files, and for flow mode.
 
 Targets from issue #5: ≤ 250 ms for one query and ≤ 100 ms for each further query.
 The exemplar is the astronaut (1024², bicubic) with three catalog operations; the queries are
@@ -41,14 +43,14 @@ from skimage import data  # noqa: E402
 from mirrorppr_cli.io import read_image, with_pixels, write_image  # noqa: E402
 from mirrorppr_cli.landmarks import find_faces  # noqa: E402
 from mirrorppr_cli.ops import OpRequest, plan_warp  # noqa: E402
-from mirrorppr_cli.transfer import estimate_edit, transfer  # noqa: E402
+from mirrorppr_cli.retouch_job import apply_exemplar, measure_exemplar  # noqa: E402
 from mirrorppr_cli.warp import apply_local_warp  # noqa: E402
 
 TARGET_FIRST_MS, TARGET_FURTHER_MS = 250.0, 100.0
 
 
-def make_inputs(folder: Path) -> tuple[Path, Path, list[Path]]:
-    """Exemplar pair and two queries at 1024², written as PNG."""
+def make_inputs(folder: Path, ext: str) -> tuple[Path, Path, list[Path]]:
+    """Exemplar pair and two queries at 1024², written as ``ext`` (png or jpg, quality 95)."""
     img = cv2.resize(data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
     points = find_faces(img)[0].points
     ops = [OpRequest("eye_resize", 60), OpRequest("nose_alar", -50), OpRequest("mouth_resize", 40)]
@@ -57,8 +59,9 @@ def make_inputs(folder: Path) -> tuple[Path, Path, list[Path]]:
                              borderMode=cv2.BORDER_REFLECT)
     paths = {"before": img, "after": after, "q1": np.fliplr(img).copy(), "q2": rotated}
     for name, pixels in paths.items():
-        Image.fromarray(pixels).save(folder / f"{name}.png")
-    return folder / "before.png", folder / "after.png", [folder / "q1.png", folder / "q2.png"]
+        Image.fromarray(pixels).save(folder / f"{name}.{ext}", quality=95)
+    return (folder / f"before.{ext}", folder / f"after.{ext}",
+            [folder / f"q1.{ext}", folder / f"q2.{ext}"])
 
 
 class Clock:
@@ -74,26 +77,28 @@ class Clock:
         self.last = now
 
 
-def retouch_one(before: Path, after: Path, query: Path, out: Path, edit=None):
-    """The retouch job's steps, timed; returns ``(stage ms, edit)``."""
+def retouch_one(before: Path, after: Path, query: Path, out: Path, exemplar=None, mode="hybrid"):
+    """The retouch job's steps (default mode), timed; returns ``(stage ms, exemplar)``.
+
+    "exemplar" = landmarks of both exemplar images, the flow, and (catalog/hybrid) the
+    catalog fit; "transfer" = the query-side correspondence and warp.
+    """
     clock = Clock()
-    if edit is None:
+    if exemplar is None:
         b = np.ascontiguousarray(read_image(before).rgb8())
         a = np.ascontiguousarray(read_image(after).rgb8())
         clock.lap("io")
-        bp, ap = find_faces(b)[0].points, find_faces(a)[0].points
-        clock.lap("landmarks")
-        edit = estimate_edit(b, a, bp, ap)
-        clock.lap("edit estimate")
+        exemplar = measure_exemplar(b, a, mode=mode)
+        clock.lap("exemplar")
     picture = read_image(query)
     clock.lap("io")
     qp = find_faces(picture.rgb8())[0].points
     clock.lap("landmarks")
-    pixels = transfer(edit, picture.pixels, qp)
+    pixels = apply_exemplar(exemplar, picture.pixels, qp)
     clock.lap("transfer")
     write_image(with_pixels(picture, pixels), out, force=True)
     clock.lap("io")
-    return clock.stages, edit
+    return clock.stages, exemplar
 
 
 def main() -> int:
@@ -102,16 +107,22 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results/retouch.json"))
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    runs: dict[str, tuple[list, list]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        before, after, queries = make_inputs(folder)
-        retouch_one(before, after, queries[0], folder / "warm.png")  # start the graphs
-        first, further = [], []
-        for k in range(args.repeats):
-            stages, edit = retouch_one(before, after, queries[k % 2], folder / "o1.png")
-            first.append(stages)
-            stages, _ = retouch_one(before, after, queries[(k + 1) % 2], folder / "o2.png", edit)
-            further.append(stages)
+        for mode, ext in (("hybrid", "png"), ("hybrid", "jpg"), ("flow", "png")):
+            folder = Path(tmp) / f"{mode}-{ext}"
+            folder.mkdir()
+            before, after, queries = make_inputs(folder, ext)
+            retouch_one(before, after, queries[0], folder / f"warm.{ext}", mode=mode)  # warm-up
+            first, further = [], []
+            for k in range(args.repeats):
+                stages, ex = retouch_one(before, after, queries[k % 2], folder / f"o1.{ext}",
+                                         mode=mode)
+                first.append(stages)
+                stages, _ = retouch_one(before, after, queries[(k + 1) % 2],
+                                        folder / f"o2.{ext}", ex, mode=mode)
+                further.append(stages)
+            runs[f"{mode} {ext}"] = (first, further)
 
     def summarise(runs: list[dict]) -> dict:
         totals = [sum(r.values()) for r in runs]
@@ -120,15 +131,17 @@ def main() -> int:
                 "stages_median_ms": {s: statistics.median(r.get(s, 0.0) for r in runs)
                                      for s in names}}
 
-    report = {"first_query": summarise(first), "further_query": summarise(further),
+    report = {"runs": {name: {"first_query": summarise(a), "further_query": summarise(b)}
+                       for name, (a, b) in runs.items()},
               "targets_ms": {"first": TARGET_FIRST_MS, "further": TARGET_FURTHER_MS},
               "repeats": args.repeats, "threads": 1}
-    for key, target in (("first_query", TARGET_FIRST_MS), ("further_query", TARGET_FURTHER_MS)):
-        r = report[key]
-        split = ", ".join(f"{s} {v:.1f}" for s, v in r["stages_median_ms"].items())
-        verdict = "PASS" if r["median_ms"] <= target else "FAIL"
-        print(f"{key:14s} median {r['median_ms']:7.1f} ms (min {r['min_ms']:.1f}) "
-              f"target ≤ {target:.0f} ms {verdict}   [{split}]")
+    for name, result in report["runs"].items():
+        for key, target in (("first_query", TARGET_FIRST_MS), ("further_query", TARGET_FURTHER_MS)):
+            r = result[key]
+            split = ", ".join(f"{s} {v:.1f}" for s, v in r["stages_median_ms"].items())
+            verdict = "PASS" if r["median_ms"] <= target else "FAIL"
+            print(f"{name:11s} {key:14s} median {r['median_ms']:7.1f} ms (min {r['min_ms']:.1f}) "
+                  f"target ≤ {target:.0f} ms {verdict}   [{split}]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"JSON written to {args.out}")

@@ -18,7 +18,7 @@ from scipy.optimize import nnls
 
 from .ops import CATALOG, OpRequest, plan_warp
 from .transfer import Edit
-from .warp import Box, feather_mask, inverse_map_exact, pixel_grid
+from .warp import Box, feather_mask, inverse_map_fast, pixel_grid
 
 #: Sampling step (px) of the fit grid, and strengths weaker than this are dropped.
 FIT_STEP = 3
@@ -57,7 +57,7 @@ def _field(points: np.ndarray, requests: list[OpRequest], shape: tuple[int, int]
                 min(box.y1, mbox.y1))
     if inter.empty:
         return out
-    disp = inverse_map_exact(inter, warp.source, warp.target) - pixel_grid(inter)
+    disp = inverse_map_fast(inter, warp.source, warp.target) - pixel_grid(inter)
     m = mask[inter.y0 - mbox.y0 : inter.y1 - mbox.y0, inter.x0 - mbox.x0 : inter.x1 - mbox.x0]
     out[inter.y0 - box.y0 : inter.y1 - box.y0, inter.x0 - box.x0 : inter.x1 - box.x0] = (
         disp * m[..., None]
