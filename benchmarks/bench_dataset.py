@@ -68,8 +68,6 @@ Results are printed as tables and written as JSON to ``--out`` (default
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import hashlib
 import importlib.util
 import json
@@ -82,7 +80,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -453,16 +450,12 @@ def build_row(name: str, runs: list[dict], workers: int) -> dict:
 # --------------------------------------------------------------------------- profiling pass
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Garbage collection off inside the block (as ``timeit`` does), restored after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+def gc_paused():
+    """Garbage collection off inside the block: ``bench_warp``'s helper (imported late, like
+    ``official_apply``, so that this script's thread pinning happens first)."""
+    from bench_warp import gc_paused as paused
+
+    return paused()
 
 
 def profile_source(
