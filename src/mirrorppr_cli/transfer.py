@@ -115,24 +115,31 @@ def estimate_edit(
             f"{name}: the faces in before and after are {shift:.0f} px apart; this is not a "
             "before/after of one photo of one person"
         )
-    changed = np.any(before != after, axis=-1)
-    if not changed.any():
-        return _no_edit(before_points)
     # The face engine edits faces: look for motion only around the face (re-encoding noise
-    # elsewhere, e.g. a JPEG export of "after", is not an edit).
-    region = _face_region(before_points, unit, changed.shape)
-    changed &= region
+    # elsewhere, e.g. a JPEG export of "after", is not an edit); work inside that window.
+    height, width = before.shape[:2]
+    pad = max(16, int(0.1 * unit))
+    reach = FACE_MARGIN * unit + pad
+    lo = np.floor(before_points.min(axis=0) - reach).astype(int)
+    hi = np.ceil(before_points.max(axis=0) + reach).astype(int) + 1
+    window = Box(int(max(lo[0], 0)), int(max(lo[1], 0)), int(min(hi[0], width)),
+                 int(min(hi[1], height)))
+    region = _face_region(before_points - [window.x0, window.y0], unit,
+                          (window.height, window.width))
+    changed = np.any(before[window.slices()] != after[window.slices()], axis=-1) & region
     if not changed.any():
         return _no_edit(before_points)
     rows, cols = np.nonzero(changed)
-    pad = max(16, int(0.1 * unit))
-    height, width = changed.shape
-    box = Box(int(max(cols.min() - pad, 0)), int(max(rows.min() - pad, 0)),
-              int(min(cols.max() + pad + 1, width)), int(min(rows.max() + pad + 1, height)))
+    inner = Box(int(max(cols.min() - pad, 0)), int(max(rows.min() - pad, 0)),
+                int(min(cols.max() + pad + 1, window.width)),
+                int(min(rows.max() + pad + 1, window.height)))
+    region = region[inner.slices()]
+    box = Box(window.x0 + inner.x0, window.y0 + inner.y0, window.x0 + inner.x1,
+              window.y0 + inner.y1)
     b, a = before[box.slices()], after[box.slices()]
     flow = _flow(a, b)
     magnitude = np.linalg.norm(flow, axis=-1)
-    weight = region[box.slices()] & (magnitude >= STILL_PX) & (_explained(a, b, flow) >= MIN_EXPLAINED)
+    weight = region & (magnitude >= STILL_PX) & (_explained(a, b, flow) >= MIN_EXPLAINED)
     weight = cv2.GaussianBlur(weight.astype(np.float32), (5, 5), 0)
     if not weight.any():
         return _no_edit(before_points)
