@@ -187,3 +187,14 @@ def test_demo_runs_on_the_builtin_portrait(tmp_path, monkeypatch):
     result = _run("apply", "--demo", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "astronaut_retouched.png").size == (512, 512)
+
+
+def test_retouch_demo_runs_the_main_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    result = _run("retouch", "--demo", "--json", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    item = json.loads(result.stdout)["items"][0]
+    assert item["status"] == "ok" and item["changed_pixels"] > 500
+    query = np.asarray(Image.open(tmp_path / "mirrorppr-demo" / "astronaut_query.png"))
+    out = np.asarray(Image.open(tmp_path / "astronaut_query_retouched.png"))
+    assert out.shape == query.shape and np.array_equal(out[:100], query[:100])

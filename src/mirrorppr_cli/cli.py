@@ -152,6 +152,31 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
         raise typer.Exit(1 if batch else failed[0].exit_code)
 
 
+def _demo_retouch_inputs(folder: Path) -> tuple[tuple[Path, Path], list[str]]:
+    """A built-in exemplar pair (the astronaut, eyes enlarged and mouth narrowed with the
+    catalog) and a query (the same portrait mirrored, smaller and turned), written to ``folder``."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    from .io import image_from_array, write_image
+    from .landmarks import find_faces
+    from .ops import OpRequest, plan_warp
+    from .warp import apply_local_warp
+
+    before = data.astronaut()
+    ops = [OpRequest("eye_resize", 60), OpRequest("mouth_resize", -40)]
+    after = apply_local_warp(before, plan_warp(find_faces(before)[0].points, ops))
+    turn = cv2.getRotationMatrix2D((256, 256), 8, 0.8)
+    query = cv2.warpAffine(np.fliplr(before).copy(), turn, (512, 512),
+                           borderMode=cv2.BORDER_REFLECT)
+    paths = []
+    for name, pixels in (("before", before), ("after", after), ("query", query)):
+        paths.append(write_image(image_from_array(pixels), folder / f"astronaut_{name}.png",
+                                 force=True))
+    return (paths[0], paths[1]), [str(paths[2])]
+
+
 @app.command("apply")
 def apply_command(
     images: Annotated[
@@ -242,12 +267,12 @@ def apply_command(
 @app.command("retouch")
 def retouch_command(
     exemplar: Annotated[
-        tuple[Path, Path],
+        tuple[Path, Path] | None,
         typer.Option("--ex", help="The exemplar pair: BEFORE AFTER (one photo, retouched)."),
-    ],
+    ] = None,
     query: Annotated[
-        list[str], typer.Option("--query", help="Query file(s), folder(s) or glob(s).")
-    ],
+        list[str] | None, typer.Option("--query", help="Query file(s), folder(s) or glob(s).")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--out", help="Output file (one query) or folder.")
     ] = None,
@@ -271,6 +296,9 @@ def retouch_command(
     max_pixels: Annotated[
         int | None, typer.Option("--max-pixels", help="Refuse larger images.")
     ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Use a built-in exemplar pair and query.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
@@ -283,6 +311,15 @@ def retouch_command(
             raise UsageError("--strength must be between -3 and 3")
         if mode not in ("flow", "catalog", "hybrid"):
             raise UsageError(f"--mode must be flow, catalog or hybrid, not {mode!r}")
+        if demo:
+            if exemplar or query:
+                raise UsageError("--demo takes no --ex or --query")
+            exemplar, query = _demo_retouch_inputs(
+                Path(os.environ.get("TMPDIR", "/tmp")) / "mirrorppr-demo"
+            )
+            output = output or Path("astronaut_query_retouched.png")
+        elif not exemplar or not query:
+            raise UsageError("give --ex BEFORE AFTER and at least one --query (or --demo)")
         backend = load_backend(backend_name)
         require(backend, "retouch")
         if backend_name != "warp":
