@@ -469,16 +469,21 @@ def profile_source(
     from mirrorppr_cli.data.augment import (
         apply_augmentation,
         sample_augmentation,
-        transform_points,
     )
     from mirrorppr_cli.data.filters import reject_reason
-    from mirrorppr_cli.data.pairs import _r, encode, source_key, standardise
+    from mirrorppr_cli.data.pairs import (
+        encode,
+        pair_record,
+        record_augmentation,
+        source_key,
+        standardise,
+    )
     from mirrorppr_cli.data.sampling import sample_ops, sample_rng
     from mirrorppr_cli.data.shards import sha256, tar_bytes, write_atomic, write_json_atomic
     from mirrorppr_cli.io import read_image
     from mirrorppr_cli.landmarks import find_faces
     from mirrorppr_cli.ops import plan_warp
-    from mirrorppr_cli.warp import apply_local_warp, mls_similarity
+    from mirrorppr_cli.warp import apply_local_warp
 
     ext = settings.image_format
     ms: dict[str, float] = {}
@@ -502,19 +507,7 @@ def profile_source(
     key = f"{source_key(source)}-p000"
     requests = sample_ops(sample_rng(SEED, source, 0))
     warp = plan_warp(points, requests)
-    edited_points = mls_similarity(points, warp.source, warp.target)
-    record = {
-        "key": key,
-        "source": source,
-        "pair_index": 0,
-        "size": list(size),
-        "ops": [{"name": r.name, "strength": r.strength} for r in requests],
-        "landmarks": _r(points),
-        "landmarks_edited": _r(edited_points),
-        "control_source": _r(warp.source),
-        "control_target": _r(warp.target),
-        "augmentations": [],
-    }
+    record = pair_record(key, source, 0, size, requests, points, warp)
     lap("plan")
     edited = apply_local_warp(rgb, warp)
     lap("warp")
@@ -523,10 +516,9 @@ def profile_source(
         aug = sample_augmentation(
             sample_rng(SEED, source, 0, stream=k + 1), size, points, settings.area
         )
-        record["augmentations"].append(aug.to_dict())
+        record_augmentation(record, aug, points, size)
         images.append((f"a{k:02d}_src", apply_augmentation(rgb, aug)))
         images.append((f"a{k:02d}_tgt", apply_augmentation(edited, aug)))
-        record.setdefault("augmented_landmarks", []).append(_r(transform_points(points, aug, size)))
     lap("augmentations")
     members = [(f"{key}.{tag}.{ext}", encode(pixels, ext)) for tag, pixels in images]
     lap("png encode")

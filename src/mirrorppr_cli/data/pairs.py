@@ -82,6 +82,34 @@ def _r(points: np.ndarray) -> list:
     return np.round(points, 3).tolist()
 
 
+def pair_record(key: str, source: str, index: int, size: tuple[int, int], requests,
+                points: np.ndarray, warp) -> dict:
+    """The manifest record of one pair (augmentations are added by :func:`record_augmentation`).
+
+    Landmarks of the edited image: control points exactly, the rest through the forward MLS
+    deformation (a sub-pixel estimate).
+    """
+    edited_points = mls_similarity(points, warp.source, warp.target)
+    return {
+        "key": key,
+        "source": source,
+        "pair_index": index,
+        "size": list(size),
+        "ops": [{"name": r.name, "strength": r.strength} for r in requests],
+        "landmarks": _r(points),
+        "landmarks_edited": _r(edited_points),
+        "control_source": _r(warp.source),
+        "control_target": _r(warp.target),
+        "augmentations": [],
+    }
+
+
+def record_augmentation(record: dict, aug, points: np.ndarray, size: tuple[int, int]) -> None:
+    """Add one view's parameters and its landmarks to a pair record."""
+    record["augmentations"].append(aug.to_dict())
+    record.setdefault("augmented_landmarks", []).append(_r(transform_points(points, aug, size)))
+
+
 def make_samples(faces_dir: Path, source: str, seed: int, settings: PairSettings) -> SourceResult:
     """Every pair and augmented view of one source, fully determined by ``(seed, source)``."""
     result = SourceResult(source)
@@ -101,31 +129,14 @@ def make_samples(faces_dir: Path, source: str, seed: int, settings: PairSettings
         warp = plan_warp(points, requests)
         edited = apply_local_warp(rgb, warp)
         key = f"{base}-p{j:03d}"
-        # Landmarks of the edited image: control points exactly, the rest through the forward
-        # MLS deformation (sub-pixel estimate).
-        edited_points = mls_similarity(points, warp.source, warp.target)
-        record = {
-            "key": key,
-            "source": source,
-            "pair_index": j,
-            "size": list(size),
-            "ops": [{"name": r.name, "strength": r.strength} for r in requests],
-            "landmarks": _r(points),
-            "landmarks_edited": _r(edited_points),
-            "control_source": _r(warp.source),
-            "control_target": _r(warp.target),
-            "augmentations": [],
-        }
+        record = pair_record(key, source, j, size, requests, points, warp)
         members = [(f"{key}.src.{ext}", encode(rgb, ext)), (f"{key}.tgt.{ext}", encode(edited, ext))]
         for k in range(settings.augmentations):
             aug = sample_augmentation(sample_rng(seed, source, j, stream=k + 1), size, points, settings.area)
-            record["augmentations"].append(aug.to_dict())
+            record_augmentation(record, aug, points, size)
             members.append((f"{key}.a{k:02d}_src.{ext}", encode(apply_augmentation(rgb, aug), ext)))
             members.append(
                 (f"{key}.a{k:02d}_tgt.{ext}", encode(apply_augmentation(edited, aug), ext))
-            )
-            record.setdefault("augmented_landmarks", []).append(
-                _r(transform_points(points, aug, size))
             )
         result.records.append(record)
         # WebDataset reads a sample's files as one contiguous run of members
