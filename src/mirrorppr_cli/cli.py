@@ -30,10 +30,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-_NOT_BUILT = {
-    "train": (6, "training the neural engine"),
-}
-_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _fail(error: MirrorError) -> typer.Exit:
@@ -632,27 +628,9 @@ def bench_command(
     out.print(f"report: {out_dir / 'report.html'}", highlight=False)
 
 
-def _not_built(command: str) -> None:
-    issue, what = _NOT_BUILT[command]
-    err.print(
-        f"[bold red]error:[/] `mirrorppr {command}` ({what}) is not built yet "
-        f"(planned in issue #{issue}); `mirrorppr apply` works today",
-        highlight=False,
-        soft_wrap=True,
-    )
-    raise typer.Exit(UsageError.exit_code)
+from .cli_train import train_app  # noqa: E402  (a sub-app; it imports this module lazily)
 
-
-def _register_not_built(command: str) -> None:
-    def stub(ctx: typer.Context) -> None:
-        _not_built(command)
-
-    stub.__doc__ = f"{_NOT_BUILT[command][1].capitalize()} (not built yet)."
-    app.command(command, context_settings=_PASSTHROUGH)(stub)
-
-
-for _command in _NOT_BUILT:
-    _register_not_built(_command)
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

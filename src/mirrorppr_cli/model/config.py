@@ -1,0 +1,246 @@
+"""Hyper-parameters of the neural engine as plain data, with named presets.
+
+``paper`` holds every value of the paper's tables 8 (architecture) and 9 (optimisation);
+``tiny`` is the same architecture shrunk so that tests build, train and sample it on a CPU in
+seconds. A config file (JSON or TOML) overrides any field of a preset: ``{"base": "tiny",
+"extractor_training": {"lr_max": 3e-4}}``. The resolved config is saved beside every checkpoint,
+so a checkpoint always says what it is.
+
+Values the paper does not state (or that our copy of it lost) are marked ``# not in the paper``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class MAEConfig:
+    """The frozen MAE encoder (transformers ``ViTMAEModel``, run without masking)."""
+
+    hub_id: str = "facebook/vit-mae-large"  # facts.md §4: the official extractor uses ViT-L/16
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    patch_size: int = 16
+    image_size: int = 224  # not in the paper (its input area is illegible in our copy)
+    frozen: bool = True  # False only for runs without pretrained weights (a trainable substitute)
+
+
+@dataclass
+class RFormerConfig:
+    """R-Former: ViT blocks over [query tokens; before patches; after patches] (table 8)."""
+
+    num_queries: int = 8
+    num_layers: int = 4
+    hidden_size: int = 768
+    num_heads: int = 12
+    mlp_ratio: float = 4.0  # not in the paper: the standard ViT ratio
+
+
+@dataclass
+class DecoderConfig:
+    """Pre-training head: MLP → edit embedding; ViT decoder reconstructs the retouched query."""
+
+    patch_size: int = 16
+    num_layers: int = 12
+    hidden_size: int = 768
+    num_heads: int = 12
+    mlp_ratio: float = 4.0  # not in the paper
+    image_size: int = 224  # not in the paper: the query's side during pre-training
+
+
+@dataclass
+class ConnectorConfig:
+    """Enc-Proj connector: bidirectional Qwen2 encoder, then a linear map to the DiT width."""
+
+    hidden_size: int = 768
+    num_layers: int = 6
+    num_heads: int = 12
+    num_kv_heads: int = 12  # not in the paper
+    intermediate_size: int = 3072  # not in the paper
+    output_dim: int = 3584
+
+
+@dataclass
+class DiTConfig:
+    """Qwen-Image-Edit-2511's ``QwenImageTransformer2DModel`` and its VAE (frozen)."""
+
+    hub_id: str = "Qwen/Qwen-Image-Edit-2511"
+    patch_size: int = 2
+    in_channels: int = 64
+    out_channels: int = 16
+    num_layers: int = 60
+    attention_head_dim: int = 128
+    num_attention_heads: int = 24
+    joint_attention_dim: int = 3584
+    axes_dims_rope: tuple[int, int, int] = (16, 56, 56)
+    zero_cond_t: bool = True
+    # The VAE (AutoencoderKLQwenImage); used as-is from the hub for ``paper``.
+    vae_base_dim: int = 96
+    vae_z_dim: int = 16
+    vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    vae_num_res_blocks: int = 2
+    vae_temporal_downsample: tuple[bool, ...] = (False, True, True)
+    vae_latents_mean: tuple[float, ...] | None = None  # None: the class defaults
+    vae_latents_std: tuple[float, ...] | None = None
+
+
+@dataclass
+class LoRAConfig:
+    """peft LoRA on the DiT's attention projections (table 8)."""
+
+    rank: int = 32
+    alpha: int = 32
+    dropout: float = 0.0
+    bias: str = "none"
+    target_modules: tuple[str, ...] = (
+        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
+    )
+
+
+@dataclass
+class ExtractorTrainingConfig:
+    """Extractor pre-training (table 9)."""
+
+    batch_size: int = 1536  # simulated subset; 512 for the professional subset
+    batch_size_professional: int = 512
+    optimizer: str = "adamw"
+    lr_max: float = 1e-4
+    lr_min: float = 5e-5
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 1e-4
+    lpips_weight: float = 1.0  # the balancing scalar λ
+    lpips_net: str = "vgg"  # not in the paper
+    steps: int = 100_000  # not in the paper (illegible in our copy)
+    warmup_steps: int = 0  # not in the paper
+
+
+@dataclass
+class JointTrainingConfig:
+    """Joint fine-tuning of R-Former, connector and LoRA with flow matching (table 9)."""
+
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-5
+    lr_scheduler: str = "constant"
+    weight_decay: float = 1e-2
+    steps: int = 20_000  # not in the paper
+    image_area: int = 1024 * 1024  # query / target area for the VAE (facts.md §2)
+
+
+@dataclass
+class InferenceConfig:
+    """Official inference settings (facts.md §2)."""
+
+    steps: int = 40
+    seed: int = 123
+    size_multiple: int = 16
+
+
+@dataclass
+class ModelConfig:
+    """Everything the neural engine needs to be built, trained and run."""
+
+    name: str = "paper"
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    rformer: RFormerConfig = field(default_factory=RFormerConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    extractor_training: ExtractorTrainingConfig = field(default_factory=ExtractorTrainingConfig)
+    joint_training: JointTrainingConfig = field(default_factory=JointTrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+
+def paper_config() -> ModelConfig:
+    """The paper's architecture and optimisation (tables 8–9)."""
+    return ModelConfig(name="paper")
+
+
+def tiny_config() -> ModelConfig:
+    """The same classes at toy sizes: builds, trains and samples on a CPU in seconds."""
+    return ModelConfig(
+        name="tiny",
+        mae=MAEConfig(hub_id="", hidden_size=32, num_layers=2, num_heads=2,
+                      intermediate_size=64, patch_size=8, image_size=32),
+        rformer=RFormerConfig(num_queries=4, num_layers=2, hidden_size=32, num_heads=2),
+        decoder=DecoderConfig(patch_size=8, num_layers=2, hidden_size=32, num_heads=2,
+                              image_size=32),
+        connector=ConnectorConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
+                                  intermediate_size=64, output_dim=64),
+        dit=DiTConfig(hub_id="", patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                      attention_head_dim=16, num_attention_heads=3, joint_attention_dim=64,
+                      axes_dims_rope=(8, 4, 4), zero_cond_t=True, vae_base_dim=24, vae_z_dim=4,
+                      vae_dim_mult=(1, 2, 4), vae_num_res_blocks=1,
+                      vae_temporal_downsample=(False, True), vae_latents_mean=(0.0,) * 4,
+                      vae_latents_std=(1.0,) * 4),
+        lora=LoRAConfig(rank=4, alpha=4),
+        extractor_training=ExtractorTrainingConfig(batch_size=2, batch_size_professional=2,
+                                                   lr_max=1e-3, lr_min=1e-4, steps=4),
+        joint_training=JointTrainingConfig(batch_size=1, lr=1e-3, steps=4, image_area=64 * 64),
+        inference=InferenceConfig(steps=2),
+    )
+
+
+PRESETS = {"paper": paper_config, "tiny": tiny_config}
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit :class:`ModelConfig`."""
+
+
+def _merge(target: Any, overrides: dict, where: str) -> None:
+    known = {f.name: f for f in fields(target)}
+    for key, value in overrides.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key '{where}{key}'; known: {', '.join(sorted(known))}")
+        current = getattr(target, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {where}{key!r} must be a table of settings")
+            _merge(current, value, f"{where}{key}.")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            setattr(target, key, tuple(value))
+        else:
+            setattr(target, key, value)
+
+
+def from_dict(data: dict) -> ModelConfig:
+    """A config from a (possibly partial) dict: ``base`` names the preset it starts from."""
+    data = copy.deepcopy(data)
+    base = data.pop("base", data.get("name", "paper"))
+    if base not in PRESETS:
+        raise ConfigError(f"unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
+    config = PRESETS[base]()
+    _merge(config, data, "")
+    return config
+
+
+def load_config(spec: str | Path) -> ModelConfig:
+    """A preset name (``paper``, ``tiny``) or a ``.json`` / ``.toml`` file of overrides."""
+    if isinstance(spec, str) and spec in PRESETS:
+        return PRESETS[spec]()
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"config {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot parse config {path}: {exc}") from exc
+    return from_dict(data)

@@ -1,0 +1,135 @@
+"""Retouching Operation Extractor: frozen MAE encoder + R-Former (paper §3.1).
+
+Both exemplar images go through the MAE encoder (transformers ``ViTMAEModel``, no masking,
+patches in their natural order); the R-Former concatenates learnable query tokens with the
+patch features of *before* and *after* and runs ViT blocks over them. Its output is the query
+tokens only: the raw operation representation, shape ``(B, num_queries, rformer.hidden_size)``.
+
+Images are float tensors in [0, 1], ``(B, 3, H, W)``; they are resized to the MAE's input size
+and normalised with the ImageNet statistics the MAE was trained with.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+from transformers import ViTConfig, ViTMAEConfig, ViTMAEModel
+from transformers.models.vit.modeling_vit import ViTLayer
+
+from .config import MAEConfig, RFormerConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def mae_config(cfg: MAEConfig) -> ViTMAEConfig:
+    """The transformers config of the encoder described by ``cfg`` (masking off)."""
+    return ViTMAEConfig(
+        hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+        patch_size=cfg.patch_size, image_size=cfg.image_size, mask_ratio=0.0,
+    )
+
+
+def vit_blocks(hidden: int, layers: int, heads: int, mlp_ratio: float) -> nn.ModuleList:
+    """``layers`` standard pre-norm ViT blocks (transformers ``ViTLayer``)."""
+    config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                       intermediate_size=int(hidden * mlp_ratio))
+    config._attn_implementation = "sdpa"  # standalone layers get no dispatch from a model
+    return nn.ModuleList(ViTLayer(config) for _ in range(layers))
+
+
+def run_blocks(blocks: nn.ModuleList, tokens: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """Run ``tokens`` through ``blocks``; with ``checkpointing``, recompute activations in the
+    backward pass instead of storing them (gradient checkpointing)."""
+    for block in blocks:
+        if checkpointing:
+            tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
+        else:
+            tokens = block(tokens)
+        tokens = tokens[0] if isinstance(tokens, tuple) else tokens
+    return tokens
+
+
+def resize_unit(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, 3, H, W)`` → ``(B, 3, size, size)``, bilinear with antialiasing when shrinking."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+class MAEEncoder(nn.Module):
+    """``ViTMAEModel`` as a feature extractor: patch tokens in natural order, CLS dropped."""
+
+    def __init__(self, cfg: MAEConfig, model: ViTMAEModel | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.model = model if model is not None else ViTMAEModel(mae_config(cfg))
+        self.model.config.mask_ratio = 0.0
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if cfg.frozen:
+            self.requires_grad_(False)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.cfg.image_size // self.cfg.patch_size) ** 2
+
+    def train(self, mode: bool = True):
+        # A frozen encoder stays in eval mode whatever its parent does.
+        return super().train(mode and not self.cfg.frozen)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] → ``(B, N, mae.hidden_size)`` patch features."""
+        pixels = (resize_unit(images, self.cfg.image_size) - self.mean) / self.std
+        batch = pixels.shape[0]
+        # ViTMAE shuffles patches by argsort(noise) even at mask_ratio 0: an increasing
+        # noise keeps the natural (row-major) patch order.
+        noise = torch.arange(self.num_patches, device=pixels.device, dtype=pixels.dtype)
+        noise = noise.expand(batch, -1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.frozen):
+            out = self.model(pixel_values=pixels, noise=noise, interpolate_pos_encoding=(
+                self.cfg.image_size != self.model.config.image_size))
+        return out.last_hidden_state[:, 1:]
+
+
+class RFormer(nn.Module):
+    """Learnable query tokens attend over the before/after patch features (table 8)."""
+
+    def __init__(self, cfg: RFormerConfig, feature_dim: int, num_patches: int):
+        super().__init__()
+        self.cfg = cfg
+        self.input_proj = nn.Linear(feature_dim, cfg.hidden_size)
+        # Which image a patch came from (before / after); the MAE already encodes position.
+        self.image_embed = nn.Parameter(torch.zeros(2, cfg.hidden_size))
+        self.queries = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.hidden_size) * 0.02)
+        self.blocks = vit_blocks(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.mlp_ratio)
+        self.norm = nn.LayerNorm(cfg.hidden_size)
+        self.num_patches = num_patches
+        self.gradient_checkpointing = False
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """Patch features ``(B, N, D)`` of both images → ``(B, num_queries, hidden)``."""
+        a = self.input_proj(before) + self.image_embed[0]
+        b = self.input_proj(after) + self.image_embed[1]
+        tokens = torch.cat([self.queries.expand(a.shape[0], -1, -1), a, b], dim=1)
+        tokens = run_blocks(self.blocks, tokens, self.gradient_checkpointing and self.training)
+        return self.norm(tokens[:, : self.cfg.num_queries])
+
+
+class OperationExtractor(nn.Module):
+    """Exemplar pair → operation tokens ``(B, num_queries, rformer.hidden_size)``."""
+
+    def __init__(self, mae_cfg: MAEConfig, rformer_cfg: RFormerConfig,
+                 mae: ViTMAEModel | None = None):
+        super().__init__()
+        self.mae = MAEEncoder(mae_cfg, mae)
+        self.rformer = RFormer(rformer_cfg, mae_cfg.hidden_size, self.mae.num_patches)
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        both = self.mae(torch.cat([before, after], dim=0))
+        a, b = both.chunk(2, dim=0)
+        return self.rformer(a, b)

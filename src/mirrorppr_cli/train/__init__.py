@@ -1,0 +1,1 @@
+"""Training loops of the neural engine: extractor pre-training and joint LoRA fine-tuning."""

@@ -1,0 +1,344 @@
+"""``mirrorppr train extractor`` and ``train joint``: the two training stages of the paper.
+
+Both loops run through `accelerate`, so the same code trains on one CPU, one GPU, or many GPUs
+and nodes when started with ``accelerate launch`` / ``torchrun`` (DDP; FSDP for the DiT through
+an accelerate config file). Mixed precision (bf16 by default on CUDA) and gradient
+checkpointing are options. Every random choice of step ``s`` (which quadruplets, which noise
+and σ) is a function of ``(seed, s)``; together with the checkpoint's optimizer and RNG state a
+resumed run therefore continues exactly as an uninterrupted one would.
+
+Outputs in ``OUT``: ``checkpoints/step-NNNNNNN/`` (see :mod:`.checkpoint`), ``metrics.jsonl``
+(one line per step: loss terms, lr, samples/s), ``config.json`` and the final weights
+(``extractor.safetensors`` for pre-training; ``weights/`` for the joint stage).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import InputError, OutputError, UsageError
+from ..model.config import ModelConfig
+from ..model.connector import Connector
+from ..model.decoder import EditDecoder
+from ..model.extractor import OperationExtractor
+from ..model.weights import load_mae
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
+from .data import QuadrupletSource
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+EXTRACTOR_FILE = "extractor.safetensors"
+WEIGHTS_DIR = "weights"
+
+
+@dataclass
+class TrainOptions:
+    """What a training run reads and writes; ``data`` has one entry per curriculum stage."""
+
+    data: list[str]
+    out: Path
+    steps: list[int] | None = None  # per stage; None: the config's steps for one stage
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16
+    batch_size: int | None = None  # global batch; None: the config's
+    micro_batch: int | None = None  # per forward pass (gradient accumulation); None: all
+    save_every: int = 0  # 0: only at the end
+    resume: bool = False
+    force: bool = False
+    mae: str | None = None  # folder or hub id; None: the config's hub id ("" = random init)
+    dit: str | None = None
+    extractor: str | None = None  # joint stage: a pre-training output (folder or file)
+    gradient_checkpointing: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def cosine_lr(step: int, total: int, lr_max: float, lr_min: float, warmup: int = 0) -> float:
+    """Linear warm-up, then cosine decay from ``lr_max`` (step ``warmup``) to ``lr_min``."""
+    if warmup and step < warmup:
+        return lr_max * (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def _accelerator(options: TrainOptions):
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    if options.device == "cuda" and not cuda:
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    cpu = options.device == "cpu" or not cuda
+    precision = options.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if not cpu else "no"
+    return Accelerator(cpu=cpu, mixed_precision=precision)
+
+
+def _stage_plan(options: TrainOptions, default_steps: int) -> list[int]:
+    steps = options.steps or [default_steps]
+    if len(steps) == 1 and len(options.data) > 1:
+        steps = steps * len(options.data)
+    if len(steps) != len(options.data):
+        raise UsageError(f"give one --steps per --data stage ({len(options.data)}), "
+                         f"not {len(steps)}")
+    if any(s <= 0 for s in steps):
+        raise UsageError("--steps must be positive")
+    return steps
+
+
+def _prepare_out(options: TrainOptions, config: ModelConfig) -> Path | None:
+    """Create ``out``; return the checkpoint to resume from (or None)."""
+    out = Path(options.out)
+    found = latest_checkpoint(out)
+    if options.resume:
+        if found is None:
+            raise InputError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        saved = json.loads((out / CONFIG_FILE).read_text())
+        if saved != json.loads(config.to_json()):
+            raise UsageError(f"--resume: the config differs from the one {out} was started "
+                             "with; resume with the same --config")
+        return found
+    if found is not None or (out / METRICS_FILE).exists():
+        if not options.force:
+            raise OutputError(f"{out} already holds a training run; add --resume to continue "
+                              "it or --force to start over")
+        import shutil
+
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / METRICS_FILE).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(config.to_json())
+    return None
+
+
+def _trim_metrics(out: Path, step: int) -> None:
+    """Drop log lines of steps after ``step`` (written after the checkpoint we resume from)."""
+    path = out / METRICS_FILE
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def _step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+    return gen
+
+
+class PretrainModel(nn.Module):
+    """Extractor + decoder: exemplar pair and query → predicted retouched query."""
+
+    def __init__(self, config: ModelConfig, mae=None):
+        super().__init__()
+        self.extractor = OperationExtractor(config.mae, config.rformer, mae)
+        self.decoder = EditDecoder(config.decoder, config.rformer)
+
+    def forward(self, before, after, query):
+        return self.decoder(query, self.extractor(before, after))
+
+
+class JointModel(nn.Module):
+    """Extractor (frozen MAE) + connector + DiT with LoRA (frozen base): flow-matching loss."""
+
+    def __init__(self, config: ModelConfig, dit, mae=None):
+        super().__init__()
+        self.extractor = OperationExtractor(config.mae, config.rformer, mae)
+        self.connector = Connector(config.connector, config.rformer.hidden_size)
+        self.transformer = dit.transformer
+        self._dit = dit  # plain attribute: the VAE is frozen and not part of the state
+
+    def condition(self, before, after):
+        """The DiT conditioning ``(cond, mask)`` of an exemplar pair."""
+        return self.connector(self.extractor(before, after))
+
+    def forward(self, before, after, query, target, generator):
+        from ..model.dit import flow_matching_loss
+
+        cond, mask = self.condition(before, after)
+        return flow_matching_loss(self._dit, cond, mask, query, target, generator=generator)
+
+
+def _mae_spec(options: TrainOptions, config: ModelConfig) -> str | None:
+    spec = options.mae if options.mae is not None else config.mae.hub_id
+    if (not spec or spec == "none") and config.mae.frozen and config.name != "tiny":
+        raise UsageError("a frozen MAE needs pretrained weights: pass --mae DIR|HUB_ID, or set "
+                         "mae.frozen = false in the config to train a substitute from scratch")
+    return spec
+
+
+def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_name: str,
+         lr_at: Callable[[int, int], float], weight_decay: float, default_steps: int,
+         batch_sizes: Callable[[int], int], side: int,
+         loss_fn: Callable[[nn.Module, dict, torch.Generator], dict],
+         on_step: Callable[[int, int, dict], None] | None) -> dict:
+    """The loop shared by both stages; ``loss_fn`` returns ``{"loss": tensor, ...terms}``."""
+    accelerator = _accelerator(options)
+    stage_steps = _stage_plan(options, default_steps)
+    total = sum(stage_steps)
+    sources = [QuadrupletSource(spec, side, options.seed + 7919 * k)
+               for k, spec in enumerate(options.data)]
+    resume_from = _prepare_out(options, config)
+    out = Path(options.out)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr_at(0, total), weight_decay=weight_decay)
+    start = 0
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer)
+        start = state["step"]
+        _trim_metrics(out, start)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    log = open(out / METRICS_FILE, "a") if accelerator.is_main_process else None
+    last: dict = {}
+    try:
+        for step in range(start, total):
+            stage = next(k for k in range(len(stage_steps)) if step < sum(stage_steps[: k + 1]))
+            local = step - sum(stage_steps[:stage])
+            batch = options.batch_size or batch_sizes(stage)
+            if batch % world:
+                raise UsageError(f"batch size {batch} is not divisible by {world} processes")
+            indices = list(range(local * batch, (local + 1) * batch))[rank::world]
+            micro = options.micro_batch or len(indices)
+            lr = lr_at(step, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            tick = time.perf_counter()
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            terms: dict[str, float] = {}
+            gen = _step_generator(options.seed, step, rank, accelerator.device)
+            for start_i in range(0, len(indices), micro):
+                chunk = indices[start_i:start_i + micro]
+                tensors = {k: v.to(accelerator.device)
+                           for k, v in sources[stage].batch(chunk).items()}
+                with accelerator.autocast():
+                    result = loss_fn(model, tensors, gen)
+                weight = len(chunk) / len(indices)
+                accelerator.backward(result["loss"] * weight)
+                for k, v in result.items():
+                    terms[k] = terms.get(k, 0.0) + float(v.detach()) * weight
+            optimizer.step()
+            elapsed = time.perf_counter() - tick
+            last = {"step": step + 1, "stage": stage, "lr": lr,
+                    **{k: round(v, 7) for k, v in terms.items()},
+                    "samples_per_s": round(batch / elapsed, 3)}
+            if log is not None:
+                log.write(json.dumps(last, sort_keys=True) + "\n")
+                log.flush()
+            if on_step is not None and accelerator.is_main_process:
+                on_step(step + 1, total, last)
+            done = step + 1
+            if accelerator.is_main_process and (
+                    done == total or (options.save_every and done % options.save_every == 0)):
+                save_checkpoint(out, done, accelerator.unwrap_model(model), optimizer,
+                                {"stage": stage_name, "config": config.to_dict(),
+                                 "seed": options.seed, "data": options.data})
+            accelerator.wait_for_everyone()
+    finally:
+        if log is not None:
+            log.close()
+    return {"steps": total, "resumed_from": start, "last": last,
+            "model": accelerator.unwrap_model(model)}
+
+
+def train_extractor(config: ModelConfig, options: TrainOptions,
+                    on_step: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Pre-train R-Former (+ decoder) with MSE + λ·LPIPS on the reconstruction proxy task."""
+    from ..metrics.perceptual import lpips_model
+
+    torch.manual_seed(options.seed)
+    model = PretrainModel(config, load_mae(_mae_spec(options, config), config.mae))
+    if options.gradient_checkpointing:
+        model.extractor.rformer.gradient_checkpointing = True
+        model.decoder.gradient_checkpointing = True
+    tcfg = config.extractor_training
+    lpips_net = lpips_model(tcfg.lpips_net) if tcfg.lpips_weight else None
+
+    def loss_fn(model, batch, _gen):
+        pred = model(batch["before"], batch["after"], batch["query"])
+        mse = F.mse_loss(pred.float(), batch["target"])
+        if lpips_net is None:
+            return {"loss": mse, "mse": mse}
+        net = lpips_net.to(pred.device)
+        perceptual = net(pred.float() * 2 - 1, batch["target"] * 2 - 1).mean()
+        return {"loss": mse + tcfg.lpips_weight * perceptual, "mse": mse, "lpips": perceptual}
+
+    result = _run(
+        options, config, model, stage_name="extractor",
+        lr_at=lambda s, total: cosine_lr(s, total, tcfg.lr_max, tcfg.lr_min, tcfg.warmup_steps),
+        weight_decay=tcfg.weight_decay, default_steps=tcfg.steps,
+        batch_sizes=lambda k: tcfg.batch_size if k == 0 else tcfg.batch_size_professional,
+        side=config.decoder.image_size, loss_fn=loss_fn, on_step=on_step,
+    )
+    model = result.pop("model")
+    out = Path(options.out)
+    save_file(trainable_state(model), str(out / EXTRACTOR_FILE))
+    result["weights"] = str(out / EXTRACTOR_FILE)
+    return result
+
+
+def _load_extractor_init(model: JointModel, spec: str) -> None:
+    path = Path(spec)
+    file = path / EXTRACTOR_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(f"--extractor: {file} not found; pass the output folder of "
+                         "`mirrorppr train extractor` or its extractor.safetensors")
+    state = {k.removeprefix("extractor."): v for k, v in load_file(str(file)).items()
+             if k.startswith("extractor.")}
+    missing, _ = model.extractor.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("mae.")]
+    if missing:
+        raise InputError(f"--extractor {file} does not fit the config (missing {missing[:3]})")
+
+
+def train_joint(config: ModelConfig, options: TrainOptions,
+                on_step: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train R-Former, connector and LoRA end to end with the flow-matching loss."""
+    from ..model.dit import add_lora, build_dit, save_lora
+
+    torch.manual_seed(options.seed)
+    dit = build_dit(config.dit, weights=options.dit if options.dit is not None
+                    else (config.dit.hub_id or None))
+    add_lora(dit.transformer, config.lora)
+    if options.gradient_checkpointing:
+        dit.transformer.enable_gradient_checkpointing()
+    model = JointModel(config, dit, load_mae(_mae_spec(options, config), config.mae))
+    if options.extractor:
+        _load_extractor_init(model, options.extractor)
+    if options.gradient_checkpointing:
+        model.extractor.rformer.gradient_checkpointing = True
+    tcfg = config.joint_training
+    side = max(16, int(math.sqrt(tcfg.image_area)) // 16 * 16)
+
+    def loss_fn(model, batch, gen):
+        loss = model(batch["before"], batch["after"], batch["query"], batch["target"], gen)
+        return {"loss": loss}
+
+    result = _run(
+        options, config, model, stage_name="joint", lr_at=lambda s, total: tcfg.lr,
+        weight_decay=tcfg.weight_decay, default_steps=tcfg.steps,
+        batch_sizes=lambda k: tcfg.batch_size, side=side, loss_fn=loss_fn, on_step=on_step,
+    )
+    model = result.pop("model")
+    folder = Path(options.out) / WEIGHTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    state = trainable_state(model)
+    save_file({k: v for k, v in state.items() if k.startswith("extractor.")},
+              str(folder / EXTRACTOR_FILE))
+    save_file({k: v for k, v in state.items() if k.startswith("connector.")},
+              str(folder / "connector.safetensors"))
+    save_lora(model.transformer, folder / "lora")
+    (folder / CONFIG_FILE).write_text(config.to_json())
+    result["weights"] = str(folder)
+    return result
