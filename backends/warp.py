@@ -27,6 +27,10 @@ class WarpBackend:
         self.grid = grid
         self.mode = mode
 
+    def availability(self) -> tuple[bool, str]:
+        """Always: the geometric engine needs no weights and no accelerator."""
+        return True, "CPU, no weights needed"
+
     def apply_ops(
         self, pixels: np.ndarray, face_points: np.ndarray, requests: list[OpRequest]
     ) -> np.ndarray:

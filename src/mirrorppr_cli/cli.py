@@ -1,7 +1,8 @@
 """The ``mirrorppr`` command line: parse arguments, call the library, print results.
 
 Exit codes are those of :mod:`mirrorppr_cli.errors` (0 ok, 1 some batch items failed,
-2 usage / not built yet, 3 bad input, 4 output exists or unwritable, 5 missing weights).
+2 usage / not built yet, 3 bad input, 4 output exists or unwritable, 5 missing weights,
+6 out of memory).
 """
 
 from __future__ import annotations
@@ -76,25 +77,39 @@ def ops_command(
 
 @app.command("backends")
 def backends_command(
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Check the neural backends against this weights folder.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List the installed backends (entry-point group ``mirrorppr.backends``)."""
+    """List the installed backends (entry points ``mirrorppr.backends``) and whether each can
+    run here (CUDA, compute capability, weights found) — and why not."""
     from .backend import backend_names, load_backend
 
     rows = []
     for name in backend_names():
-        backend = load_backend(name)
-        rows.append(
-            {"name": name, "summary": backend.summary, "jobs": sorted(backend.capabilities)}
-        )
+        try:
+            backend = load_backend(name, weights=weights, device=device)
+        except TypeError:  # a backend without those options (the geometric one)
+            backend = load_backend(name)
+        except Exception as exc:  # a broken third-party backend must not hide the others
+            rows.append({"name": name, "summary": "", "jobs": [], "available": False,
+                         "why": f"cannot be loaded: {exc}"})
+            continue
+        check = getattr(backend, "availability", None)
+        available, why = check() if check else (True, "")
+        rows.append({"name": name, "summary": backend.summary,
+                     "jobs": sorted(backend.capabilities), "available": available, "why": why})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="Backends")
-    for column in ("name", "jobs", "summary"):
+    for column in ("name", "jobs", "here", "summary / why"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], ", ".join(row["jobs"]), row["summary"])
+        here = "[green]yes[/]" if row["available"] else "[red]no[/]"
+        table.add_row(row["name"], ", ".join(row["jobs"]), here,
+                      f"{row['summary']}\n[dim]{row['why']}[/]" if row["why"] else row["summary"])
     out.print(table)
 
 
@@ -105,6 +120,14 @@ def _demo_input(folder: Path) -> Path:
     from .io import image_from_array, write_image
 
     return write_image(image_from_array(data.astronaut()), folder / "astronaut.png", force=True)
+
+
+def _status(quiet: bool):
+    """A status-line printer on stderr (silent with --json)."""
+    def show(message: str) -> None:
+        if not quiet:
+            err.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
+    return show
 
 
 def _progress(*, disable: bool) -> Progress:
@@ -278,7 +301,22 @@ def retouch_command(
     face: Annotated[
         int | None, typer.Option("--face", help="Query face: 0 = largest (default), 1 = next, …")
     ] = None,
-    backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.")] = "warp",
+    backend_name: Annotated[str, typer.Option(
+        "--backend", help="warp (geometric, default) or a neural backend: eager, compile, fp8.")
+    ] = "warp",
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).")
+    ] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="Neural backends: auto, cpu or cuda[:N].")] = "auto",
+    mae: Annotated[str | None, typer.Option(
+        "--mae", help="Neural backends: MAE weights folder or hub id (cache only).")] = None,
+    dit: Annotated[str | None, typer.Option(
+        "--dit", help="Neural backends: Qwen-Image-Edit folder or hub id (cache only).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="Neural backends: sampling steps (default 40).", min=2)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Neural backends: sampling seed (default 123).")] = None,
     mode: Annotated[
         str, typer.Option(
             "--mode", help="hybrid (default: named ops + the rest as measured motion), flow or catalog."
@@ -316,10 +354,13 @@ def retouch_command(
             output = output or Path("astronaut_query_retouched.png")
         elif not exemplar or not query:
             raise UsageError("give --ex BEFORE AFTER and at least one --query (or --demo)")
-        backend = load_backend(backend_name)
+        neural = backend_name != "warp"
+        backend = (load_backend(backend_name, weights=weights, device=device, mae=mae, dit=dit,
+                                steps=steps, seed=seed, status=_status(as_json))
+                   if neural else load_backend(backend_name))
         require(backend, "retouch")
-        if backend_name != "warp":
-            raise UsageError(f"retouch with backend {backend_name!r} is not built yet (issue #7)")
+        if neural and strength != 1.0:
+            raise UsageError(f"--strength works with the warp backend only, not {backend_name!r}")
         batch = len(query) > 1 or any(is_batch(spec) for spec in query)
         sources = list(dict.fromkeys(p for spec in query for p in expand_inputs(spec)))
         plan = [
@@ -327,9 +368,26 @@ def retouch_command(
             for src in sources
         ]
         check_unique_outputs(plan)
-        measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels)
+        if neural:
+            from .neural_job import neural_retouch_file, read_exemplar_rgb
+
+            pair = read_exemplar_rgb(*exemplar, max_pixels=max_pixels)
+            backend.engine()  # fail fast (weights, device) before any query is read
+        else:
+            measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels)
     except MirrorError as error:
         raise _fail(error) from None
+
+    if neural:
+        _run_file_batch(
+            plan,
+            lambda src, dest: neural_retouch_file(
+                backend, *pair, src, dest, force=force, output_format=output_format,
+                max_pixels=max_pixels),
+            RetouchReport, as_json=as_json, batch=batch,
+            summary_extra={"exemplar": [str(p) for p in exemplar], "backend": backend_name},
+        )
+        return
 
     box = measured.edit.box
     _run_file_batch(
@@ -500,6 +558,15 @@ def bench_command(
     backend_name: Annotated[
         str | None, typer.Option("--backend", help="Also score this backend's retouching.")
     ] = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).")
+    ] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="Neural backends: auto, cpu or cuda[:N].")] = "auto",
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="Neural backends: sampling steps (default 40).", min=2)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Neural backends: sampling seed (default 123).")] = None,
     predictions: Annotated[
         Path | None, typer.Option("--predictions", help="Score another system's outputs.")
     ] = None,
@@ -558,8 +625,12 @@ def bench_command(
         if backend_name:
             from .backend import load_backend, require
 
-            backend = load_backend(backend_name)
+            backend = (load_backend(backend_name) if backend_name == "warp" else
+                       load_backend(backend_name, weights=weights, device=device, steps=steps,
+                                    seed=seed, status=_status(as_json)))
             require(backend, "retouch")
+            if backend_name != "warp":
+                backend.engine()  # fail fast on missing weights / device
             methods[backend_name] = lambda item, query: backend.retouch(  # noqa: E731
                 rgb(item.exemplar_before), rgb(item.exemplar_after), query
             )

@@ -8,6 +8,7 @@ Exit codes (documented in the README, stable for shell scripts):
 * 3 — an input could not be used (unreadable, truncated, too large, no face, …).
 * 4 — an output exists and ``--force`` was not given, or it could not be written.
 * 5 — a needed model or weight file is missing (the message says how to get it).
+* 6 — the accelerator ran out of memory (the message suggests what uses less).
 """
 
 from __future__ import annotations
@@ -45,3 +46,9 @@ class MissingWeightsError(MirrorError):
     """Model weights are not available offline; the message names what to fetch."""
 
     exit_code = 5
+
+
+class OutOfMemory(MirrorError):
+    """The accelerator (or host) ran out of memory; the message says what uses less."""
+
+    exit_code = 6

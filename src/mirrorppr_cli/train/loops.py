@@ -30,6 +30,7 @@ from ..errors import InputError, OutputError, UsageError
 from ..model.config import ModelConfig
 from ..model.connector import Connector
 from ..model.decoder import EditDecoder
+from ..model.engine import export_weights
 from ..model.extractor import OperationExtractor
 from ..model.weights import load_mae
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
@@ -305,7 +306,7 @@ def _load_extractor_init(model: JointModel, spec: str) -> None:
 def train_joint(config: ModelConfig, options: TrainOptions,
                 on_step: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train R-Former, connector and LoRA end to end with the flow-matching loss."""
-    from ..model.dit import add_lora, build_dit, save_lora
+    from ..model.dit import add_lora, build_dit
 
     torch.manual_seed(options.seed)
     dit = build_dit(config.dit, weights=options.dit if options.dit is not None
@@ -331,14 +332,7 @@ def train_joint(config: ModelConfig, options: TrainOptions,
         batch_sizes=lambda k: tcfg.batch_size, side=side, loss_fn=loss_fn, on_step=on_step,
     )
     model = result.pop("model")
-    folder = Path(options.out) / WEIGHTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    state = trainable_state(model)
-    save_file({k: v for k, v in state.items() if k.startswith("extractor.")},
-              str(folder / EXTRACTOR_FILE))
-    save_file({k: v for k, v in state.items() if k.startswith("connector.")},
-              str(folder / "connector.safetensors"))
-    save_lora(model.transformer, folder / "lora")
-    (folder / CONFIG_FILE).write_text(config.to_json())
+    folder = export_weights(Path(options.out) / WEIGHTS_DIR, config, model.extractor,
+                            model.connector, dit)
     result["weights"] = str(folder)
     return result
