@@ -118,6 +118,10 @@ class NeuralBackend:
             self._engine = self.prepare(engine)
         return self._engine
 
+    def attach(self, engine) -> None:
+        """Use an engine built elsewhere (e.g. :meth:`NeuralEngine.random` in benchmarks)."""
+        self._engine = self.prepare(engine)
+
     def prepare(self, engine):
         """Change how ``engine`` executes (eager: nothing)."""
         return engine

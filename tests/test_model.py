@@ -65,7 +65,7 @@ def test_paper_preset_builds_on_meta_with_the_architectures_parameter_counts():
     # 12 ViT blocks + edit MLP (8·768 → 768 → 768) + 16² patch embedding + 196 positions + head.
     assert count(decoder) == (12 * 7_087_872 + (8 * 768 * 768 + 768) + (768 * 768 + 768)
                               + (3 * 256 * 768 + 768) + 196 * 768 + 2 * 768
-                              + (768 * 768 + 768))
+                              + (768 * 512 + 512))  # flow head: (dx, dy) for 16² pixels
     # 6 Qwen2 layers (q/k/v with bias, o without, SwiGLU 768→3072, two RMSNorms), final norm,
     # a 1-token embedding (never used: the connector reads embeddings) and the 768→3584 map.
     layer = 3 * (768 * 768 + 768) + 768 * 768 + 3 * 768 * 3072 + 2 * 768
@@ -87,13 +87,30 @@ def test_shapes_through_extractor_decoder_connector(tiny):
     assert mask.shape == (2, tiny.rformer.num_queries) and bool(mask.all())
 
 
-def test_untrained_decoder_returns_the_query(tiny):
+@pytest.mark.parametrize("head", ["flow", "pixels"])
+def test_untrained_decoder_returns_the_query(tiny, head):
     """The head starts at zero: the starting point is the identity baseline, not noise."""
+    tiny.decoder.head = head
     extractor = OperationExtractor(tiny.mae, tiny.rformer)
     decoder = EditDecoder(tiny.decoder, tiny.rformer)
     query = torch.rand(1, 3, 32, 32)
     ops = extractor(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
-    assert torch.equal(decoder(query, ops), query)
+    assert torch.allclose(decoder(query, ops), query, atol=1e-6)
+    with torch.no_grad():
+        decoder.head.bias.fill_(0.5)
+    assert not torch.allclose(decoder(query, ops), query, atol=1e-3)
+
+
+def test_flow_head_resamples_with_pixel_centre_alignment():
+    from mirrorppr_cli.model.decoder import resample
+
+    image = torch.rand(1, 3, 12, 16)
+    shift = torch.zeros(1, 2, 12, 16)
+    shift[:, 0] = 1.0  # dx = +1: output(x) = image(x + 1)
+    assert torch.allclose(resample(image, shift)[..., :-1], image[..., 1:], atol=1e-6)
+    shift = torch.zeros(1, 2, 12, 16)
+    shift[:, 1] = -2.0  # dy = -2: output(y) = image(y - 2)
+    assert torch.allclose(resample(image, shift)[:, :, 2:], image[:, :, :-2], atol=1e-6)
 
 
 def test_mae_keeps_patches_in_natural_order(tiny):

@@ -77,7 +77,7 @@ def interrupt_and_resume(kind: str, shards: Path, tmp_path: Path, *extra: str) -
         log.write(json.dumps({"step": 3, "loss": 99.0, "samples_per_s": 1.0}) + "\n")
     result = train(kind, shards, half, "--resume", *extra)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["resumed_from"] == 2
+    assert json.loads(result.stdout)["resumed_from"] == 2
     return full, half
 
 

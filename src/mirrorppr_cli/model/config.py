@@ -54,6 +54,10 @@ class DecoderConfig:
     num_heads: int = 12
     mlp_ratio: float = 4.0  # not in the paper
     image_size: int = 224  # not in the paper: the query's side during pre-training
+    # How the decoder reconstructs the retouched query (not in the paper): "flow" predicts a
+    # per-pixel displacement and resamples the query (exact for structural edits, where every
+    # retouched pixel is a moved query pixel); "pixels" predicts the change of each pixel.
+    head: str = "flow"
 
 
 @dataclass

@@ -172,8 +172,16 @@ def build_dit(cfg: DiTConfig, *, weights: str | Path | None = None, device="cpu"
         return DiT(transformer=transformer, vae=None, scheduler=scheduler_from_config)
 
     if weights is None:
-        transformer = QwenImageTransformer2DModel(**_transformer_kwargs(cfg))
-        vae = AutoencoderKLQwenImage(**_vae_kwargs(cfg))
+        # Initialise in place on the target device and dtype: at the paper's size a float32
+        # CPU copy first would need ~80 GB of host memory.
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                transformer = QwenImageTransformer2DModel(**_transformer_kwargs(cfg))
+                vae = AutoencoderKLQwenImage(**_vae_kwargs(cfg))
+        finally:
+            torch.set_default_dtype(previous)
         scheduler = scheduler_from_config
     else:
         root = resolve_weights(weights, what="Qwen-Image-Edit DiT", flag="--dit",

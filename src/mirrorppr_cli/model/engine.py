@@ -28,10 +28,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import MissingWeightsError
+from . import quiet_hub_libraries
 from .config import ModelConfig, from_dict
 from .connector import Connector
 from .extractor import OperationExtractor
 from .weights import load_mae
+
+quiet_hub_libraries()
 
 CONFIG_FILE = "config.json"
 EXTRACTOR_FILE = "extractor.safetensors"
@@ -144,6 +147,24 @@ class NeuralEngine:
         load_lora(model.transformer, folder / LORA_DIR, config.lora)
         engine = cls(config, extractor.eval(), connector.eval(), model, torch.device("cpu"),
                      torch.float32)
+        return engine.to(device, dtype)
+
+    @classmethod
+    def random(cls, config: ModelConfig, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, seed: int = 0) -> NeuralEngine:
+        """Every part randomly initialised at ``config``'s sizes, directly on ``device`` (for
+        speed and memory benchmarks of the real architecture; outputs are meaningless)."""
+        from .config import LoRAConfig  # noqa: F401  (documented type of config.lora)
+        from .dit import add_lora, build_dit
+
+        torch.manual_seed(seed)
+        with torch.device(device):
+            extractor = OperationExtractor(config.mae, config.rformer)
+            connector = Connector(config.connector, config.rformer.hidden_size)
+        model = build_dit(config.dit, device=device, dtype=dtype)
+        add_lora(model.transformer, config.lora)
+        engine = cls(config, extractor.eval(), connector.eval(), model, torch.device(device),
+                     dtype)
         return engine.to(device, dtype)
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> NeuralEngine:

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import InputError, OutputError, UsageError
+from ..model import quiet_hub_libraries
 from ..model.config import ModelConfig
 from ..model.connector import Connector
 from ..model.decoder import EditDecoder
@@ -35,6 +36,8 @@ from ..model.extractor import OperationExtractor
 from ..model.weights import load_mae
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
 from .data import QuadrupletSource
+
+quiet_hub_libraries()
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
