@@ -25,8 +25,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Speed and accuracy benchmarks (warp, dataset build, retouch); results land in bench-results/."""
-    session.install("-e", ".[ray]")
+    """Speed and accuracy benchmarks (warp, dataset build, retouch, neural backends on the tiny
+    preset); results land in bench-results/. On a GPU machine run
+    `python benchmarks/bench_backends.py --preset paper --size 1024 --steps 40` as well."""
+    session.install("-e", ".[ray,neural]")
     session.run("python", "benchmarks/bench_warp.py")
     session.run("python", "benchmarks/bench_dataset.py")
     session.run("python", "benchmarks/bench_retouch.py")
+    session.run("python", "benchmarks/bench_backends.py", "--preset", "tiny", "--threads", "1")

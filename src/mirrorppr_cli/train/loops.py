@@ -233,6 +233,12 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
                 for k, v in result.items():
                     terms[k] = terms.get(k, 0.0) + float(v.detach()) * weight
             optimizer.step()
+            if world > 1:  # log the global batch's mean, not this process's share
+                keys = sorted(terms)
+                values = accelerator.reduce(
+                    torch.tensor([terms[k] for k in keys], device=accelerator.device),
+                    reduction="mean")
+                terms = dict(zip(keys, values.tolist(), strict=True))
             elapsed = time.perf_counter() - tick
             last = {"step": step + 1, "stage": stage, "lr": lr,
                     **{k: round(v, 7) for k, v in terms.items()},
