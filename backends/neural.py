@@ -213,7 +213,7 @@ class CompileBackend(NeuralBackend):
 
         self.compile_cache.mkdir(parents=True, exist_ok=True)
         # Inductor reads its cache location from the environment when it first compiles.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.compile_cache))
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.compile_cache)
         torch._inductor.config.fx_graph_cache = True
         for block in engine.dit.transformer.transformer_blocks:
             block.compile(dynamic=False)

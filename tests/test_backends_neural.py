@@ -123,6 +123,12 @@ def test_compile_matches_eager_and_does_not_recompile_within_a_bucket(weights, i
     wide = cv2.resize(data.astronaut(), (128, 64))  # another bucket: compiles again
     backend.retouch(before, after, wide)
     assert counters["stats"]["unique_graphs"] > graphs
+    # A new backend (a new process, as far as dynamo knows) reuses the on-disk compile cache.
+    torch._dynamo.reset()
+    hits = counters["inductor"]["fxgraph_cache_hit"]
+    CompileBackend(weights=weights, steps=STEPS, compile_cache=tmp_path / "cache").retouch(*images)
+    assert counters["inductor"]["fxgraph_cache_hit"] > hits
+    assert any((tmp_path / "cache").iterdir())
     torch._dynamo.reset()
 
 
