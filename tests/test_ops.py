@@ -24,7 +24,7 @@ from mirrorppr_cli import regions as R
 from mirrorppr_cli.errors import UsageError
 from mirrorppr_cli.face_frame import FaceFrame
 from mirrorppr_cli.landmarks import find_faces
-from mirrorppr_cli.ops import CATALOG, OpRequest, parse_op, plan_warp
+from mirrorppr_cli.ops import CATALOG, SIMULATED_OPS, OpRequest, parse_op, plan_warp
 from mirrorppr_cli.warp import apply_local_warp, feather_mask
 
 # --------------------------------------------------------------------------------------------
@@ -351,9 +351,11 @@ def _displacements(points: np.ndarray, warp) -> dict[int, np.ndarray]:
 
 def test_all_eight_operations_compose_into_one_warp(face):
     _, points, frame, _ = face
-    requests = [OpRequest(name, 50.0 if k % 2 == 0 else -50.0) for k, name in enumerate(CATALOG)]
+    requests = [
+        OpRequest(name, 50.0 if k % 2 == 0 else -50.0) for k, name in enumerate(SIMULATED_OPS)
+    ]
     warp = plan_warp(points, requests)
-    assert len(warp.polygons) == len(CATALOG)
+    assert len(warp.polygons) == len(SIMULATED_OPS)
     disp = _displacements(points, warp)
     expected: dict[int, np.ndarray] = {}
     for req in requests:

@@ -256,3 +256,26 @@ def test_two_process_ddp_matches_one_process(shards, tmp_path):
     assert [r["step"] for r in losses(two)] == [1, 2, 3, 4]
     for x, y in zip(losses(one), losses(two), strict=True):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-9)
+
+
+def test_curriculum_stages_run_in_order_with_their_batch_sizes(shards, tmp_path):
+    """Two --data stages (simulated, then professional): steps per stage, the professional
+    batch size in stage 2, and one cosine schedule over the whole run."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"base": "tiny", "extractor_training": {
+        "batch_size": 2, "batch_size_professional": 1, "lpips_weight": 0.0}}))
+    out = tmp_path / "cur"
+    result = runner.invoke(app, ["train", "extractor", "--data", str(shards), "--data",
+                                 str(shards), "--out", str(out), "--config", str(config),
+                                 "--steps", "2", "--steps", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = losses(out)
+    assert [r["stage"] for r in rows] == [0, 0, 1, 1, 1]
+    assert [r["batch"] for r in rows] == [2, 2, 1, 1, 1]
+    assert all("lpips" not in r for r in rows)  # λ = 0: MSE only
+    lrs = [r["lr"] for r in rows]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 5
+    bad = runner.invoke(app, ["train", "extractor", "--data", str(shards), "--data", str(shards),
+                              "--out", str(tmp_path / "bad"), "--config", "tiny", "--steps", "1",
+                              "--steps", "2", "--steps", "3"])
+    assert bad.exit_code == 2 and "one --steps per --data" in bad.output

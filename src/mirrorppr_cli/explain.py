@@ -2,15 +2,25 @@
 
 Each catalog operation, at strength +100 and at −100, gives a displacement field on the
 exemplar (the inverse map of its warp minus the identity, feathered as applied). The measured
-edit (backward optical flow, :class:`~mirrorppr_cli.transfer.Edit`) is fitted as a non-negative
-combination of those 16 fields by least squares (scipy's NNLS), sampled on a grid over the
-region the edit and the operations cover. A strength is ``100·(c₊ − c₋)``. Fields of small
-edits add almost linearly, so the fit reads a composed edit back as its parts; how much of
-the measured motion the catalog explains is reported.
+edit (backward optical flow, :class:`~mirrorppr_cli.transfer.Edit`) is sampled on a grid over
+the region the edit and the operations cover and fitted in three steps:
+
+1. *Selection*: forward selection picks the operations, one at a time, each the one whose
+   addition to a non-negative least-squares fit (scipy's NNLS) of the chosen fields lowers the
+   residual most, while that is worth it (:data:`MIN_GAIN`, :data:`LOCAL_GAIN`). The catalog
+   holds near-sums (eye_resize ≈ eye_height + eye_width, mouth_resize ≈ mouth_width + a
+   vertical scale, nose_resize ≈ nose_alar + nose_length + …) that a fit of every field at
+   once splits an edit among; selection names the one operation that explains it.
+2. *Linear fit*: NNLS over the chosen fields; a strength is ``100·(c₊ − c₋)``.
+3. *Refinement*: Gauss–Newton steps on the strengths against the field of the composed warp
+   itself (:data:`REFINE`).
+
+How much of the measured motion (squared) the fitted operations explain is reported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +33,22 @@ from .warp import Box, feather_mask, inverse_map_fast, pixel_grid
 #: Sampling step (px) of the fit grid, and strengths weaker than this are dropped.
 FIT_STEP = 3
 MIN_STRENGTH = 5.0
+#: An operation is chosen if adding it lowers the squared residual by at least this share of
+#: the squared motion …
+MIN_GAIN = 0.01
+#: … or by at least this share of the squared motion where its fields exceed
+#: ``SUPPORT_FRACTION`` of their largest value, and by ``LOCAL_FLOOR·MIN_GAIN`` of the whole:
+#: the operation of a small feature (an eye's height, the nose tip) is named beside much
+#: larger edits (the face's shape). Measured on composed edits of the astronaut: true
+#: operations gain 0.4–90 % overall and 80–100 % locally, the next best 0.1–0.9 % and < 10 %.
+LOCAL_GAIN = 0.25
+SUPPORT_FRACTION = 0.1
+LOCAL_FLOOR = 0.1
+#: Gauss–Newton steps refining the strengths against the composed warp's own field (fields of
+#: several operations, or of one at a strength ≠ ±100, are not exactly the linear mix the
+#: NNLS assumes). Measured: read-back strengths 50–100 % of the applied ones without, 90–104 %
+#: with.
+REFINE = 3
 
 
 @dataclass(frozen=True)
@@ -65,31 +91,126 @@ def _field(points: np.ndarray, requests: list[OpRequest], shape: tuple[int, int]
     return out
 
 
-def explain(edit: Edit, shape: tuple[int, int]) -> Explanation:
-    """Fit catalog strengths to ``edit`` (measured on an image of ``shape`` ``(H, W)``)."""
+def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = None,
+            min_gain: float = MIN_GAIN) -> Explanation:
+    """Fit catalog strengths to ``edit`` (measured on an image of ``shape`` ``(H, W)``).
+
+    ``names``: the operations to fit (default: the whole catalog). ``min_gain``: see
+    :data:`MIN_GAIN`; 0 fits every operation at once (plain NNLS).
+    """
     if edit.empty:
         return Explanation([], 0.0, 0.0)
     box = edit.box
     sl = (slice(0, box.height, FIT_STEP), slice(0, box.width, FIT_STEP))
-    target = edit.flow[sl].reshape(-1)
+    target = edit.flow[sl].reshape(-1).astype(np.float64)
     columns, labels = [], []
-    for name in CATALOG:
+    for name in CATALOG if names is None else names:
         for sign in (1.0, -1.0):
             columns.append(_field(edit.points, [OpRequest(name, 100.0 * sign)], shape, box)[sl]
                            .reshape(-1))
             labels.append((name, sign))
     basis = np.stack(columns, axis=1)
-    coef, residual = nnls(basis, target.astype(np.float64))
-    total = float(np.sum(target.astype(np.float64) ** 2))
-    explained = 1.0 - residual**2 / total if total > 0 else 0.0
+    total = float(np.sum(target**2))
+    if total <= 0:
+        return Explanation([], 0.0, 0.0)
+    coef = np.zeros(len(labels))
+    chosen = _select(basis, target, min_gain)
+    if chosen:
+        coef[chosen], _ = nnls(basis[:, chosen], target)
+    residual = float(np.sum((basis @ coef - target) ** 2))
     strengths: dict[str, float] = {}
     for (name, sign), c in zip(labels, coef, strict=True):
         strengths[name] = strengths.get(name, 0.0) + sign * 100.0 * c
-    ops = [OpRequest(n, round(float(np.clip(s, -100, 100)), 1)) for n, s in strengths.items()
-           if abs(s) >= MIN_STRENGTH]
+    strengths = {n: float(np.clip(v, -100, 100)) for n, v in strengths.items()
+                 if abs(v) >= MIN_STRENGTH}
+    if REFINE and strengths:
+        strengths, residual = _refine(edit.points, shape, box, sl, target, basis, labels,
+                                      strengths)
+        weak = [n for n, v in strengths.items() if abs(v) < MIN_STRENGTH]
+        if weak:
+            strengths = {n: v for n, v in strengths.items() if n not in weak}
+            fitted = _field(edit.points, [OpRequest(n, v) for n, v in strengths.items()],
+                            shape, box)[sl].reshape(-1)
+            residual = float(np.sum((fitted - target) ** 2))
+    explained = 1.0 - residual / total
+    ops = [OpRequest(n, round(v, 1)) for n, v in strengths.items()]
     ops.sort(key=lambda r: -abs(r.strength))
     moving = np.linalg.norm(edit.flow, axis=-1)
     return Explanation(ops, float(explained), float(moving[moving > 0].mean()) if moving.any() else 0.0)
+
+
+def _refine(
+    points: np.ndarray, shape: tuple[int, int], box: Box, sl: tuple[slice, slice],
+    target: np.ndarray, basis: np.ndarray, labels: list[tuple[str, float]],
+    strengths: dict[str, float],
+) -> tuple[dict[str, float], float]:
+    """``(strengths, squared residual)`` after Gauss–Newton steps against the *composed* field
+    (one plan_warp of all the operations), each operation's ±100 field / 100 standing for its
+    derivative; a step is kept only if it lowers the residual."""
+    column = {label: k for k, label in enumerate(labels)}
+
+    def field(st: dict[str, float]) -> np.ndarray:
+        return _field(points, [OpRequest(n, v) for n, v in st.items()], shape, box)[sl].reshape(-1)
+
+    best = dict(strengths)
+    best_res = float(np.sum((field(best) - target) ** 2))
+    for _ in range(REFINE):
+        rest = target - field(best)
+        names = list(best)
+        jac = np.stack([basis[:, column[(n, 1.0 if best[n] >= 0 else -1.0)]] / 100.0
+                        * (1.0 if best[n] >= 0 else -1.0) for n in names], axis=1)
+        step, *_ = np.linalg.lstsq(jac, rest, rcond=None)
+        trial = {n: float(np.clip(best[n] + d, -100, 100)) for n, d in zip(names, step, strict=True)}
+        res = float(np.sum((field(trial) - target) ** 2))
+        if res >= best_res:
+            break
+        best, best_res = trial, res
+    return best, best_res
+
+
+def _select(basis: np.ndarray, target: np.ndarray, min_gain: float,
+            local_gain: float = LOCAL_GAIN) -> list[int]:
+    """Columns of ``basis`` (pairs: an operation's + and − fields) chosen for the fit.
+
+    Forward selection: repeatedly add the operation whose NNLS refit, with those already
+    chosen, lowers the squared residual most, among those that lower it by at least
+    ``min_gain`` of the target's squared norm or by ``local_gain`` of its squared norm where
+    the operation's fields are not small (a small feature's operation, named beside large
+    ones). ``min_gain`` ≤ 0: every operation whose fields are not zero.
+    """
+    norms = np.linalg.norm(basis, axis=0)
+    live = [k for k in range(0, basis.shape[1], 2) if norms[k] > 0 or norms[k + 1] > 0]
+    if min_gain <= 0:
+        return [c for k in live for c in (k, k + 1)]
+    gram = basis.T @ basis
+    proj = basis.T @ target
+    total = float(target @ target)
+    reach = np.maximum(np.abs(basis[:, 0::2]), np.abs(basis[:, 1::2]))
+    support = {k: float(np.sum(target[reach[:, k // 2] > SUPPORT_FRACTION * reach[:, k // 2].max()]
+                               ** 2)) for k in live}
+
+    def residual(cols: list[int]) -> float:
+        g = gram[np.ix_(cols, cols)] + 1e-9 * total * np.eye(len(cols))
+        factor = np.linalg.cholesky(g)  # g = L·Lᵀ: ‖Ax − b‖² = ‖Lᵀx − L⁻¹Aᵀb‖² + const
+        x, _ = nnls(factor.T, np.linalg.solve(factor, proj[cols]))
+        return total - 2 * float(proj[cols] @ x) + float(x @ g @ x)
+
+    chosen: list[int] = []
+    current = total
+    while True:
+        trials = []
+        for k in live:
+            if k in chosen:
+                continue
+            gain = current - residual([*chosen, k, k + 1])
+            if gain >= min_gain * total or (gain >= local_gain * support[k]
+                                             and gain >= LOCAL_FLOOR * min_gain * total):
+                trials.append((gain, k))
+        if not trials:
+            return chosen
+        gain, k = max(trials)
+        chosen += [k, k + 1]
+        current -= gain
 
 
 def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) -> Edit:

@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from ..ops import CATALOG, OpRequest
+from ..ops import SIMULATED_OPS, OpRequest
 
 #: Operation count per pair: uniform on 1…8 (paper appendix A.4).
 MIN_OPS, MAX_OPS = 1, 8
@@ -25,8 +25,12 @@ def sample_rng(seed: int, source_id: str, index: int, stream: int = 0) -> np.ran
 
 
 def sample_ops(rng: np.random.Generator, max_ops: int = MAX_OPS) -> list[OpRequest]:
-    """1–8 distinct base operations (types uniform), each with a random direction and strength."""
-    names = list(CATALOG)
+    """1–8 distinct base operations (types uniform), each with a random direction and strength.
+
+    Only the official generator's eight operations (:data:`~mirrorppr_cli.ops.SIMULATED_OPS`)
+    are sampled, whatever else the catalog holds.
+    """
+    names = list(SIMULATED_OPS)
     count = int(rng.integers(MIN_OPS, min(max_ops, len(names)) + 1))
     chosen = rng.choice(len(names), size=count, replace=False)
     requests = []

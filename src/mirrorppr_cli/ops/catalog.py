@@ -8,6 +8,14 @@ points are anchors: they stay where they are, so the warp stays local.
 Strength ``s`` is in [−100, 100]; its sign is the direction (``+`` = the ``plus`` meaning).
 Scales follow the official LLW generator: factor ``1 + 0.25·s/100`` when enlarging and
 ``1 + 0.20·s/100`` when shrinking (``gain``).
+
+The first eight entries (:data:`SIMULATED_OPS`) are the official generator's operations, which
+the simulated training subset samples; the others complete the paper's professional catalog
+(face shape, brows, eyes, nose and mouth). Their gains are chosen so that strength 100 is a
+strong but plausible retouch, moving features by 3–8 % of the inter-ocular distance like the
+first eight; each entry states its own. Contour operations (face shape, jaw, chin, temples)
+also hold a *halo* of fixed points just outside the face oval, so the background next to the
+moved contour follows it and the warp fades out within the halo.
 """
 
 from __future__ import annotations
@@ -30,11 +38,16 @@ class Scale:
     ``about``: landmark indices whose mean is the centre (``None``: each group's own mean).
     ``axes``: ``"uv"`` (uniform), ``"u"`` (across the face) or ``"v"`` (along it).
     ``gain``: relative size change at strength +100 and −100 (as positive numbers).
+
+    ``ramp``: ``(v0, v1)`` face units: each point moves by a share of its scaled move that
+    rises linearly from 0 at ``v ≤ v0`` to 1 at ``v ≥ v1`` (its ``v`` in the face frame:
+    0 at the eyes, ≈ 1.7 at the chin); ``None``: every point moves fully.
     """
 
     axes: str = "uv"
     about: tuple[int, ...] | None = None
     gain: tuple[float, float] = (0.25, 0.20)
+    ramp: tuple[float, float] | None = None
 
     def move(self, groups: list[np.ndarray], about: np.ndarray | None, t: float) -> list[np.ndarray]:
         factor = 1.0 + (self.gain[0] if t > 0 else self.gain[1]) * t
@@ -43,7 +56,12 @@ class Scale:
         for g in groups:
             centre = g.mean(axis=0) if about is None else about.mean(axis=0)
             scaled = centre + (g - centre) * factor
-            out.append(np.where(mask, scaled, g))
+            moved = np.where(mask, scaled, g)
+            if self.ramp is not None:
+                v0, v1 = self.ramp
+                share = np.clip((g[:, 1] - v0) / (v1 - v0), 0.0, 1.0)[:, None]
+                moved = g + share * (moved - g)
+            out.append(moved)
         return out
 
 
@@ -83,6 +101,17 @@ class Operation:
         fixed: landmarks explicitly held in place (in addition to the anchor ring).
         ring: ``(inner, outer)`` face units: landmarks this far from the nearest moving point
             are anchors.
+        halo: face units; ``> 0``: fixed points this far outside the face oval, beside each
+            moving oval landmark and its two oval neighbours (contour operations: the
+            background next to the contour moves with it, and stops within the halo).
+        hull: the region the warp shows in (feathered): ``"op"``, the convex hull of all the
+            moving points and anchors; ``"point"``, the union of one hull per moving point over
+            its anchors within ``ring[1]`` and its halo points (stays local for two-sided and
+            curved groups: no pixel farther than ``max(ring[1], halo)`` from a moving point).
+        chains: ordered runs of moving landmarks along a contour. The warp gets extra handles
+            between consecutive ones (see :data:`~mirrorppr_cli.ops.compose.CHAIN_SPACING`),
+            displaced by linear interpolation, so the contour moves as a smooth curve instead
+            of bulging at each landmark and lagging between them.
     """
 
     name: str
@@ -93,6 +122,9 @@ class Operation:
     rule: Scale | Shift
     fixed: tuple[int, ...] = ()
     ring: tuple[float, float] = (0.15, 0.35)
+    halo: float = 0.0
+    hull: str = "op"
+    chains: tuple[tuple[int, ...], ...] = ()
 
     def control_points(
         self, points: np.ndarray, frame: FaceFrame, strength: float
@@ -130,6 +162,57 @@ class Operation:
         ring = candidates[(dist >= inner) & (dist <= outer)]
         fixed = np.setdiff1d(np.asarray(self.fixed, np.int64), moving_idx)
         return np.union1d(ring, fixed)
+
+    def halo_points(self, points: np.ndarray, frame: FaceFrame) -> np.ndarray:
+        """The halo's fixed points ``(H, 2)`` px (none when ``halo`` is 0)."""
+        if self.halo <= 0:
+            return np.empty((0, 2))
+        moving = np.concatenate([np.asarray(g, np.int64) for g in self.moving])
+        return frame.to_image(_halo(frame.to_local(points), moving, self.halo))
+
+    def polygons(self, points: np.ndarray, frame: FaceFrame, moving_idx: np.ndarray,
+                 anchor_idx: np.ndarray) -> list[np.ndarray]:
+        """The polygons ``(K, 2)`` px whose convex hulls, feathered, bound the warp (``hull``)."""
+        if self.hull == "op":
+            parts = [points[np.concatenate([moving_idx, anchor_idx])]]
+            if self.halo > 0:
+                parts.append(self.halo_points(points, frame))
+            return [np.concatenate(parts)]
+        local = frame.to_local(points)
+        near = np.linalg.norm(local[anchor_idx][:, None] - local[moving_idx][None], axis=-1)
+        neighbours: dict[int, set[int]] = {}
+        for chain in self.chains:
+            for a, b in zip(chain[:-1], chain[1:], strict=True):
+                neighbours.setdefault(a, set()).add(b)
+                neighbours.setdefault(b, set()).add(a)
+        out = []
+        for k, m in enumerate(moving_idx.tolist()):
+            poly = [local[[m, *sorted(neighbours.get(m, ()))]],
+                    local[anchor_idx[near[:, k] <= self.ring[1]]]]
+            if self.halo > 0:
+                poly.append(_halo(local, np.array([m]), self.halo))
+            out.append(frame.to_image(np.concatenate(poly)))
+        return out
+
+
+def _halo(local: np.ndarray, moving: np.ndarray, distance: float) -> np.ndarray:
+    """Points ``distance`` face units outside the face oval, local ``(H, 2)``: one beside each
+    oval landmark among ``moving`` and beside each of their neighbours along the oval."""
+    ring = np.asarray(R.FACE_OVAL_RING)
+    n = len(ring)
+    on_oval = np.flatnonzero(np.isin(ring, moving))
+    if len(on_oval) == 0:
+        return np.empty((0, 2))
+    positions = np.unique(np.concatenate([on_oval - 1, on_oval, on_oval + 1]) % n)
+    centre = local[ring].mean(axis=0)
+    out = []
+    for k in positions.tolist():
+        tangent = local[ring[(k + 1) % n]] - local[ring[k - 1]]
+        normal = np.array([tangent[1], -tangent[0]]) / max(np.linalg.norm(tangent), 1e-9)
+        if np.dot(normal, local[ring[k]] - centre) < 0:
+            normal = -normal
+        out.append(local[ring[k]] + distance * normal)
+    return np.array(out)
 
 
 CATALOG: dict[str, Operation] = {
@@ -184,8 +267,123 @@ CATALOG: dict[str, Operation] = {
             moving=(R.LIPS,),
             rule=Scale("uv"),
         ),
+        # ---- the rest of the paper's catalog. Displacements quoted at strength 100, in face
+        # units (inter-ocular distances; 0.05 ≈ 4 px on a face 87 px between the eyes).
+        # Face shape: the silhouette below mouth level scaled across the face about the
+        # midline, ×1.15 / ×0.85, with a share rising from 0 at v = 0.5 to 1 at v = 1.5: the
+        # lower jaw moves most (≈ 0.09 beside the chin), the cheeks hardly.
+        Operation(
+            "face_shape", "face shape", "round the face", "sharpen the face (V shape)",
+            moving=(R.LOWER_FACE_CONTOUR,),
+            rule=Scale("u", about=R.FACE_MIDLINE, gain=(0.15, 0.15), ramp=(0.5, 1.5)),
+            ring=(0.3, 0.5), halo=0.3, hull="point", chains=(R.LOWER_FACE_CONTOUR,),
+        ),
+        # Jaw angle: the gonial region of the silhouette shifted outward (square) or inward
+        # (sharpen), 0.05 across the face.
+        Operation(
+            "jawline", "face shape", "square the jawline", "sharpen the jawline",
+            moving=(R.RIGHT_JAW_ANGLE, R.LEFT_JAW_ANGLE),
+            rule=Shift("u", 0.05, outward=True),
+            ring=(0.25, 0.45), halo=0.3, hull="point", chains=(R.RIGHT_JAW_ANGLE, R.LEFT_JAW_ANGLE),
+        ),
+        # Chin: its lowest silhouette points and the mesh above them moved 0.06 down (longer)
+        # or up (shorter); the lower lip and the jaw stay.
+        Operation(
+            "chin_length", "face shape", "lengthen the chin", "shorten the chin",
+            moving=(R.CHIN_REGION,),
+            rule=Shift("v", 0.06),
+            ring=(0.25, 0.45), halo=0.3, hull="point", chains=(R.CHIN_REGION[:5],),
+        ),
+        # Temples: the silhouette beside the forehead moved 0.05 outward (fill) or inward.
+        Operation(
+            "temples", "face shape", "fill the temples", "depress the temples",
+            moving=(R.RIGHT_TEMPLE, R.LEFT_TEMPLE),
+            rule=Shift("u", 0.05, outward=True),
+            halo=0.3, hull="point", chains=(R.RIGHT_TEMPLE, R.LEFT_TEMPLE),
+        ),
+        # Brows: each brow moved 0.05 away from the midline (or towards it) …
+        Operation(
+            "eyebrow_distance", "eyebrows", "increase eyebrow distance",
+            "decrease eyebrow distance",
+            moving=(R.RIGHT_BROW, R.LEFT_BROW),
+            rule=Shift("u", 0.05, outward=True),
+            fixed=R.GLABELLA, hull="point", chains=R.BROW_CONTOURS,
+        ),
+        # … or 0.06 up (or down); the eyes and the forehead stay.
+        Operation(
+            "eyebrow_height", "eyebrows", "raise eyebrows", "lower eyebrows",
+            moving=(R.RIGHT_BROW, R.LEFT_BROW),
+            rule=Shift("v", -0.06),
+            hull="point", chains=R.BROW_CONTOURS,
+        ),
+        # Brow thickness: each upper/lower contour pair scaled along v about its own midpoint,
+        # ×1.6 / ×0.5 (a brow ≈ 0.07 thick gains or loses ≈ 0.02 on each edge).
+        Operation(
+            "eyebrow_thickness", "eyebrows", "thicken eyebrows", "thin eyebrows",
+            moving=R.BROW_PAIRS,
+            rule=Scale("v", gain=(0.6, 0.5)),
+            hull="point", chains=R.BROW_CONTOURS,
+        ),
+        # Eye opening: each eye contour scaled along v about its centre, ×1.3 / ×0.75.
+        Operation(
+            "eye_height", "eyes", "open the eyes (taller)", "narrow the eye opening",
+            moving=(R.RIGHT_EYE_CONTOUR, R.LEFT_EYE_CONTOUR),
+            rule=Scale("v", gain=(0.3, 0.25)),
+            hull="point",
+        ),
+        # Eye width: each eye contour scaled across the face about its centre, ×1.2 / ×0.85.
+        Operation(
+            "eye_width", "eyes", "widen the eyes", "narrow the eyes",
+            moving=(R.RIGHT_EYE_CONTOUR, R.LEFT_EYE_CONTOUR),
+            rule=Scale("u", gain=(0.2, 0.15)),
+            hull="point",
+        ),
+        # Eye position: both eyes (with the irises) moved 0.05 up or down; brows stay.
+        Operation(
+            "eye_position", "eyes", "move eyes up", "move eyes down",
+            moving=(R.RIGHT_EYE, R.LEFT_EYE),
+            rule=Shift("v", -0.05),
+            hull="point",
+        ),
+        # Nose size: the nose below its root scaled about the mid-bridge (195), ×1.2 / ×0.85:
+        # the tip moves ≈ 0.05 along the face, the alae ≈ 0.05 across it.
+        Operation(
+            "nose_resize", "nose", "enlarge nose", "shrink nose",
+            moving=(R.NOSE_WHOLE,),
+            rule=Scale("uv", about=(195,), gain=(0.2, 0.15)),
+            fixed=(168, 6, 197),
+            ring=(0.12, 0.3), hull="point",
+        ),
+        # Nose tip: the lobule scaled about its centre, ×1.4 / ×0.7.
+        Operation(
+            "nose_tip", "nose", "enlarge the nose tip", "refine (shrink) the nose tip",
+            moving=(R.NOSE_TIP_REGION,),
+            rule=Scale("uv", gain=(0.4, 0.3)),
+            ring=(0.12, 0.3), hull="point",
+        ),
+        # Mouth corners: the corner and its nearest lip points moved 0.05 up (raise) or down.
+        Operation(
+            "mouth_corners", "mouth", "raise mouth corners", "lower mouth corners",
+            moving=(R.RIGHT_MOUTH_CORNER, R.LEFT_MOUTH_CORNER),
+            rule=Shift("v", -0.05),
+            ring=(0.15, 0.3), hull="point",
+        ),
+        # Mouth width: the lips scaled across the face about their centre, ×1.2 / ×0.85.
+        Operation(
+            "mouth_width", "mouth", "widen mouth", "narrow mouth",
+            moving=(R.LIPS,),
+            rule=Scale("u", gain=(0.2, 0.15)),
+            hull="point",
+        ),
     )
 }
+
+#: The official LLW generator's eight operations, in catalog order: what the simulated
+#: training subset (``build-dataset --subset simulated``) samples.
+SIMULATED_OPS: tuple[str, ...] = (
+    "eye_resize", "eye_distance", "nose_bridge", "nose_alar", "nose_length", "mouth_position",
+    "lip_thickness", "mouth_resize",
+)
 
 
 def get_operation(name: str) -> Operation:

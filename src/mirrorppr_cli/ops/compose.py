@@ -33,6 +33,11 @@ ANCHOR_SPACING = 0.06
 #: generator's "5 % of the short side" on face crops, and follows the face elsewhere.
 FEATHER_FACE_UNITS = 0.25
 
+#: Extra handles along an operation's ``chains`` are spaced at most this far apart (face
+#: units): the silhouette's landmarks are 0.1–0.25 apart, and between handles that far apart
+#: similarity MLS lets the contour lag to ≈ 60 % of its move.
+CHAIN_SPACING = 0.04
+
 _OP_SYNTAX = re.compile(r"^\s*([a-z_]+)\s*=\s*([+-]?\d+(?:\.\d+)?)\s*$")
 
 
@@ -61,7 +66,9 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
 
     Each operation's displacements are computed from the *original* landmarks; a landmark
     moved by several operations receives the sum of their displacements; a landmark that
-    one operation moves is never an anchor of another.
+    one operation moves is never an anchor of another. Halo points of contour operations
+    (fixed points outside the face, :attr:`Operation.halo`) follow the same clearance and
+    strain rules as anchors and come last among the control points.
 
     Args:
         points: ``(478, 2)`` landmarks ``(x, y)`` px.
@@ -70,31 +77,50 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
     local = frame.to_local(points)
     displacement: dict[int, np.ndarray] = {}
     per_op: list[tuple[np.ndarray, np.ndarray]] = []
+    halos: list[np.ndarray] = []
+    chains: set[tuple[int, int]] = set()
     polygons = []
     for req in requests:
         if req.strength == 0:
             continue
         op = get_operation(req.name)
+        chains.update(
+            (a, b) for chain in op.chains for a, b in zip(chain[:-1], chain[1:], strict=True)
+        )
         idx, targets, anchor_idx = op.control_points(points, frame, req.strength)
         for i, target in zip(idx.tolist(), targets, strict=True):
             displacement[i] = displacement.get(i, 0.0) + (target - points[i])
         per_op.append((idx, anchor_idx))
-        polygons.append(points[np.concatenate([idx, anchor_idx])])
+        halos.append(frame.to_local(op.halo_points(points, frame)))
+        polygons.extend(op.polygons(points, frame, idx, anchor_idx))
     moving = sorted(displacement)
     anchors: set[int] = set()
+    halo_kept: list[np.ndarray] = []
     for k, (own_moving, own_anchors) in enumerate(per_op):
         others = [m for j, (m, _) in enumerate(per_op) if j != k]
         kept = _clear(local, own_anchors, own_moving, OWN_ANCHOR_CLEARANCE)
         if others:
             kept = _clear(local, kept, np.concatenate(others), ANCHOR_CLEARANCE)
+            halos[k] = _clear_points(halos[k], local[np.concatenate(others)], ANCHOR_CLEARANCE)
         anchors.update(kept.tolist())
+        halo_kept.append(halos[k])
     fixed = sorted(anchors.difference(moving))
     shifts = np.array([displacement[i] for i in moving]).reshape(-1, 2)
     fixed = _unstrained(points, fixed, moving, shifts)
     fixed = thinned(local, fixed, ANCHOR_SPACING)
     src = points[moving + fixed]
+    extra_src, extra_shift = _chain_handles(points, local, sorted(chains), displacement)
+    if len(extra_src):
+        src = np.concatenate([src, extra_src])
+    halo = np.unique(np.concatenate(halo_kept), axis=0) if per_op else np.empty((0, 2))
+    if len(halo):
+        halo = frame.to_image(halo)
+        dist = np.linalg.norm(halo[:, None] - points[moving][None], axis=-1)
+        strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
+        src = np.concatenate([src, halo[strain.max(axis=1) <= MAX_ANCHOR_STRAIN]])
     dst = src.copy()
     dst[: len(moving)] += shifts
+    dst[len(moving) + len(fixed) : len(moving) + len(fixed) + len(extra_src)] += extra_shift
     return LocalWarp(
         source=src, target=dst, polygons=polygons, feather_px=FEATHER_FACE_UNITS * frame.unit
     )
@@ -106,6 +132,36 @@ def _clear(local: np.ndarray, anchors: np.ndarray, moving: np.ndarray, clearance
         return anchors
     dist = np.linalg.norm(local[anchors][:, None] - local[moving][None], axis=-1).min(axis=1)
     return anchors[dist >= clearance]
+
+
+def _chain_handles(
+    points: np.ndarray, local: np.ndarray, segments: list[tuple[int, int]],
+    displacement: dict[int, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Handles along chain ``segments`` between moving landmarks: ``(positions px, shifts px)``.
+
+    Each segment gets evenly spaced handles at most :data:`CHAIN_SPACING` apart, each at the
+    linear interpolation of the two ends' positions and of their (summed) displacements.
+    """
+    src, shift = [], []
+    for a, b in segments:
+        if a not in displacement or b not in displacement:
+            continue
+        count = int(np.ceil(np.linalg.norm(local[b] - local[a]) / CHAIN_SPACING))
+        t = (np.arange(1, count) / count)[:, None]
+        src.append(points[a] + t * (points[b] - points[a]))
+        shift.append(displacement[a] + t * (displacement[b] - displacement[a]))
+    if not src:
+        return np.empty((0, 2)), np.empty((0, 2))
+    return np.concatenate(src), np.concatenate(shift)
+
+
+def _clear_points(candidates: np.ndarray, moving: np.ndarray, clearance: float) -> np.ndarray:
+    """Local ``candidates`` ``(H, 2)`` without those within ``clearance`` of a ``moving`` point."""
+    if len(candidates) == 0 or len(moving) == 0:
+        return candidates
+    dist = np.linalg.norm(candidates[:, None] - moving[None], axis=-1).min(axis=1)
+    return candidates[dist >= clearance]
 
 
 def _unstrained(

@@ -240,7 +240,7 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
                     reduction="mean")
                 terms = dict(zip(keys, values.tolist(), strict=True))
             elapsed = time.perf_counter() - tick
-            last = {"step": step + 1, "stage": stage, "lr": lr,
+            last = {"step": step + 1, "stage": stage, "batch": batch, "lr": lr,
                     **{k: round(v, 7) for k, v in terms.items()},
                     "samples_per_s": round(batch / elapsed, 3)}
             if log is not None:

@@ -1,0 +1,734 @@
+"""Body operations: one declarative entry per named edit, planned into one confined MLS warp.
+
+Every operation moves points of the person's outline (:attr:`mirrorppr_cli.body.Body.contour`,
+sampled every 0.02 body units) along their outward normal or along a body-frame axis, by a
+*profile* that is 0 at the ends of the body part and 1 in its middle, so the moved stretch of
+outline blends into the still part. Body units are shoulder distances (see
+:class:`mirrorppr_cli.body.BodyFrame`); strength ``s`` in [−100, 100] scales the move linearly
+(``t = s/100``), its sign is the direction (``+`` = the ``plus`` meaning), and ``gain`` is the
+amount at ``|s| = 100`` for (+, −).
+
+Control points of the similarity-MLS warp (:func:`mirrorppr_cli.warp.mls_similarity`, α = 1,
+evaluated on the fast path's coarse grid):
+
+* moving: the outline samples with a non-zero profile (the inside of the body follows them
+  through the MLS interpolation);
+* fixed: the rest of the outline within :data:`RING` body units of a moving sample, points on the
+  part's skeleton (limb axis, torso midline, neck) so the bones stay put while the flesh around
+  them widens or narrows, and a ring of points just outside the confinement band (below).
+
+**Confinement: why background lines stay straight.** The MLS field of a few moving outline
+points is non-zero everywhere; left alone it would bend the whole background a little. The
+planned inverse map is therefore ``x ↦ x + W(x)·D(x)``, with ``D`` the MLS displacement and
+``W = W_person · W_region``:
+
+* ``W_person`` is 1 on the person (and up to ``r0`` px outside it, ``r0`` = the largest outward
+  move, so thickened outlines reach their targets), falls with a smoothstep to exactly 0 over a
+  margin of ``m = max(MIN_MARGIN_PX, MARGIN_PER_SHIFT × largest move)`` px outside the person
+  (distance transform of the person mask), and is 0 beyond;
+* ``W_region`` is 1 within :data:`REGION_INNER` body units of a moving point and falls to
+  exactly 0 at :data:`REGION_OUTER`, so other body parts (the face) are not touched.
+
+Only pixels with ``W > 0`` are resampled; every other pixel is copied bit for bit. Background
+farther than ``r0 + m`` from the person is thus unchanged, and straight lines there stay exactly
+straight. Inside the band the displacement is at most the outline's own move, points the way the
+outline moves (along its normal), and fades to 0 across the band; a background line crossing the
+band along the outline normal slides along itself (stays straight), one running parallel to the
+outline inside the band shifts by up to the outline's move (that is the background filling the
+space a slimmed body part leaves, or making room for a widened one). With ``MARGIN_PER_SHIFT =
+3`` the map's stretch across the band stays within ``1 ± 0.5`` (no folds). The measured bending
+is stated in ``tests/test_body_ops.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .. import body as B
+from ..body import Body
+from ..errors import InputError, UsageError
+from ..warp import Box, inverse_map_fast, pixel_grid
+from .compose import OpRequest
+
+MAX_STRENGTH = 100.0
+
+#: Outline samples that do not move but lie within this many body units of a moving one are
+#: fixed control points.
+RING = 0.4
+#: ``W_region``: 1 within REGION_INNER body units of a moving control point, 0 beyond
+#: REGION_OUTER.
+REGION_INNER = 0.2
+REGION_OUTER = 0.4
+#: Confinement margin outside the person: ``max(MIN_MARGIN_PX, MARGIN_PER_SHIFT · largest move)``.
+MIN_MARGIN_PX = 3.0
+MARGIN_PER_SHIFT = 3.0
+#: An operation's fixed point closer than this (body units) to another operation's moving
+#: point is dropped when operations are composed.
+ANCHOR_CLEARANCE = 0.05
+#: A fixed point is dropped when a moving point's displacement exceeds this fraction of the
+#: distance between them (the MLS map would fold between them).
+MAX_ANCHOR_STRAIN = 0.5
+#: Fixed points are thinned to this spacing (body units).
+ANCHOR_SPACING = 0.03
+#: Coarse-grid spacing of the MLS evaluation, body units (clipped to 2–8 px).
+GRID_UNITS = 0.02
+#: Outline moves are smoothed along the outline by a Gaussian of this σ (body units), so that
+#: their directions turn gently at the outline's corners (elbows, hems).
+SMOOTH_UNITS = 0.04
+#: Outline moves fade to 0 near where the outline meets the image's edge (the person is cut
+#: there): none within BORDER_FADE[0] body units of such points, full beyond BORDER_FADE[1]
+#: body units or BORDER_FADE_PER_SHIFT × the largest move, whichever is farther.
+BORDER_FADE = (0.02, 0.1)
+BORDER_FADE_PER_SHIFT = 4.0
+
+
+class BodyPartNotVisible(InputError):
+    """The body part an operation edits is not visible in the image."""
+
+
+def smoothstep(x: np.ndarray | float, a: float, b: float) -> np.ndarray:
+    """0 below ``a``, 1 above ``b``, ``3s² − 2s³`` between (C¹)."""
+    s = np.clip((np.asarray(x, np.float64) - a) / (b - a), 0.0, 1.0)
+    return s * s * (3.0 - 2.0 * s)
+
+
+@dataclass
+class _Moves:
+    """What one rule produces on one body, in image pixels.
+
+    ``contour_shift``: ``(K, 2)`` displacement of every outline sample (0 = not moved);
+    ``skeleton``: ``(S, 2)`` fixed interior points.
+    """
+
+    contour_shift: np.ndarray
+    skeleton: list[np.ndarray] = field(default_factory=list)
+
+
+def _shoulders(body: Body) -> list[tuple[int, float]]:
+    """``(landmark, side)`` of each seen shoulder; side −1 = image left, +1 = image right."""
+    local = body.frame.to_local(body.points[[B.LEFT_SHOULDER, B.RIGHT_SHOULDER]])
+    return [
+        (j, float(np.sign(local[k, 0])))
+        for k, j in enumerate((B.LEFT_SHOULDER, B.RIGHT_SHOULDER))
+        if body.seen(j)
+    ]
+
+
+def _local_contour(body: Body) -> tuple[np.ndarray, np.ndarray]:
+    """Outline samples and their outward normals in the body frame (units; unit normals)."""
+    frame = body.frame
+    pts = frame.to_local(body.contour.points)
+    nrm = np.stack([body.contour.normals @ frame.u, body.contour.normals @ frame.v], axis=-1)
+    return pts, nrm
+
+
+@dataclass(frozen=True)
+class ShoulderLift:
+    """Raise (+) or lower (−) each shoulder's cap: the top of the shoulder from the neck out
+    to the tip, and the outer side of the shoulder down to mid upper arm.
+
+    The lift grows from 0 at ``|u| = neck`` to full at ``|u| = tip`` (body units), and on the
+    outer side fades from full at ``v = 0`` to 0 at ``v = fade``. Fixed: the neck base, the chest and the upper arm below the fade.
+    """
+
+    neck: float = 0.18
+    tip: float = 0.42
+    fade: float = 0.45
+
+    def move(self, body: Body, amount: float) -> _Moves:
+        pts, nrm = _local_contour(body)
+        shift = np.zeros_like(pts)
+        moves = _Moves(shift)
+        for j, side in _shoulders(body):
+            su, v = side * pts[:, 0], pts[:, 1]
+            band = (v > -0.5) & (v < 0.55) & ~body.contour.on_border
+            up = nrm[:, 1] < -0.3
+            outer = (side * nrm[:, 0] > 0.5) & (su > 0.4)
+            w = smoothstep(su, self.neck, self.tip) * (1.0 - smoothstep(v, 0.0, self.fade))
+            w = np.where(band & (up | outer) & (su > 0.1), w, 0.0)
+            shift[:, 1] -= amount * w
+            moves.skeleton += [np.array([side * 0.15, 0.4]), np.array([side * 0.55, 0.85])]
+        moves.skeleton.append(np.array([0.0, -0.12]))
+        return _to_image(body, moves)
+
+
+@dataclass(frozen=True)
+class ShoulderShift:
+    """Move each shoulder's cap sideways, outward (+) or inward (−), along the shoulder line.
+
+    The shift grows from 0 at ``|u| = inner`` to full at ``|u| = outer`` and fades downwards from
+    ``v = fade[0]`` to 0 at ``v = fade[1]``. Fixed: the neck, the sternum and the arm below the fade.
+    """
+
+    inner: float = 0.3
+    outer: float = 0.45
+    fade: tuple[float, float] = (0.25, 0.65)
+
+    def move(self, body: Body, amount: float) -> _Moves:
+        pts, nrm = _local_contour(body)
+        shift = np.zeros_like(pts)
+        moves = _Moves(shift)
+        for j, side in _shoulders(body):
+            su, v = side * pts[:, 0], pts[:, 1]
+            band = (v > -0.45) & (v < self.fade[1]) & ~body.contour.on_border
+            w = smoothstep(su, self.inner, self.outer) * (1.0 - smoothstep(v, *self.fade))
+            shift[:, 0] += side * amount * np.where(band, w, 0.0)
+            moves.skeleton += [np.array([side * 0.12, 0.45]), np.array([side * 0.5, 1.0])]
+        moves.skeleton += [np.array([0.0, -0.15]), np.array([0.0, 0.4])]
+        return _to_image(body, moves)
+
+
+ARMS = ((B.RIGHT_SHOULDER, B.RIGHT_ELBOW, B.RIGHT_WRIST), (B.LEFT_SHOULDER, B.LEFT_ELBOW, B.LEFT_WRIST))
+LEGS = ((B.RIGHT_HIP, B.RIGHT_KNEE, B.RIGHT_ANKLE), (B.LEFT_HIP, B.LEFT_KNEE, B.LEFT_ANKLE))
+
+
+def _seen_chain(body: Body, chain: tuple[int, ...]) -> list[int]:
+    """The leading joints of ``chain`` that are all seen (empty when fewer than two)."""
+    seen = []
+    for j in chain:
+        if not body.seen(j):
+            break
+        seen.append(j)
+    return seen if len(seen) >= 2 else []
+
+
+def _chain_geometry(pts: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For points ``(K, 2)`` and a polyline ``(J, 2)``: distance to it, arc parameter σ
+    (segment index + fraction), the unit radial direction (from the nearest axis point to the
+    point) and the unit direction of the nearest segment."""
+    best = np.full(len(pts), np.inf)
+    sigma = np.zeros(len(pts))
+    radial = np.zeros_like(pts)
+    axis = np.zeros_like(pts)
+    for k in range(len(joints) - 1):
+        a, b = joints[k], joints[k + 1]
+        ab = b - a
+        length2 = float(ab @ ab)
+        if length2 <= 0:
+            continue
+        f = np.clip((pts - a) @ ab / length2, 0.0, 1.0)
+        foot = a + f[:, None] * ab
+        rel = pts - foot
+        dist = np.linalg.norm(rel, axis=1)
+        closer = dist < best
+        best = np.where(closer, dist, best)
+        sigma = np.where(closer, k + f, sigma)
+        radial[closer] = rel[closer] / np.maximum(dist[closer, None], 1e-12)
+        axis[closer] = ab / math.sqrt(length2)
+    return best, sigma, radial, axis
+
+
+def _chains(body: Body, chains) -> list[np.ndarray]:
+    return [body.frame.to_local(body.points[c]) for c in (_seen_chain(body, ch) for ch in chains) if c]
+
+
+@dataclass(frozen=True)
+class LimbWidth:
+    """Widen (``outward=+1``) or narrow each limb along its bones (shoulder→elbow→wrist,
+    hip→knee→ankle): outline samples within ``reach`` body units of the bone polyline, facing
+    away from it, move along their normal by ``amount × their distance to the bone`` (a
+    fraction of the local half-width). The profile along the bone (σ: 0 at the first joint, 1 at
+    the second, …) rises over ``[start, start + ramp]`` and falls to 0 at ``end_gap`` before
+    the last seen joint. Fixed: points on the bones.
+
+    ``chains``: the limbs, each a tuple of pose landmark indices; a limb is used from its
+    first joint as far as its joints are seen (at least two).
+    """
+
+    chains: tuple[tuple[int, ...], ...]
+    reach: float
+    outward: float = 1.0
+    start: float = 0.15
+    ramp: float = 0.25
+    end_gap: float = 0.1
+
+    def move(self, body: Body, amount: float) -> _Moves:
+        pts, nrm = _local_contour(body)
+        shift = np.zeros_like(pts)
+        moves = _Moves(shift)
+        limbs = _chains(body, self.chains)
+        if not limbs:
+            return _to_image(body, moves)
+        geo = [_chain_geometry(pts, joints) for joints in limbs]
+        nearest = np.argmin(np.stack([g[0] for g in geo]), axis=0)
+        for k, joints in enumerate(limbs):
+            dist, sigma, radial, _ = geo[k]
+            end = len(joints) - 1 - self.end_gap
+            profile = smoothstep(sigma, self.start, self.start + self.ramp)
+            profile *= 1.0 - smoothstep(sigma, end - self.ramp, end)
+            facing = np.sum(nrm * radial, axis=1) >= 0.6
+            ok = (nearest == k) & (dist <= self.reach) & facing & ~body.contour.on_border
+            mag = self.outward * amount * np.minimum(dist, self.reach) * profile
+            shift += np.where(ok, mag, 0.0)[:, None] * nrm
+            moves.skeleton += list(_sample_polyline(joints, 0.05))
+        return _to_image(body, moves)
+
+
+@dataclass(frozen=True)
+class WaistWidth:
+    """Narrow (+, with ``outward=−1``) or widen the waist: outline samples on the torso's
+    sides between ``window[0]`` and ``window[3]`` of the way from the shoulder line to the hip
+    line (full effect between ``window[1]`` and ``window[2]``) move along their normal by
+    ``amount × their distance to the torso midline``. Samples on the arms (within ``arm_reach``
+    of an arm bone and facing away from it) are left alone. Fixed: the torso midline and the
+    hip landmarks.
+    """
+
+    window: tuple[float, float, float, float] = (0.42, 0.6, 0.8, 0.98)
+    outward: float = -1.0
+    arm_reach: float = 0.3
+
+    def move(self, body: Body, amount: float) -> _Moves:
+        pts, nrm = _local_contour(body)
+        shift = np.zeros_like(pts)
+        moves = _Moves(shift)
+        if not (body.seen(B.LEFT_HIP) and body.seen(B.RIGHT_HIP)):
+            return _to_image(body, moves)
+        hips = body.frame.to_local(body.points[[B.LEFT_HIP, B.RIGHT_HIP]])
+        mid = hips.mean(axis=0)
+        torso = float(np.hypot(*mid))
+        if torso <= 0:
+            return _to_image(body, moves)
+        down = mid / torso
+        across = np.array([down[1], -down[0]])
+        if across[0] < 0:
+            across = -across
+        h = pts @ down / torso
+        lateral = pts @ across
+        outward_side = np.sign(lateral) * (nrm @ across) >= 0.6
+        on_arm = np.zeros(len(pts), bool)
+        for joints in _chains(body, ARMS):
+            dist, _, radial, _ = _chain_geometry(pts, joints)
+            on_arm |= (dist <= self.arm_reach) & (np.sum(nrm * radial, axis=1) >= 0.3)
+        a, b, c, d = self.window
+        profile = smoothstep(h, a, b) * (1.0 - smoothstep(h, c, d))
+        ok = outward_side & ~on_arm & ~body.contour.on_border & (np.abs(lateral) <= 1.0)
+        mag = self.outward * amount * np.abs(lateral) * profile
+        shift += np.where(ok, mag, 0.0)[:, None] * nrm
+        moves.skeleton += [h_ * mid for h_ in np.arange(0.2, 1.15, 0.1)]
+        moves.skeleton += list(hips)
+        return _to_image(body, moves)
+
+
+def _sample_polyline(joints: np.ndarray, spacing: float) -> np.ndarray:
+    out = [joints[0]]
+    for a, b in zip(joints[:-1], joints[1:], strict=True):
+        n = max(1, int(np.ceil(np.linalg.norm(b - a) / spacing)))
+        out += [a + (b - a) * (i / n) for i in range(1, n + 1)]
+    return np.asarray(out)
+
+
+def _to_image(body: Body, moves: _Moves) -> _Moves:
+    """``moves`` from body-frame units (shifts, skeleton) to image pixels."""
+    frame = body.frame
+    return _Moves(
+        contour_shift=frame.vectors_to_image(moves.contour_shift),
+        skeleton=[frame.to_image(p) for p in moves.skeleton],
+    )
+
+
+@dataclass(frozen=True)
+class Controls:
+    """One operation's control points on one body (image pixels).
+
+    ``keys``: the outline sample index of each moving point; ``source``/``shift``: ``(K, 2)``;
+    ``anchors``: ``(A, 2)`` fixed points.
+    """
+
+    keys: list[int]
+    source: np.ndarray
+    shift: np.ndarray
+    anchors: np.ndarray
+
+
+@dataclass(frozen=True)
+class BodyOperation:
+    """A named body edit.
+
+    Attributes:
+        name: identifier on the command line (``waist_slim``).
+        region: the body part it changes.
+        plus / minus: what positive / negative strengths do.
+        rule: how the outline moves (:class:`ShoulderLift`, :class:`ShoulderShift`,
+            :class:`LimbWidth`, :class:`WaistWidth`).
+        gain: ``(at +100, at −100)`` as positive numbers: body units for the shoulder rules,
+            a fraction of the local half-width for the width rules.
+        needs: what must be visible, for error messages.
+    """
+
+    name: str
+    region: str
+    plus: str
+    minus: str
+    rule: ShoulderLift | ShoulderShift | LimbWidth | WaistWidth
+    gain: tuple[float, float]
+    needs: str
+
+    def controls(self, body: Body, strength: float) -> Controls:
+        """Moving outline samples (and landmarks) with their shifts, and the fixed points.
+
+        Raises:
+            BodyPartNotVisible: nothing of the part is on the person's outline.
+        """
+        t = float(strength) / MAX_STRENGTH
+        amount = t * (self.gain[0] if t > 0 else self.gain[1])
+        moves = self.rule.move(body, amount)
+        contour = body.contour.points
+        moves.contour_shift = _settled(body, moves.contour_shift)
+        size = np.linalg.norm(moves.contour_shift, axis=1)
+        moving = np.flatnonzero(size > 1e-9)
+        if len(moving) == 0:
+            raise BodyPartNotVisible(
+                f"{self.name}: the {self.region} are not visible (needs {self.needs})"
+            )
+        keys = moving.tolist()
+        source = contour[moving]
+        shift = moves.contour_shift[moving]
+        still = np.flatnonzero(size <= 1e-9)
+        ring = RING * body.frame.unit
+        near = _min_distance(contour[still], source) <= ring
+        skeleton = np.asarray(moves.skeleton).reshape(-1, 2)
+        anchors = np.concatenate([contour[still[near]], skeleton])
+        return Controls(keys=keys, source=source, shift=shift, anchors=anchors)
+
+
+def _settled(body: Body, shift: np.ndarray) -> np.ndarray:
+    """Outline moves smoothed along the outline (:data:`SMOOTH_UNITS`) and faded near the
+    image's edge (:data:`BORDER_FADE`)."""
+    contour = body.contour
+    unit = body.frame.unit
+    spacing = max(2.0, B.CONTOUR_SPACING * unit)
+    sigma = SMOOTH_UNITS * unit / spacing
+    out = shift.copy()
+    if sigma >= 0.5:
+        radius = int(np.ceil(2.5 * sigma))
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        taps /= taps.sum()
+        for a, b in contour.segments:
+            padded = np.pad(shift[a:b], ((radius, radius), (0, 0)), mode="wrap")
+            for c in range(2):
+                out[a:b, c] = np.convolve(padded[:, c], taps, mode="valid")
+    out[np.abs(out) < 1e-9] = 0.0
+    if contour.on_border.any() and out.any():
+        near = _min_distance(contour.points, contour.points[contour.on_border])
+        largest = float(np.linalg.norm(out, axis=1).max())
+        inner = BORDER_FADE[0] * unit
+        outer = inner + max(BORDER_FADE[1] * unit, BORDER_FADE_PER_SHIFT * largest)
+        out *= smoothstep(near, inner, outer)[:, None]
+    return out
+
+
+def _min_distance(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Distance from each of ``points`` to the nearest of ``others`` (inf if none)."""
+    if len(others) == 0 or len(points) == 0:
+        return np.full(len(points), np.inf)
+    out = np.empty(len(points))
+    step = max(1, 2_000_000 // len(others))
+    for i in range(0, len(points), step):
+        d = points[i : i + step, None, :] - others[None, :, :]
+        out[i : i + step] = np.sqrt((d**2).sum(-1).min(axis=1))
+    return out
+
+
+BODY_CATALOG: dict[str, BodyOperation] = {
+    op.name: op
+    for op in (
+        BodyOperation(
+            "shoulder_square", "shoulders", "squarer shoulders (raise the tips)",
+            "more sloped shoulders (lower the tips)",
+            rule=ShoulderLift(), gain=(0.06, 0.06),
+            needs="a shoulder and its outline against the background",
+        ),
+        BodyOperation(
+            "shoulder_width", "shoulders", "broaden shoulders", "narrow shoulders",
+            rule=ShoulderShift(), gain=(0.05, 0.05),
+            needs="a shoulder and its outline against the background",
+        ),
+        BodyOperation(
+            "arm_thickness", "arms", "thicken arms", "slim arms",
+            rule=LimbWidth(ARMS, reach=0.3, outward=1.0), gain=(0.2, 0.2),
+            needs="shoulder and elbow landmarks and the arm's edge against the background",
+        ),
+        BodyOperation(
+            "leg_slim", "legs", "slim legs", "widen legs",
+            rule=LimbWidth(LEGS, reach=0.4, outward=-1.0, start=0.1), gain=(0.15, 0.15),
+            needs="hip and knee landmarks and the leg's edge against the background",
+        ),
+        BodyOperation(
+            "waist_slim", "waist", "slim waist", "widen waist",
+            rule=WaistWidth(), gain=(0.12, 0.12),
+            needs="both hips and the torso's sides against the background, clear of the arms",
+        ),
+    )
+}
+
+
+def get_body_operation(name: str) -> BodyOperation:
+    """The body catalog entry called ``name``; a UsageError listing the valid names otherwise."""
+    try:
+        return BODY_CATALOG[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown body operation {name!r}; choose from: {', '.join(BODY_CATALOG)}"
+        ) from None
+
+
+def is_body_operation(name: str) -> bool:
+    return name in BODY_CATALOG
+
+
+@dataclass(frozen=True, eq=False)
+class BodyWarp:
+    """A planned body warp: control points, the confinement weight and the sampling map.
+
+    Attributes:
+        source / target: ``(N, 2)`` control points in the input / where they go in the output
+            (moving points first, then fixed ones).
+        moving: how many of the control points move.
+        box: the output pixels that may change (bounding box of ``weight > 0``).
+        weight: ``(box.height, box.width)`` float32 ``W`` in [0, 1] (module docstring).
+        sample_map: ``(box.height, box.width, 2)`` float32 input ``(x, y)`` each output pixel
+            of ``box`` samples: ``x + W(x)·D(x)``.
+        margin_px: the confinement band's width outside the person (``m``), px.
+        reach_px: ``r0``, how far outside the person ``W`` stays 1, px.
+        max_shift_px: the largest control-point move, px.
+    """
+
+    source: np.ndarray
+    target: np.ndarray
+    moving: int
+    box: Box
+    weight: np.ndarray
+    sample_map: np.ndarray
+    margin_px: float
+    reach_px: float
+    max_shift_px: float
+
+    @property
+    def is_identity(self) -> bool:
+        return self.moving == 0 or self.box.empty
+
+    @staticmethod
+    def identity() -> BodyWarp:
+        empty = np.zeros((0, 2))
+        return BodyWarp(
+            empty, empty, 0, Box(0, 0, 0, 0), np.zeros((0, 0), np.float32),
+            np.zeros((0, 0, 2), np.float32), 0.0, 0.0, 0.0,
+        )
+
+    def changed(self, shape: tuple[int, int]) -> np.ndarray:
+        """``(H, W)`` bool: the pixels the warp may change (``W > 0``)."""
+        out = np.zeros(shape, bool)
+        out[self.box.slices()] = self.weight > 0
+        return out
+
+
+def validate(requests: list[OpRequest]) -> None:
+    """UsageError unless every request names a body operation with a strength in ±100."""
+    for req in requests:
+        get_body_operation(req.name)
+        if not math.isfinite(req.strength) or abs(req.strength) > MAX_STRENGTH:
+            raise UsageError(f"{req.name}: strength must be between -100 and 100")
+
+
+def plan_body_warp(body: Body, requests: list[OpRequest], *, strict: bool = True) -> BodyWarp:
+    """Compose body operations on one person into one confined warp.
+
+    Each operation's moves are computed from the *original* outline and landmarks; a point
+    moved by several operations gets the sum of their moves; a point one operation moves is
+    never fixed by another.
+
+    Args:
+        body: from :func:`mirrorppr_cli.body.detect_body` (or :meth:`Body.from_landmarks`).
+        requests: body operations and strengths in [−100, 100].
+        strict: when True, an operation whose body part is not visible raises
+            :class:`BodyPartNotVisible`; when False it is skipped.
+    """
+    validate(requests)
+    unit = body.frame.unit
+    moved: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    per_op: list[Controls] = []
+    for req in requests:
+        if req.strength == 0:
+            continue
+        try:
+            ctl = get_body_operation(req.name).controls(body, req.strength)
+        except BodyPartNotVisible:
+            if strict:
+                raise
+            continue
+        per_op.append(ctl)
+        for key, src, d in zip(ctl.keys, ctl.source, ctl.shift, strict=True):
+            prev = moved.get(key)
+            moved[key] = (src, d if prev is None else prev[1] + d)
+    if not moved:
+        return BodyWarp.identity()
+    keys = list(moved)
+    source = np.array([moved[k][0] for k in keys])
+    shift = np.array([moved[k][1] for k in keys])
+    max_shift = float(np.linalg.norm(shift, axis=1).max())
+    if max_shift < 1e-6:
+        return BodyWarp.identity()
+
+    # Fixed points: each operation's own, minus those next to another's moving points.
+    anchors = []
+    for k, ctl in enumerate(per_op):
+        own = ctl.anchors
+        others = [c.source for j, c in enumerate(per_op) if j != k]
+        if others and len(own):
+            own = own[_min_distance(own, np.concatenate(others)) >= ANCHOR_CLEARANCE * unit]
+        anchors.append(own)
+
+    # Confinement band and the ring of fixed points at its outer edge.
+    contour = body.contour
+    reach = _outward_reach(keys, shift, contour.normals)
+    margin = max(MIN_MARGIN_PX, MARGIN_PER_SHIFT * max_shift)
+    offset = reach + margin + 1.0
+    ring = contour.points + offset * contour.normals
+    height, width = body.shape
+    inside = (
+        (ring[:, 0] >= 0) & (ring[:, 0] <= width - 1) & (ring[:, 1] >= 0) & (ring[:, 1] <= height - 1)
+    )
+    ring = ring[inside & ~contour.on_border]
+    ring = ring[_sample_at(body.outside_distance, ring) >= 0.9 * (reach + margin)]
+    anchors.append(ring[_min_distance(ring, source) <= RING * unit])
+
+    fixed = np.concatenate(anchors)
+    fixed = fixed[_min_distance(fixed, source) > 1e-6]
+    strain = _max_strain(fixed, source, shift)
+    fixed = _thinned(fixed[strain <= MAX_ANCHOR_STRAIN], ANCHOR_SPACING * unit)
+
+    weight, box = _weight(body, source, shift, reach, margin)
+    if box.empty:
+        return BodyWarp.identity()
+    src = np.concatenate([source, fixed])
+    dst = src.copy()
+    dst[: len(source)] += shift
+    grid = int(np.clip(round(GRID_UNITS * unit), 2, 8))
+    inverse = inverse_map_fast(box, src, dst, grid=grid)
+    here = pixel_grid(box)
+    sample = here + weight[..., None].astype(np.float64) * (inverse - here)
+    return BodyWarp(
+        source=src,
+        target=dst,
+        moving=len(source),
+        box=box,
+        weight=weight,
+        sample_map=sample.astype(np.float32),
+        margin_px=float(margin),
+        reach_px=float(reach),
+        max_shift_px=max_shift,
+    )
+
+
+def _outward_reach(keys: list[int], shift: np.ndarray, normals: np.ndarray) -> float:
+    """The largest outward component of an outline sample's move, px (0 if none moves out)."""
+    out = float(np.max(np.sum(shift * normals[keys], axis=1), initial=0.0))
+    return out + 0.5 if out > 0 else 0.0
+
+
+def _sample_at(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    idx = np.rint(points).astype(int)
+    return image[idx[:, 1], idx[:, 0]]
+
+
+def _max_strain(fixed: np.ndarray, source: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    if len(fixed) == 0:
+        return np.zeros(0)
+    size = np.linalg.norm(shift, axis=1)
+    out = np.zeros(len(fixed))
+    step = max(1, 2_000_000 // len(source))
+    for i in range(0, len(fixed), step):
+        d = np.linalg.norm(fixed[i : i + step, None] - source[None], axis=-1)
+        out[i : i + step] = (size[None] / np.maximum(d, 1e-9)).max(axis=1)
+    return out
+
+
+def _thinned(points: np.ndarray, spacing: float) -> np.ndarray:
+    """Greedy subset of ``points`` (in order) at least ``spacing`` apart."""
+    if len(points) == 0:
+        return points.reshape(0, 2)
+    cell = np.floor(points / spacing).astype(np.int64)
+    kept: list[int] = []
+    grid: dict[tuple[int, int], list[int]] = {}
+    for i, (cx, cy) in enumerate(cell):
+        close = False
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for j in grid.get((cx + dx, cy + dy), ()):
+                    if np.sum((points[i] - points[j]) ** 2) < spacing**2:
+                        close = True
+                        break
+        if not close:
+            kept.append(i)
+            grid.setdefault((cx, cy), []).append(i)
+    return points[kept]
+
+
+def _weight(
+    body: Body, source: np.ndarray, shift: np.ndarray, reach: float, margin: float
+) -> tuple[np.ndarray, Box]:
+    """``W = W_person · W_region`` (module docstring) and the bounding box of ``W > 0``."""
+    height, width = body.shape
+    unit = body.frame.unit
+    person = 1.0 - smoothstep(body.outside_distance, reach, reach + margin)
+    size = np.linalg.norm(shift, axis=1)
+    significant = size > 0.02 * size.max()
+    seeds = np.concatenate([source[significant], (source + shift)[significant]])
+    canvas = np.full((height, width), 255, np.uint8)
+    idx = np.rint(seeds).astype(int)
+    ok = (idx[:, 0] >= 0) & (idx[:, 0] < width) & (idx[:, 1] >= 0) & (idx[:, 1] < height)
+    canvas[idx[ok, 1], idx[ok, 0]] = 0
+    if not ok.any():
+        return np.zeros((0, 0), np.float32), Box(0, 0, 0, 0)
+    near = cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    region = 1.0 - smoothstep(near, REGION_INNER * unit, REGION_OUTER * unit)
+    weight = (person * region).astype(np.float32)
+    weight[weight < 1e-4] = 0.0
+    ys, xs = np.nonzero(weight > 0)
+    if len(xs) == 0:
+        return np.zeros((0, 0), np.float32), Box(0, 0, 0, 0)
+    box = Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return np.ascontiguousarray(weight[box.slices()]), box
+
+
+def apply_body_warp(pixels: np.ndarray, warp: BodyWarp) -> np.ndarray:
+    """Resample ``pixels`` (``(H, W)`` or ``(H, W, C)``, any dtype cv2 can remap; bool is
+    taken as 0/1) through ``warp``. Pixels where ``W = 0`` are returned bit-identical."""
+    if warp.is_identity:
+        return pixels.copy()
+    squeeze = pixels.ndim == 2
+    work = pixels[..., None] if squeeze else pixels
+    is_bool = work.dtype == bool
+    if is_bool:
+        work = work.astype(np.uint8) * 255
+    region = np.ascontiguousarray(work)
+    maps = warp.sample_map
+    parts = []
+    for start in range(0, region.shape[2], 4):
+        chunk = np.ascontiguousarray(region[..., start : start + 4])
+        res = cv2.remap(
+            chunk, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        parts.append(res.reshape(res.shape[0], res.shape[1], -1))
+    warped = np.concatenate(parts, axis=2)
+    out = work.copy()
+    view = out[warp.box.slices()]
+    np.copyto(view, warped, where=(warp.weight > 0)[..., None])
+    if is_bool:
+        out = out >= 128
+    return out[..., 0] if squeeze else out
+
+
+def apply_body_ops(
+    rgb: np.ndarray, body: Body, requests: list[OpRequest], *, strict: bool = True
+) -> np.ndarray:
+    """Apply body operations to ``rgb`` (``(H, W, C)``): :func:`plan_body_warp` then
+    :func:`apply_body_warp`. Pixels the warp does not reach are returned bit-identical."""
+    if rgb.shape[:2] != body.shape:
+        raise ValueError(f"image {rgb.shape[:2]} and body mask {body.shape} differ in size")
+    return apply_body_warp(rgb, plan_body_warp(body, requests, strict=strict))
