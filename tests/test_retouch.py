@@ -451,7 +451,10 @@ def test_cli_keeps_alpha(pngs_512, tmp_path):
     np.testing.assert_array_equal(pixels[..., :3], np.asarray(Image.open(out_rgb)))
     moved = _changed(pixels[..., :3], query)
     assert moved.sum() > 1000
-    np.testing.assert_array_equal(pixels[..., 3][~moved], alpha[~moved])
+    # A warped pixel can keep its colour by chance (measured: 1 of 4100, inside the moved
+    # area) while its alpha, a ramp, changes: compare outside the moved area and its 1-px rim.
+    near_moved = cv2.dilate(moved.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    np.testing.assert_array_equal(pixels[..., 3][~near_moved], alpha[~near_moved])
 
 
 def test_cli_keeps_16_bit(pngs_512, tmp_path):

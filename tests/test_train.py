@@ -279,3 +279,15 @@ def test_curriculum_stages_run_in_order_with_their_batch_sizes(shards, tmp_path)
                               "--out", str(tmp_path / "bad"), "--config", "tiny", "--steps", "1",
                               "--steps", "2", "--steps", "3"])
     assert bad.exit_code == 2 and "one --steps per --data" in bad.output
+
+
+def test_show_config_prints_a_loadable_preset(tmp_path):
+    result = runner.invoke(app, ["train", "show-config", "paper"])
+    assert result.exit_code == 0
+    shown = json.loads(result.stdout)
+    assert shown["rformer"]["num_queries"] == 8 and shown["connector"]["output_dim"] == 3584
+    path = tmp_path / "mine.json"
+    path.write_text(result.stdout)
+    again = runner.invoke(app, ["train", "show-config", str(path)])
+    assert json.loads(again.stdout) == shown
+    assert runner.invoke(app, ["train", "show-config", "nope"]).exit_code == 2

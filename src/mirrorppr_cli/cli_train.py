@@ -118,3 +118,17 @@ def train_joint_command(
                        force=force, mae=mae, dit=dit, extractor=extractor,
                        gradient_checkpointing=gradient_checkpointing)
     _execute("joint", config, options, as_json)
+
+
+@train_app.command("show-config")
+def show_config_command(
+    config: Annotated[str, typer.Argument(help="Preset (paper, tiny) or a config file.")] = "paper",
+) -> None:
+    """Print a resolved config as JSON (a starting point for a --config file)."""
+    from .cli import _fail
+    from .model.config import ConfigError, load_config
+
+    try:
+        print(load_config(config).to_json(), end="")
+    except ConfigError as exc:
+        raise _fail(UsageError(str(exc))) from None

@@ -66,9 +66,6 @@ REGION_OUTER = 0.4
 #: Confinement margin outside the person: ``max(MIN_MARGIN_PX, MARGIN_PER_SHIFT · largest move)``.
 MIN_MARGIN_PX = 3.0
 MARGIN_PER_SHIFT = 3.0
-#: An operation's fixed point closer than this (body units) to another operation's moving
-#: point is dropped when operations are composed.
-ANCHOR_CLEARANCE = 0.05
 #: A fixed point is dropped when a moving point's displacement exceeds this fraction of the
 #: distance between them (the MLS map would fold between them).
 MAX_ANCHOR_STRAIN = 0.5
@@ -108,11 +105,11 @@ class _Moves:
     skeleton: list[np.ndarray] = field(default_factory=list)
 
 
-def _shoulders(body: Body) -> list[tuple[int, float]]:
-    """``(landmark, side)`` of each seen shoulder; side −1 = image left, +1 = image right."""
+def _shoulders(body: Body) -> list[float]:
+    """The side of each seen shoulder: −1 = the image's left, +1 = its right."""
     local = body.frame.to_local(body.points[[B.LEFT_SHOULDER, B.RIGHT_SHOULDER]])
     return [
-        (j, float(np.sign(local[k, 0])))
+        float(np.sign(local[k, 0]))
         for k, j in enumerate((B.LEFT_SHOULDER, B.RIGHT_SHOULDER))
         if body.seen(j)
     ]
@@ -143,7 +140,7 @@ class ShoulderLift:
         pts, nrm = _local_contour(body)
         shift = np.zeros_like(pts)
         moves = _Moves(shift)
-        for j, side in _shoulders(body):
+        for side in _shoulders(body):
             su, v = side * pts[:, 0], pts[:, 1]
             band = (v > -0.5) & (v < 0.55) & ~body.contour.on_border
             up = nrm[:, 1] < -0.3
@@ -172,7 +169,7 @@ class ShoulderShift:
         pts, nrm = _local_contour(body)
         shift = np.zeros_like(pts)
         moves = _Moves(shift)
-        for j, side in _shoulders(body):
+        for side in _shoulders(body):
             su, v = side * pts[:, 0], pts[:, 1]
             band = (v > -0.45) & (v < self.fade[1]) & ~body.contour.on_border
             w = smoothstep(su, self.inner, self.outer) * (1.0 - smoothstep(v, *self.fade))
@@ -482,48 +479,96 @@ def is_body_operation(name: str) -> bool:
 
 
 @dataclass(frozen=True, eq=False)
-class BodyWarp:
-    """A planned body warp: control points, the confinement weight and the sampling map.
+class BodyStage:
+    """One operation's warp on one body, as planned.
 
     Attributes:
-        source / target: ``(N, 2)`` control points in the input / where they go in the output
-            (moving points first, then fixed ones).
-        moving: how many of the control points move.
-        box: the output pixels that may change (bounding box of ``weight > 0``).
+        name / strength: the request.
+        source / target: ``(N, 2)`` control points in this stage's input / where they go in
+            its output (``moving`` moving points first, then the fixed ones), px.
+        box: the output pixels this stage may change (bounding box of ``weight > 0``).
         weight: ``(box.height, box.width)`` float32 ``W`` in [0, 1] (module docstring).
-        sample_map: ``(box.height, box.width, 2)`` float32 input ``(x, y)`` each output pixel
-            of ``box`` samples: ``x + W(x)·D(x)``.
+        displacement: ``(box.height, box.width, 2)`` float32 ``W(x)·D(x)``: output pixel ``x``
+            samples the stage's input at ``x + displacement``.
         margin_px: the confinement band's width outside the person (``m``), px.
         reach_px: ``r0``, how far outside the person ``W`` stays 1, px.
         max_shift_px: the largest control-point move, px.
+        shape: ``(H, W)`` of the image.
     """
 
+    name: str
+    strength: float
     source: np.ndarray
     target: np.ndarray
     moving: int
     box: Box
     weight: np.ndarray
-    sample_map: np.ndarray
+    displacement: np.ndarray
     margin_px: float
     reach_px: float
     max_shift_px: float
+    shape: tuple[int, int]
+
+    def displacement_at(self, positions: np.ndarray) -> np.ndarray:
+        """``W·D`` sampled (bilinearly) at output positions ``(..., 2)`` float32 ``(x, y)``:
+        0 away from the box inside the image, the nearest edge value beyond the image."""
+        height, width = self.shape
+        b = self.box
+        pads = (int(b.y0 > 0), int(b.y1 < height), int(b.x0 > 0), int(b.x1 < width))
+        field = np.pad(self.displacement, ((pads[0], pads[1]), (pads[2], pads[3]), (0, 0)))
+        return cv2.remap(
+            field,
+            positions[..., 0] - (b.x0 - pads[2]),
+            positions[..., 1] - (b.y0 - pads[0]),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class BodyWarp:
+    """A planned body warp: the stages (one per operation) and their composed sampling map.
+
+    Attributes:
+        stages: the operations, in the order they act on the image.
+        box: the output pixels that may change (union of the stages' boxes).
+        weight: ``(box.height, box.width)`` float32: the largest stage weight ``W`` at each pixel;
+            pixels where it is 0 are copied unchanged.
+        sample_map: ``(box.height, box.width, 2)`` float32 input ``(x, y)`` each output pixel of
+            ``box`` samples (the stages' maps composed).
+    """
+
+    stages: tuple[BodyStage, ...]
+    box: Box
+    weight: np.ndarray
+    sample_map: np.ndarray
 
     @property
     def is_identity(self) -> bool:
-        return self.moving == 0 or self.box.empty
+        return not self.stages or self.box.empty
+
+    @property
+    def margin_px(self) -> float:
+        return max((st.margin_px for st in self.stages), default=0.0)
+
+    @property
+    def reach_px(self) -> float:
+        return max((st.reach_px for st in self.stages), default=0.0)
+
+    @property
+    def max_shift_px(self) -> float:
+        return max((st.max_shift_px for st in self.stages), default=0.0)
 
     @staticmethod
     def identity() -> BodyWarp:
-        empty = np.zeros((0, 2))
-        return BodyWarp(
-            empty, empty, 0, Box(0, 0, 0, 0), np.zeros((0, 0), np.float32),
-            np.zeros((0, 0, 2), np.float32), 0.0, 0.0, 0.0,
-        )
+        return BodyWarp((), Box(0, 0, 0, 0), np.zeros((0, 0), np.float32), np.zeros((0, 0, 2), np.float32))
 
     def changed(self, shape: tuple[int, int]) -> np.ndarray:
-        """``(H, W)`` bool: the pixels the warp may change (``W > 0``)."""
+        """``(H, W)`` bool: the pixels the warp may change (``W > 0``); all others are
+        returned bit-identical by :func:`apply_body_warp`."""
         out = np.zeros(shape, bool)
-        out[self.box.slices()] = self.weight > 0
+        if not self.box.empty:
+            out[self.box.slices()] = self.weight > 0
         return out
 
 
@@ -536,11 +581,13 @@ def validate(requests: list[OpRequest]) -> None:
 
 
 def plan_body_warp(body: Body, requests: list[OpRequest], *, strict: bool = True) -> BodyWarp:
-    """Compose body operations on one person into one confined warp.
+    """Plan body operations on one person as one warp.
 
-    Each operation's moves are computed from the *original* outline and landmarks; a point
-    moved by several operations gets the sum of their moves; a point one operation moves is
-    never fixed by another.
+    Operations act one after the other, in catalog order (so the order of ``requests`` does
+    not matter): each is planned on the person's outline as the previous ones left it (the
+    person mask is warped along; the pose landmarks and the body frame stay those of
+    ``body``), and the stages' sampling maps are composed. Each stage's map is one-to-one
+    (checked in the tests), so their composition is too, however the operations overlap.
 
     Args:
         body: from :func:`mirrorppr_cli.body.detect_body` (or :meth:`Body.from_landmarks`).
@@ -549,43 +596,42 @@ def plan_body_warp(body: Body, requests: list[OpRequest], *, strict: bool = True
             :class:`BodyPartNotVisible`; when False it is skipped.
     """
     validate(requests)
-    unit = body.frame.unit
-    moved: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    per_op: list[Controls] = []
-    for req in requests:
-        if req.strength == 0:
-            continue
+    order = {name: k for k, name in enumerate(BODY_CATALOG)}
+    todo = sorted((r for r in requests if r.strength != 0), key=lambda r: order[r.name])
+    stages: list[BodyStage] = []
+    current = body
+    for k, req in enumerate(todo):
         try:
-            ctl = get_body_operation(req.name).controls(body, req.strength)
+            stage = plan_stage(current, req)
         except BodyPartNotVisible:
             if strict:
                 raise
             continue
-        per_op.append(ctl)
-        for key, src, d in zip(ctl.keys, ctl.source, ctl.shift, strict=True):
-            prev = moved.get(key)
-            moved[key] = (src, d if prev is None else prev[1] + d)
-    if not moved:
-        return BodyWarp.identity()
-    keys = list(moved)
-    source = np.array([moved[k][0] for k in keys])
-    shift = np.array([moved[k][1] for k in keys])
-    max_shift = float(np.linalg.norm(shift, axis=1).max())
-    if max_shift < 1e-6:
-        return BodyWarp.identity()
+        if stage is None:
+            continue
+        stages.append(stage)
+        if k + 1 < len(todo):
+            mask = _warp_array(current.mask, stage.box, stage.weight, _stage_map(stage))
+            current = Body(body.points, body.visibility, mask, body.frame)
+    return _compose(stages)
 
-    # Fixed points: each operation's own, minus those next to another's moving points.
-    anchors = []
-    for k, ctl in enumerate(per_op):
-        own = ctl.anchors
-        others = [c.source for j, c in enumerate(per_op) if j != k]
-        if others and len(own):
-            own = own[_min_distance(own, np.concatenate(others)) >= ANCHOR_CLEARANCE * unit]
-        anchors.append(own)
+
+def plan_stage(body: Body, request: OpRequest) -> BodyStage | None:
+    """One operation's confined warp on ``body`` (None when it moves nothing).
+
+    Raises:
+        BodyPartNotVisible: the operation's body part is not on the person's outline.
+    """
+    unit = body.frame.unit
+    ctl = get_body_operation(request.name).controls(body, request.strength)
+    source, shift = ctl.source, ctl.shift
+    max_shift = float(np.linalg.norm(shift, axis=1).max(initial=0.0))
+    if max_shift < 1e-6:
+        return None
 
     # Confinement band and the ring of fixed points at its outer edge.
     contour = body.contour
-    reach = _outward_reach(keys, shift, contour.normals)
+    reach = _outward_reach(ctl.keys, shift, contour.normals)
     margin = max(MIN_MARGIN_PX, MARGIN_PER_SHIFT * max_shift)
     offset = reach + margin + 1.0
     ring = contour.points + offset * contour.normals
@@ -595,34 +641,60 @@ def plan_body_warp(body: Body, requests: list[OpRequest], *, strict: bool = True
     )
     ring = ring[inside & ~contour.on_border]
     ring = ring[_sample_at(body.outside_distance, ring) >= 0.9 * (reach + margin)]
-    anchors.append(ring[_min_distance(ring, source) <= RING * unit])
+    ring = ring[_min_distance(ring, source) <= RING * unit]
 
-    fixed = np.concatenate(anchors)
+    fixed = np.concatenate([ctl.anchors, ring])
     fixed = fixed[_min_distance(fixed, source) > 1e-6]
-    strain = _max_strain(fixed, source, shift)
-    fixed = _thinned(fixed[strain <= MAX_ANCHOR_STRAIN], ANCHOR_SPACING * unit)
+    fixed = fixed[_max_strain(fixed, source, shift) <= MAX_ANCHOR_STRAIN]
+    fixed = _thinned(fixed, ANCHOR_SPACING * unit)
 
     weight, box = _weight(body, source, shift, reach, margin)
     if box.empty:
-        return BodyWarp.identity()
+        return None
     src = np.concatenate([source, fixed])
     dst = src.copy()
     dst[: len(source)] += shift
     grid = int(np.clip(round(GRID_UNITS * unit), 2, 8))
-    inverse = inverse_map_fast(box, src, dst, grid=grid)
     here = pixel_grid(box)
-    sample = here + weight[..., None].astype(np.float64) * (inverse - here)
-    return BodyWarp(
+    disp = weight[..., None].astype(np.float64) * (inverse_map_fast(box, src, dst, grid=grid) - here)
+    return BodyStage(
+        name=request.name,
+        strength=float(request.strength),
         source=src,
         target=dst,
         moving=len(source),
         box=box,
         weight=weight,
-        sample_map=sample.astype(np.float32),
+        displacement=disp.astype(np.float32),
         margin_px=float(margin),
         reach_px=float(reach),
         max_shift_px=max_shift,
+        shape=(height, width),
     )
+
+
+def _stage_map(stage: BodyStage) -> np.ndarray:
+    return (pixel_grid(stage.box) + stage.displacement).astype(np.float32)
+
+
+def _compose(stages: list[BodyStage]) -> BodyWarp:
+    """The stages' maps composed: output ``x`` samples ``S_1(S_2(…S_n(x)))``."""
+    if not stages:
+        return BodyWarp.identity()
+    boxes = [st.box for st in stages]
+    box = Box(
+        min(b.x0 for b in boxes), min(b.y0 for b in boxes),
+        max(b.x1 for b in boxes), max(b.y1 for b in boxes),
+    )
+    weight = np.zeros((box.height, box.width), np.float32)
+    for st in stages:
+        rows = slice(st.box.y0 - box.y0, st.box.y1 - box.y0)
+        cols = slice(st.box.x0 - box.x0, st.box.x1 - box.x0)
+        np.maximum(weight[rows, cols], st.weight, out=weight[rows, cols])
+    positions = pixel_grid(box).astype(np.float32)
+    for st in reversed(stages):
+        positions = positions + st.displacement_at(positions)
+    return BodyWarp(stages=tuple(stages), box=box, weight=weight, sample_map=positions)
 
 
 def _outward_reach(keys: list[int], shift: np.ndarray, normals: np.ndarray) -> float:
@@ -698,27 +770,30 @@ def _weight(
 
 def apply_body_warp(pixels: np.ndarray, warp: BodyWarp) -> np.ndarray:
     """Resample ``pixels`` (``(H, W)`` or ``(H, W, C)``, any dtype cv2 can remap; bool is
-    taken as 0/1) through ``warp``. Pixels where ``W = 0`` are returned bit-identical."""
+    taken as 0/1) through ``warp``. Pixels outside :meth:`BodyWarp.changed` are returned
+    bit-identical."""
     if warp.is_identity:
         return pixels.copy()
+    return _warp_array(pixels, warp.box, warp.weight, warp.sample_map)
+
+
+def _warp_array(pixels: np.ndarray, box: Box, weight: np.ndarray, sample_map: np.ndarray) -> np.ndarray:
     squeeze = pixels.ndim == 2
     work = pixels[..., None] if squeeze else pixels
     is_bool = work.dtype == bool
     if is_bool:
         work = work.astype(np.uint8) * 255
-    region = np.ascontiguousarray(work)
-    maps = warp.sample_map
     parts = []
-    for start in range(0, region.shape[2], 4):
-        chunk = np.ascontiguousarray(region[..., start : start + 4])
+    for start in range(0, work.shape[2], 4):  # cv2.remap handles at most 4 channels
+        chunk = np.ascontiguousarray(work[..., start : start + 4])
         res = cv2.remap(
-            chunk, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            chunk, sample_map[..., 0], sample_map[..., 1], cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
         )
         parts.append(res.reshape(res.shape[0], res.shape[1], -1))
     warped = np.concatenate(parts, axis=2)
     out = work.copy()
-    view = out[warp.box.slices()]
-    np.copyto(view, warped, where=(warp.weight > 0)[..., None])
+    np.copyto(out[box.slices()], warped, where=(weight > 0)[..., None])
     if is_bool:
         out = out >= 128
     return out[..., 0] if squeeze else out
