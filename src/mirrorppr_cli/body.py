@@ -33,6 +33,9 @@ N_POSE_POINTS = 33
 
 # MediaPipe pose landmark indices (person's left / right).
 NOSE = 0
+LEFT_EYE, RIGHT_EYE = 2, 5
+LEFT_EAR, RIGHT_EAR = 7, 8
+MOUTH_LEFT, MOUTH_RIGHT = 9, 10
 LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12
 LEFT_ELBOW, RIGHT_ELBOW = 13, 14
 LEFT_WRIST, RIGHT_WRIST = 15, 16
@@ -49,6 +52,7 @@ MASK_THRESHOLD = 0.5
 #: Contour samples are this far apart, in body units (shoulder distances), and at least 2 px.
 CONTOUR_SPACING = 0.02
 MIN_DETECTION_CONFIDENCE = 0.5
+
 
 class NoPersonError(InputError):
     """No person (pose with both shoulders visible) was found where one is needed."""
@@ -175,6 +179,29 @@ class Body:
         spacing = max(2.0, CONTOUR_SPACING * self.frame.unit)
         return person_contour(self.mask, spacing)
 
+    def face_zone(self) -> tuple[np.ndarray, float, float] | None:
+        """The face as an ellipse in the body frame: ``(centre (u, v), half-width,
+        half-height)`` in body units, from the pose's face points (eyes, ears, mouth); None
+        when the eyes and mouth are not all seen. Body operations leave it untouched.
+
+        Half-width: 0.7 × the larger of the ear distance and twice the eye distance;
+        half-height: 1.6 × the eye-to-mouth distance; centre: three quarters of the way from the
+        eyes to the mouth (the ellipse reaches from the brow to below the chin).
+        """
+        needed = (LEFT_EYE, RIGHT_EYE, MOUTH_LEFT, MOUTH_RIGHT)
+        if any(self.visibility[j] < MIN_VISIBILITY for j in needed):
+            return None
+        local = self.frame.to_local(self.points)
+        eyes = local[[LEFT_EYE, RIGHT_EYE]]
+        mouth = local[[MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=0)
+        eye_mid = eyes.mean(axis=0)
+        span = max(
+            float(np.linalg.norm(local[LEFT_EAR] - local[RIGHT_EAR])),
+            2.0 * float(np.linalg.norm(eyes[0] - eyes[1])),
+        )
+        drop = float(np.linalg.norm(mouth - eye_mid))
+        return eye_mid + 0.75 * (mouth - eye_mid), 0.7 * span, 1.6 * drop
+
     @cached_property
     def outside_distance(self) -> np.ndarray:
         """``(H, W)`` float32: distance in px from each background pixel to the person
@@ -244,8 +271,10 @@ def person_contour(mask: np.ndarray, spacing: float) -> Contour:
         if inside.mean() > 0.5:
             nrm = -nrm
         edge = (
-            (pts[:, 0] < 0.5) | (pts[:, 1] < 0.5)
-            | (pts[:, 0] > width - 1.5) | (pts[:, 1] > height - 1.5)
+            (pts[:, 0] < 0.5)
+            | (pts[:, 1] < 0.5)
+            | (pts[:, 0] > width - 1.5)
+            | (pts[:, 1] > height - 1.5)
         )
         points.append(pts)
         normals.append(nrm)
