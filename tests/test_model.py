@@ -168,7 +168,10 @@ def test_config_file_overrides_a_preset(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('base = "paper"\n[joint_training]\nlr = 2e-5\n')
     assert load_config(toml).joint_training.lr == 2e-5
-    # A resolved config round-trips through JSON (what every checkpoint stores).
+    # A resolved config round-trips through JSON (what every checkpoint stores), also under a
+    # name that is no preset.
+    assert from_dict(json.loads(config.to_json())) == config
+    config.name = "small"
     assert from_dict(json.loads(config.to_json())) == config
 
 

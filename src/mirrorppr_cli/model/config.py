@@ -218,7 +218,7 @@ def _merge(target: Any, overrides: dict, where: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {where}{key!r} must be a table of settings")
             _merge(current, value, f"{where}{key}.")
-        elif isinstance(current, tuple) and isinstance(value, list):
+        elif isinstance(value, list):  # every sequence field is a tuple
             setattr(target, key, tuple(value))
         else:
             setattr(target, key, value)
@@ -227,7 +227,9 @@ def _merge(target: Any, overrides: dict, where: str) -> None:
 def from_dict(data: dict) -> ModelConfig:
     """A config from a (possibly partial) dict: ``base`` names the preset it starts from."""
     data = copy.deepcopy(data)
-    base = data.pop("base", data.get("name", "paper"))
+    # A saved (complete) config names itself, possibly with a custom name: start from paper.
+    base = data.pop("base", None) or (data.get("name") if data.get("name") in PRESETS
+                                      else "paper")
     if base not in PRESETS:
         raise ConfigError(f"unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
     config = PRESETS[base]()
