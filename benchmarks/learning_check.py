@@ -16,7 +16,7 @@ substitute (``mae.frozen = false``), at small sizes (see ``SMALL`` below).
     python benchmarks/learning_check.py --faces FOLDER --work /tmp/lc [--steps 1500]
 
 FOLDER holds portraits, one identity per file (identities are split by file name: every third
-sorted file is held out). Prints a table and writes ``WORK/learning_check.json``.
+sorted file is held out). Prints the result and writes ``WORK/RUN/learning_check.json``.
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-data", action="store_true", help="Reuse WORK's shards.")
+    parser.add_argument("--difference-tokens", action="store_true",
+                        help="R-Former variant that also reads after − before (not in the paper).")
+    parser.add_argument("--run", default="run", help="Run folder name inside WORK.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     tick = time.time()
@@ -138,9 +141,11 @@ def main() -> None:
     else:
         shards, bench = prepare(args.faces, args.work, args.pairs, args.seed)
     data_s = time.time() - tick
-    config_file = args.work / "small.json"
-    config_file.write_text(json.dumps(SMALL, indent=1))
-    run = args.work / "run"
+    small = json.loads(json.dumps(SMALL))
+    small["rformer"]["difference_tokens"] = args.difference_tokens
+    config_file = args.work / f"{args.run}.json"
+    config_file.write_text(json.dumps(small, indent=1))
+    run = args.work / args.run
     tick = time.time()
     mirrorppr("train", "extractor", "--data", str(shards), "--out", str(run), "--config",
               str(config_file), "--steps", str(args.steps), "--seed", str(args.seed),
@@ -148,7 +153,8 @@ def main() -> None:
     train_s = time.time() - tick
     result = evaluate(run, bench) | {"steps": args.steps, "data_s": round(data_s, 1),
                                      "train_s": round(train_s, 1), "side": SIDE}
-    (args.work / "learning_check.json").write_text(json.dumps(result, indent=1) + "\n")
+    result["difference_tokens"] = args.difference_tokens
+    (run / "learning_check.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 

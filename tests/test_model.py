@@ -188,3 +188,11 @@ def test_config_errors_name_the_problem(data, message):
 def test_config_spec_that_is_neither_preset_nor_file():
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config("papr")
+
+
+def test_difference_tokens_option(tiny):
+    tiny.rformer.difference_tokens = True
+    extractor = OperationExtractor(tiny.mae, tiny.rformer)
+    same = torch.rand(1, 3, 32, 32)
+    assert extractor(same, same).shape == (1, tiny.rformer.num_queries, tiny.rformer.hidden_size)
+    assert extractor.rformer.image_embed.shape[0] == 3

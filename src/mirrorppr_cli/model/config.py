@@ -42,6 +42,9 @@ class RFormerConfig:
     hidden_size: int = 768
     num_heads: int = 12
     mlp_ratio: float = 4.0  # not in the paper: the standard ViT ratio
+    # Not in the paper: also give the R-Former the per-patch difference (after − before) of
+    # the MAE features as a third token stream, a shortcut to the subtle change.
+    difference_tokens: bool = False
 
 
 @dataclass

@@ -97,14 +97,16 @@ class MAEEncoder(nn.Module):
 
 
 class RFormer(nn.Module):
-    """Learnable query tokens attend over the before/after patch features (table 8)."""
+    """Learnable query tokens attend over the before/after patch features (table 8), and
+    optionally over their difference (``difference_tokens``)."""
 
     def __init__(self, cfg: RFormerConfig, feature_dim: int, num_patches: int):
         super().__init__()
         self.cfg = cfg
         self.input_proj = nn.Linear(feature_dim, cfg.hidden_size)
         # Which image a patch came from (before / after); the MAE already encodes position.
-        self.image_embed = nn.Parameter(torch.zeros(2, cfg.hidden_size))
+        self.image_embed = nn.Parameter(torch.zeros(3 if cfg.difference_tokens else 2,
+                                                    cfg.hidden_size))
         self.queries = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.hidden_size) * 0.02)
         self.blocks = vit_blocks(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.mlp_ratio)
         self.norm = nn.LayerNorm(cfg.hidden_size)
@@ -115,7 +117,10 @@ class RFormer(nn.Module):
         """Patch features ``(B, N, D)`` of both images → ``(B, num_queries, hidden)``."""
         a = self.input_proj(before) + self.image_embed[0]
         b = self.input_proj(after) + self.image_embed[1]
-        tokens = torch.cat([self.queries.expand(a.shape[0], -1, -1), a, b], dim=1)
+        streams = [self.queries.expand(a.shape[0], -1, -1), a, b]
+        if self.cfg.difference_tokens:
+            streams.append(self.input_proj(after - before) + self.image_embed[2])
+        tokens = torch.cat(streams, dim=1)
         tokens = run_blocks(self.blocks, tokens, self.gradient_checkpointing and self.training)
         return self.norm(tokens[:, : self.cfg.num_queries])
 
