@@ -106,8 +106,9 @@ class Operation:
             background next to the contour moves with it, and stops within the halo).
         hull: the region the warp shows in (feathered): ``"op"``, the convex hull of all the
             moving points and anchors; ``"point"``, the union of one hull per moving point over
-            its anchors within ``ring[1]`` and its halo points (stays local for two-sided and
-            curved groups: no pixel farther than ``max(ring[1], halo)`` from a moving point).
+            its anchors within ``ring[1]``, its chain neighbours and its halo points (stays
+            local for two-sided and curved groups: nothing farther from a moving point than
+            ``ring[1]``, or ``halo`` + the oval's landmark spacing, plus the feather).
         chains: ordered runs of moving landmarks along a contour. The warp gets extra handles
             between consecutive ones (see :data:`~mirrorppr_cli.ops.compose.CHAIN_SPACING`),
             displaced by linear interpolation, so the contour moves as a smooth curve instead
@@ -284,7 +285,8 @@ CATALOG: dict[str, Operation] = {
             "jawline", "face shape", "square the jawline", "sharpen the jawline",
             moving=(R.RIGHT_JAW_ANGLE, R.LEFT_JAW_ANGLE),
             rule=Shift("u", 0.05, outward=True),
-            ring=(0.25, 0.45), halo=0.3, hull="point", chains=(R.RIGHT_JAW_ANGLE, R.LEFT_JAW_ANGLE),
+            ring=(0.25, 0.45), halo=0.3, hull="point",
+            chains=(R.RIGHT_JAW_ANGLE, R.LEFT_JAW_ANGLE),
         ),
         # Chin: its lowest silhouette points and the mesh above them moved 0.06 down (longer)
         # or up (shorter); the lower lip and the jaw stay.
@@ -346,7 +348,7 @@ CATALOG: dict[str, Operation] = {
             hull="point",
         ),
         # Nose size: the nose below its root scaled about the mid-bridge (195), ×1.2 / ×0.85:
-        # the tip moves ≈ 0.05 along the face, the alae ≈ 0.05 across it.
+        # the tip moves ≈ 0.07 along the face, each ala ≈ 0.06 across it.
         Operation(
             "nose_resize", "nose", "enlarge nose", "shrink nose",
             moving=(R.NOSE_WHOLE,),

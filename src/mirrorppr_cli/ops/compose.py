@@ -107,17 +107,21 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
     fixed = sorted(anchors.difference(moving))
     shifts = np.array([displacement[i] for i in moving]).reshape(-1, 2)
     fixed = _unstrained(points, fixed, moving, shifts)
+    extra_src, extra_shift = _chain_handles(points, local, sorted(chains), displacement)
+    if len(extra_src):
+        fixed = [i for i, keep in zip(
+            fixed, _unstrained_points(points[fixed], extra_src, extra_shift), strict=True) if keep]
     fixed = thinned(local, fixed, ANCHOR_SPACING)
     src = points[moving + fixed]
-    extra_src, extra_shift = _chain_handles(points, local, sorted(chains), displacement)
     if len(extra_src):
         src = np.concatenate([src, extra_src])
     halo = np.unique(np.concatenate(halo_kept), axis=0) if per_op else np.empty((0, 2))
     if len(halo):
         halo = frame.to_image(halo)
-        dist = np.linalg.norm(halo[:, None] - points[moving][None], axis=-1)
-        strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
-        src = np.concatenate([src, halo[strain.max(axis=1) <= MAX_ANCHOR_STRAIN]])
+        keep = _unstrained_points(halo, points[moving], shifts)
+        if len(extra_src):
+            keep &= _unstrained_points(halo, extra_src, extra_shift)
+        src = np.concatenate([src, halo[keep]])
     dst = src.copy()
     dst[: len(moving)] += shifts
     dst[len(moving) + len(fixed) : len(moving) + len(fixed) + len(extra_src)] += extra_shift
@@ -162,6 +166,18 @@ def _clear_points(candidates: np.ndarray, moving: np.ndarray, clearance: float) 
         return candidates
     dist = np.linalg.norm(candidates[:, None] - moving[None], axis=-1).min(axis=1)
     return candidates[dist >= clearance]
+
+
+def _unstrained_points(
+    candidates: np.ndarray, handles: np.ndarray, shifts: np.ndarray
+) -> np.ndarray:
+    """Boolean mask: fixed ``candidates`` (px) that no moving ``handles`` (px, displaced by
+    ``shifts``) would strain beyond :data:`MAX_ANCHOR_STRAIN`."""
+    if len(candidates) == 0 or len(handles) == 0:
+        return np.ones(len(candidates), bool)
+    dist = np.linalg.norm(candidates[:, None] - handles[None], axis=-1)
+    strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
+    return strain.max(axis=1) <= MAX_ANCHOR_STRAIN
 
 
 def _unstrained(
