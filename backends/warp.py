@@ -8,6 +8,18 @@ from mirrorppr_cli.ops import OpRequest, plan_warp
 from mirrorppr_cli.warp import DEFAULT_GRID, apply_local_warp
 
 
+def _rgb8(pixels: np.ndarray) -> np.ndarray:
+    """A detector view of any supported pixel array: (H, W, 3) uint8 RGB."""
+    from mirrorppr_cli.io import to_uint8
+
+    p = to_uint8(pixels)
+    if p.ndim == 2:
+        p = p[..., None]
+    if p.shape[2] in (1, 2):
+        return np.repeat(p[..., :1], 3, axis=2)
+    return np.ascontiguousarray(p[..., :3])
+
+
 class WarpBackend:
     """Landmark-guided local warping (the paper's LLW), fast coarse-grid path by default."""
 
@@ -37,6 +49,15 @@ class WarpBackend:
         """Compose ``requests`` on the face with ``face_points`` into one warp and apply it."""
         warp = plan_warp(face_points, requests)
         return apply_local_warp(pixels, warp, method=self.method, grid=self.grid)
+
+    def apply_body_ops(self, pixels: np.ndarray, requests: list[OpRequest]) -> np.ndarray:
+        """Body operations (pose + person mask, one confined warp per op) on ``pixels``."""
+        from mirrorppr_cli.body import detect_body
+        from mirrorppr_cli.ops.body_catalog import apply_body_ops
+
+        rgb = pixels if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8 \
+            else _rgb8(pixels)
+        return apply_body_ops(pixels, detect_body(rgb), requests)
 
     def retouch(
         self, before: np.ndarray, after: np.ndarray, query: np.ndarray, strength: float = 1.0

@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from skimage import data
 
 from mirrorppr_cli import body as B
@@ -681,3 +682,44 @@ def test_full_length_portrait_redetected(obama3, name, key, sign):
     assert abs(change) >= 1.5 * jitter[key]
     assert abs(got["shoulders"] - base["shoulders"]) <= jitter["shoulders"] + 3.0
     assert np.array_equal(out[~plan.changed(body.shape)], rgb[~plan.changed(body.shape)])
+
+
+# --------------------------------------------------------------------------------------------
+# wiring: `mirrorppr ops` and `mirrorppr apply` know the body operations
+
+
+def test_cli_ops_lists_all_27_operations():
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from mirrorppr_cli.cli import app
+
+    result = CliRunner().invoke(app, ["ops", "--json"])
+    names = [op["name"] for op in _json.loads(result.stdout)["operations"]]
+    assert len(names) == 27 and len(set(names)) == 27
+    assert set(BODY_CATALOG) <= set(names)
+
+
+def test_cli_apply_body_and_face_ops_together(tmp_path):
+    from typer.testing import CliRunner
+
+    from mirrorppr_cli.cli import app
+
+    src = tmp_path / "a.png"
+    Image.fromarray(data.astronaut()).save(src)
+    out = tmp_path / "b.png"
+    runner = CliRunner()
+    result = runner.invoke(app, ["apply", str(src), "--op", "shoulder_width=-60", "--op",
+                                 "eye_resize=30", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    before, after = data.astronaut(), np.asarray(Image.open(out))
+    changed = np.any(before != after, axis=-1)
+    rows = np.where(changed.any(axis=1))[0]
+    assert changed.sum() > 1000 and rows.max() > 400  # shoulders (low) and eyes (high) moved
+    assert changed[:40].sum() == 0  # the top of the frame is untouched
+    # a body part the photo does not show is a clear input error
+    missing = runner.invoke(app, ["apply", str(src), "--op", "waist_slim=50", "-o",
+                                  str(tmp_path / "c.png")])
+    assert missing.exit_code == 3 and "waist" in missing.output
+    assert not (tmp_path / "c.png").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import Backend, require
-from .errors import OutputError
+from .errors import OutputError, UsageError
 from .io import Picture, read_image, with_pixels, write_image
 from .landmarks import find_faces, select_face
 from .ops import OpRequest
@@ -49,16 +49,27 @@ def apply_ops_to_picture(
     name: str = "image",
 ) -> tuple[Picture, ApplyReport]:
     """Detect the face, apply ``requests`` with ``backend``; return the new picture and a report."""
+    from .ops.body_catalog import is_body_operation
+
     require(backend, "ops")
-    faces = find_faces(picture.rgb8())
-    face = select_face(faces, face_index, name=name)
-    pixels = backend.apply_ops(picture.pixels, face.points, requests)
+    face_requests = [r for r in requests if not is_body_operation(r.name)]
+    body_requests = [r for r in requests if is_body_operation(r.name)]
+    pixels = picture.pixels
+    faces, face = [], None
+    if face_requests:
+        faces = find_faces(picture.rgb8())
+        face = select_face(faces, face_index, name=name)
+        pixels = backend.apply_ops(pixels, face.points, face_requests)
+    if body_requests:
+        if not hasattr(backend, "apply_body_ops"):
+            raise UsageError(f"backend {backend.name!r} has no body operations")
+        pixels = backend.apply_body_ops(pixels, body_requests)
     changed = int(np.any(pixels != picture.pixels, axis=-1).sum())
     report = ApplyReport(
         input=name,
         faces_found=len(faces),
-        face=faces.index(face),
-        face_box=[round(v, 2) for v in face.box],
+        face=faces.index(face) if face is not None else None,
+        face_box=[round(v, 2) for v in face.box] if face is not None else None,
         ops=[{"name": r.name, "strength": r.strength} for r in requests],
         changed_pixels=changed,
         size=[picture.width, picture.height],

@@ -59,10 +59,11 @@ def ops_command(
 ) -> None:
     """List the operation catalog: names, regions and what + and − strengths do."""
     from .ops import CATALOG
+    from .ops.body_catalog import BODY_CATALOG
 
     rows = [
         {"name": op.name, "region": op.region, "plus": op.plus, "minus": op.minus}
-        for op in CATALOG.values()
+        for op in (*CATALOG.values(), *BODY_CATALOG.values())
     ]
     if as_json:
         print(json.dumps({"strength_range": [-100, 100], "operations": rows}, indent=2))

@@ -55,7 +55,10 @@ def parse_op(text: str) -> OpRequest:
     if not match:
         raise UsageError(f"--op {text!r}: expected NAME=STRENGTH, e.g. eye_resize=40")
     name, value = match.group(1), float(match.group(2))
-    get_operation(name)
+    from .body_catalog import is_body_operation  # body ops share the --op syntax
+
+    if not is_body_operation(name):
+        get_operation(name)
     if not math.isfinite(value) or abs(value) > MAX_STRENGTH:
         raise UsageError(f"--op {text!r}: strength must be between -100 and 100")
     return OpRequest(name, value)
