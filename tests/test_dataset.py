@@ -892,7 +892,7 @@ def test_cli_json_summary(reference_build):
 @pytest.mark.parametrize(("option", "value", "words"), [
     ("--engine", "nope", "--engine"),
     ("--format", "gif", "--format"),
-    ("--subset", "professional", "professional"),
+    ("--subset", "pro", "pro"),
     ("--benchmark", "lfw", "--benchmark"),
 ])
 def test_cli_rejects_bad_choices(portraits, tmp_path, option, value, words):

@@ -166,6 +166,9 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
             if r.status == "ok":
                 note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
                 out.print(f"{r.input} → {r.output}{note}", highlight=False, soft_wrap=True)
+                for text in getattr(r, "notes", None) or ():
+                    err.print(f"[yellow]note:[/] {r.input}: {text}", highlight=False,
+                              soft_wrap=True)
         if batch:
             out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed")
     if failed:
@@ -406,6 +409,8 @@ def retouch_command(
             "edit": {"region": [int(v) for v in (box.x0, box.y0, box.x1, box.y1)],
                      "max_motion_px": round(measured.edit.max_motion_px, 3)},
             **({"catalog": measured.explanation.to_dict()} if measured.explanation else {}),
+            **({"body": measured.body.to_dict()} if measured.body else {}),
+            **({"notes": list(measured.notes)} if measured.notes else {}),
         },
     )
 
@@ -427,26 +432,35 @@ def explain_command(
         measured = load_exemplar(*exemplar, mode="catalog", max_pixels=max_pixels)
     except MirrorError as error:
         raise _fail(error) from None
-    explanation = measured.explanation
+    explanation, body = measured.explanation, measured.body
     if as_json:
-        print(json.dumps(explanation.to_dict(), indent=2))
+        print(json.dumps({**explanation.to_dict(), "body": body.to_dict() if body else None,
+                          "notes": list(measured.notes)}, indent=2))
         return
     table = Table(title=f"{exemplar[0].name} → {exemplar[1].name}")
     table.add_column("operation")
     table.add_column("strength", justify="right")
     table.add_column("meaning")
-    for r in explanation.ops:
+    for r in [*explanation.ops, *(body.ops if body else [])]:
         op = CATALOG_META(r.name)
         table.add_row(r.name, f"{r.strength:+.0f}", op.plus if r.strength > 0 else op.minus)
     out.print(table)
     out.print(f"the catalog explains {100 * explanation.explained:.0f} % of the measured motion "
               f"(mean {explanation.motion_px:.2f} px)", highlight=False)
+    if body:
+        hidden = (f"; not visible in the exemplar: {', '.join(body.not_visible)}"
+                  if body.not_visible else "")
+        out.print(f"the body operations explain {100 * body.explained:.0f} % of the measured "
+                  f"body motion (mean {body.motion_px:.2f} px){hidden}", highlight=False)
+    for text in measured.notes:
+        out.print(f"note: {text}", highlight=False)
 
 
 def CATALOG_META(name: str):  # noqa: N802 - a lookup, named like the table it reads
     from .ops import get_operation
+    from .ops.body_catalog import get_body_operation, is_body_operation
 
-    return get_operation(name)
+    return get_body_operation(name) if is_body_operation(name) else get_operation(name)
 
 
 @app.command("build-dataset")
@@ -454,7 +468,12 @@ def build_dataset_command(
     faces: Annotated[Path, typer.Option("--faces", help="Folder of source portraits.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
     subset: Annotated[
-        str, typer.Option("--subset", help="Training subset to build: simulated.")
+        str,
+        typer.Option(
+            "--subset",
+            help="Training subset to build: simulated (8 face ops, near-frontal portraits) or "
+            "professional (1-7 of the 27 face and body ops, half- and full-body portraits).",
+        ),
     ] = "simulated",
     benchmark: Annotated[
         str | None,
@@ -483,7 +502,8 @@ def build_dataset_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Build the simulated training subset (sharded, resumable) or a SimFace-style benchmark."""
+    """Build a training subset (simulated or professional; sharded, resumable) or a
+    SimFace-style benchmark."""
     from .data import build as B
     from .data.simface import build_simface
 
@@ -505,14 +525,13 @@ def build_dataset_command(
                     on_item=lambda _: progress.advance(task),
                 )
         else:
-            if subset != "simulated":
+            if subset not in B.SUBSETS:
                 raise UsageError(
-                    f"--subset {subset!r}: only 'simulated' can be built here (the professional "
-                    "subset comes from a commercial retouching service)"
+                    f"--subset must be one of {', '.join(B.SUBSETS)}, not {subset!r}"
                 )
             plan = B.make_plan(
-                faces, seed=seed, pairs=pairs, augmentations=augment, area=size * size,
-                image_format=image_format, shard_size=shard_size,
+                faces, subset=subset, seed=seed, pairs=pairs, augmentations=augment,
+                area=size * size, image_format=image_format, shard_size=shard_size,
             )
             todo = B.prepare_output(out_dir, plan, force=force)
             with progress:
@@ -539,6 +558,12 @@ def build_dataset_command(
     else:
         message = (f"{summary['pairs']} pairs, {summary['quadruplets']} quadruplets from "
                    f"{summary['used']} of {summary['sources']} portraits → {out_dir}")
+        if "ops_per_pair" in summary:
+            counts = ", ".join(f"{n}: {c}" for n, c in summary["ops_per_pair"].items())
+            message += f"\n{subset} subset; pairs by operation count: {counts or 'none'}"
+            if summary["ops_not_visible"]:
+                message += (f"; {summary['ops_not_visible']} sampled body operation(s) "
+                            "not visible, left out")
         reasons = dict(summary["skipped"])
         if summary["failed_sources"]:
             reasons["unreadable"] = len(summary["failed_sources"])

@@ -16,19 +16,30 @@ the region the edit and the operations cover and fitted in three steps:
    itself (:data:`REFINE`).
 
 How much of the measured motion (squared) the fitted operations explain is reported.
+
+Body operations (:data:`~mirrorppr_cli.ops.body_catalog.BODY_CATALOG`) are fitted the same way
+(:func:`explain_body`) to the body motion measured outside the face
+(:func:`~mirrorppr_cli.transfer.estimate_body_motion`): each operation's field is that of
+:func:`~mirrorppr_cli.ops.body_catalog.plan_body_warp` on the exemplar's own body at
+±``BASIS_STRENGTH`` — the warp's sampling map minus the identity, i.e. the same backward
+convention as the measured flow (``after(x) = before(x + d(x))``, ``(x, y)`` px) and as the
+face fields; operations whose part is not visible in the exemplar are left out. The face fit
+is unchanged by it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.optimize import nnls
 
+from .body import Body
 from .ops import CATALOG, OpRequest, plan_warp
-from .transfer import Edit
+from .ops.body_catalog import BODY_CATALOG, BodyPartNotVisible, plan_body_warp
+from .transfer import BodyMotion, Edit
 from .warp import Box, feather_mask, inverse_map_fast, pixel_grid
 
 #: Sampling step (px) of the fit grid, and strengths weaker than this are dropped.
@@ -84,6 +95,22 @@ class Explanation:
         return f"{', '.join(parts)} (explains {100 * self.explained:.0f} % of the motion)"
 
 
+@dataclass(frozen=True)
+class BodyExplanation(Explanation):
+    """Fitted body operations (:data:`~mirrorppr_cli.ops.body_catalog.BODY_CATALOG`), the share
+    of the measured *body* motion they explain, and the operations not fitted because their
+    body part is not visible in the exemplar."""
+
+    not_visible: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "not_visible": list(self.not_visible)}
+
+    def describe(self) -> str:
+        parts = [f"{r.name} {r.strength:+.0f}" for r in self.ops] or ["no body operation"]
+        return f"{', '.join(parts)} (explains {100 * self.explained:.0f} % of the body motion)"
+
+
 def _field(points: np.ndarray, requests: list[OpRequest], shape: tuple[int, int],
            box: Box) -> np.ndarray:
     """Backward displacement ``(h, w, 2)`` over ``box`` of operations, as applied (feathered)."""
@@ -123,9 +150,29 @@ def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = No
             columns.append(field[sl].reshape(-1))
             labels.append((name, sign))
     basis = np.stack(columns, axis=1)
+
+    def composed(st: dict[str, float]) -> np.ndarray:
+        return _field(edit.points, [OpRequest(n, v) for n, v in st.items()], shape, box)[sl].reshape(-1)
+
+    fitted = _fit(basis, target, labels, composed, min_gain)
+    if fitted is None:
+        return Explanation([], 0.0, 0.0)
+    ops, explained = fitted
+    moving = np.linalg.norm(edit.flow, axis=-1)
+    return Explanation(ops, float(explained), float(moving[moving > 0].mean()) if moving.any() else 0.0)
+
+
+def _fit(
+    basis: np.ndarray, target: np.ndarray, labels: list[tuple[str, float]],
+    composed: Callable[[dict[str, float]], np.ndarray], min_gain: float,
+) -> tuple[list[OpRequest], float] | None:
+    """``(operations strongest first, explained share)`` fitted to ``target``; None when there
+    is no motion. ``basis``: one column per ``labels`` entry ``(name, ±1)``, the operation's
+    field at ±BASIS_STRENGTH; ``composed(strengths)``: the field of several operations planned
+    together (for :func:`_refine`). Selection, NNLS and refinement as the module describes."""
     total = float(np.sum(target**2))
     if total <= 0:
-        return Explanation([], 0.0, 0.0)
+        return None
     coef = np.zeros(len(labels))
     chosen = _select(basis, target, min_gain)
     if chosen:
@@ -137,34 +184,26 @@ def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = No
     strengths = {n: float(np.clip(v, -100, 100)) for n, v in strengths.items()
                  if abs(v) >= MIN_STRENGTH}
     if REFINE and strengths:
-        strengths, residual = _refine(edit.points, shape, box, sl, target, basis, labels,
-                                      strengths)
+        strengths, residual = _refine(composed, target, basis, labels, strengths)
         weak = [n for n, v in strengths.items() if abs(v) < MIN_STRENGTH]
         if weak:
             strengths = {n: v for n, v in strengths.items() if n not in weak}
-            fitted = _field(edit.points, [OpRequest(n, v) for n, v in strengths.items()],
-                            shape, box)[sl].reshape(-1)
-            residual = float(np.sum((fitted - target) ** 2))
+            residual = float(np.sum((composed(strengths) - target) ** 2))
     explained = 1.0 - residual / total
     ops = [OpRequest(n, round(v, 1)) for n, v in strengths.items()]
     ops.sort(key=lambda r: -abs(r.strength))
-    moving = np.linalg.norm(edit.flow, axis=-1)
-    return Explanation(ops, float(explained), float(moving[moving > 0].mean()) if moving.any() else 0.0)
+    return ops, float(explained)
 
 
 def _refine(
-    points: np.ndarray, shape: tuple[int, int], box: Box, sl: tuple[slice, slice],
-    target: np.ndarray, basis: np.ndarray, labels: list[tuple[str, float]],
-    strengths: dict[str, float],
+    field: Callable[[dict[str, float]], np.ndarray], target: np.ndarray, basis: np.ndarray,
+    labels: list[tuple[str, float]], strengths: dict[str, float],
 ) -> tuple[dict[str, float], float]:
     """``(strengths, squared residual)`` after Gauss–Newton steps against the *composed* field
-    (one plan_warp of all the operations), each operation's field at ±BASIS_STRENGTH, divided
-    by it, standing for its derivative; a step is kept only if it lowers the residual."""
+    (``field``: all the operations planned together), each operation's field at
+    ±BASIS_STRENGTH, divided by it, standing for its derivative; a step is kept only if it
+    lowers the residual."""
     column = {label: k for k, label in enumerate(labels)}
-
-    def field(st: dict[str, float]) -> np.ndarray:
-        return _field(points, [OpRequest(n, v) for n, v in st.items()], shape, box)[sl].reshape(-1)
-
     best = dict(strengths)
     best_res = float(np.sum((field(best) - target) ** 2))
     for _ in range(REFINE):
@@ -249,3 +288,69 @@ def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) 
     rest = rest * (edit.weight > 0)[..., None]
     return Edit(rest, edit.weight, edit.box, edit.points,
                 float(np.linalg.norm(rest, axis=-1).max()))
+
+
+def _body_field(body: Body, requests: list[OpRequest], box: Box, *,
+                strict: bool = False) -> np.ndarray:
+    """Backward displacement ``(h, w, 2)`` over ``box`` of body operations planned on ``body``
+    (the composed sampling map of :func:`plan_body_warp` minus the identity, confinement
+    included): the convention of the measured flow and of :func:`_field`."""
+    warp = plan_body_warp(body, requests, strict=strict)
+    out = np.zeros((box.height, box.width, 2))
+    if warp.is_identity:
+        return out
+    wb = warp.box
+    inter = Box(max(box.x0, wb.x0), max(box.y0, wb.y0), min(box.x1, wb.x1), min(box.y1, wb.y1))
+    if inter.empty:
+        return out
+    disp = warp.sample_map[inter.y0 - wb.y0 : inter.y1 - wb.y0, inter.x0 - wb.x0 : inter.x1 - wb.x0]
+    out[inter.y0 - box.y0 : inter.y1 - box.y0, inter.x0 - box.x0 : inter.x1 - box.x0] = (
+        disp - pixel_grid(inter)
+    )
+    return out
+
+
+def explain_body(motion: BodyMotion, body: Body, min_gain: float = MIN_GAIN) -> BodyExplanation:
+    """Fit body-operation strengths to ``motion`` (:func:`~mirrorppr_cli.transfer.
+    estimate_body_motion`), planned on the exemplar's own ``body`` (its *before*).
+
+    As :func:`explain` for the face: each operation's field at ±:data:`BASIS_STRENGTH`,
+    forward selection, NNLS, refinement against the composed warp. Only operations whose
+    part is visible in the exemplar are fitted (the others are listed in ``not_visible``); the
+    fit uses the body region's samples only (outside it the flow is not measured).
+    """
+    if motion.empty:
+        return BodyExplanation([], 0.0, 0.0)
+    box = motion.box
+    sl = (slice(0, box.height, FIT_STEP), slice(0, box.width, FIT_STEP))
+    rows = np.repeat(motion.region[sl].reshape(-1), 2)
+    target = motion.flow[sl].reshape(-1).astype(np.float64)[rows]
+    columns, labels, hidden = [], [], []
+    for name in BODY_CATALOG:
+        fields = []
+        for sign in (1.0, -1.0):
+            try:
+                fields.append(_body_field(body, [OpRequest(name, BASIS_STRENGTH * sign)], box,
+                                          strict=True))
+            except BodyPartNotVisible:
+                break
+        if len(fields) < 2:
+            hidden.append(name)
+            continue
+        for sign, field in zip((1.0, -1.0), fields, strict=True):
+            columns.append(field[sl].reshape(-1)[rows])
+            labels.append((name, sign))
+    moving = np.linalg.norm(motion.flow, axis=-1)
+    motion_px = float(moving[moving > 0].mean()) if moving.any() else 0.0
+    if not columns:
+        return BodyExplanation([], 0.0, motion_px, tuple(hidden))
+    basis = np.stack(columns, axis=1)
+
+    def composed(st: dict[str, float]) -> np.ndarray:
+        return _body_field(body, [OpRequest(n, v) for n, v in st.items()], box)[sl].reshape(-1)[rows]
+
+    fitted = _fit(basis, target, labels, composed, min_gain)
+    if fitted is None:
+        return BodyExplanation([], 0.0, 0.0, tuple(hidden))
+    ops, explained = fitted
+    return BodyExplanation(ops, explained, motion_px, tuple(hidden))

@@ -1,1 +1,2 @@
-"""build-dataset: simulated LLW pairs, self-augmented quadruplets, benchmark sets, shards."""
+"""build-dataset: simulated and professional-style pairs, self-augmented quadruplets,
+benchmark sets, shards."""

@@ -20,13 +20,15 @@ from pathlib import Path
 from .. import __version__
 from ..errors import OutputError, UsageError
 from ..inputs import expand_inputs
-from .filters import FaceFilter
-from .pairs import PairSettings, make_samples
+from .filters import PROFESSIONAL_FACE_FILTER, FaceFilter
+from .pairs import PairSettings, make_professional_samples, make_samples
 from .shards import sha256, tar_bytes, write_atomic, write_json_atomic
 
 PLAN_FILE = "plan.json"
 MANIFEST_FILE = "manifest.jsonl"
 SUMMARY_FILE = "summary.json"
+#: Training subsets ``build-dataset --subset`` makes (see :mod:`mirrorppr_cli.data.pairs`).
+SUBSETS = ("simulated", "professional")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class BuildPlan:
     shard_size: int
     face_filter: dict = field(default_factory=lambda: FaceFilter().to_dict())
     version: str = __version__
+    subset: str = "simulated"
 
     @property
     def shard_count(self) -> int:
@@ -61,11 +64,23 @@ class BuildPlan:
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.subset == "simulated":  # plan.json of simulated builds as before subsets
+            del data["subset"]
+        return data
 
 
-def make_plan(faces_dir: Path, **settings) -> BuildPlan:
-    """A plan over every image in ``faces_dir`` (sorted, relative paths)."""
+def make_plan(faces_dir: Path, *, subset: str = "simulated", **settings) -> BuildPlan:
+    """A plan over every image in ``faces_dir`` (sorted, relative paths).
+
+    ``subset``: one of :data:`SUBSETS`; the professional subset's default face filter is
+    :data:`~mirrorppr_cli.data.filters.PROFESSIONAL_FACE_FILTER` (smaller faces).
+    """
+    if subset not in SUBSETS:
+        raise UsageError(f"--subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
+    if subset != "simulated":
+        settings = {"subset": subset, **settings}
+        settings.setdefault("face_filter", PROFESSIONAL_FACE_FILTER.to_dict())
     files = expand_inputs(faces_dir)
     sources = sorted(str(p.relative_to(faces_dir)) for p in files)
     return BuildPlan(faces_dir=str(faces_dir.resolve()), sources=sources, **settings)
@@ -91,13 +106,14 @@ def build_shard(plan_dict: dict, out: str, index: int) -> dict:
     """Make, write and return the sidecar of one shard. Runs in a worker (local or Ray)."""
     plan = BuildPlan(**plan_dict)
     settings = plan.settings()
+    make = make_professional_samples if plan.subset == "professional" else make_samples
     members: list[tuple[str, bytes]] = []
     records: list[dict] = []
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
     for source in plan.shard_sources(index):
         try:
-            result = make_samples(Path(plan.faces_dir), source, plan.seed, settings)
+            result = make(Path(plan.faces_dir), source, plan.seed, settings)
         except Exception as error:  # an unreadable file must not sink the build
             # relative paths only: the sidecar's bytes must not depend on where sources sit
             message = str(error).replace(str(Path(plan.faces_dir) / source), source)
@@ -192,8 +208,17 @@ def run_ray(
 
 
 def finalize(plan: BuildPlan, out: Path) -> dict:
-    """Merge shard sidecars into ``manifest.jsonl`` and ``summary.json``; return the summary."""
+    """Merge shard sidecars into ``manifest.jsonl`` and ``summary.json``; return the summary.
+
+    Professional builds also list, in the manifest, each pair's ``ops_skipped`` and, in the
+    summary, the subset, the number of pairs per operation count (``ops_per_pair``), the
+    instances of each operation (``op_instances``) and the sampled body operations that
+    could not be applied (``ops_not_visible``).
+    """
     lines: list[str] = []
+    per_pair: Counter = Counter()
+    instances: Counter = Counter()
+    not_visible = 0
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
     for index in range(plan.shard_count):
@@ -202,6 +227,11 @@ def finalize(plan: BuildPlan, out: Path) -> dict:
             entry = {k: record[k] for k in ("key", "source", "pair_index", "ops", "size")}
             entry["augmentations"] = record["augmentations"]
             entry["shard"] = meta["shard"]
+            if "ops_skipped" in record:
+                entry["ops_skipped"] = record["ops_skipped"]
+                not_visible += len(record["ops_skipped"])
+            per_pair[len(record["ops"])] += 1
+            instances.update(op["name"] for op in record["ops"])
             lines.append(json.dumps(entry, sort_keys=True))
         skipped.update(meta["skipped"])
         failed.update(meta["failed"])
@@ -217,5 +247,10 @@ def finalize(plan: BuildPlan, out: Path) -> dict:
         "shards": plan.shard_count,
         "seed": plan.seed,
     }
+    if plan.subset != "simulated":
+        summary["subset"] = plan.subset
+        summary["ops_per_pair"] = {str(n): per_pair[n] for n in sorted(per_pair)}
+        summary["op_instances"] = dict(sorted(instances.items()))
+        summary["ops_not_visible"] = not_visible
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary

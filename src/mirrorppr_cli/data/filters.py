@@ -61,3 +61,31 @@ def reject_reason(faces: list[Face], config: FaceFilter, image_side: float) -> s
     if max(abs(a) for a in head_pose(face)) > config.max_pose_deg:
         return "head_pose"
     return None
+
+
+#: Face thresholds of the professional subset: half- and full-body shots show small faces
+#: (0.02 is 20 px between the eyes at 1024²; ``landmarks.find_faces`` finds faces that small).
+PROFESSIONAL_FACE_FILTER = FaceFilter(min_eye_distance=0.02, max_pose_deg=25.0)
+
+# MediaPipe pose indices: elbows and hips show that a shot is wider than head-and-shoulders.
+_BELOW_SHOULDERS = (13, 14, 23, 24)
+_POSE_NOSE = 0
+#: The pose's nose must lie within this many face-box sizes of the face box's centre.
+BODY_FACE_MATCH = 0.5
+
+
+def body_reject_reason(face: Face, body) -> str | None:
+    """Why a portrait with one usable ``face`` and a detected ``body``
+    (:class:`mirrorppr_cli.body.Body`) is not a professional-subset source, or ``None``.
+
+    * ``face_body_mismatch``: the pose's nose is not on the face (the body found is another
+      person's, or the face is);
+    * ``close_up``: neither an elbow nor a hip is seen, so not a half- or full-body shot.
+    """
+    x0, y0, x1, y1 = (*face.points.min(axis=0), *face.points.max(axis=0))
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    if np.linalg.norm(body.points[_POSE_NOSE] - centre) > BODY_FACE_MATCH * max(x1 - x0, y1 - y0):
+        return "face_body_mismatch"
+    if not any(body.seen(i) for i in _BELOW_SHOULDERS):
+        return "close_up"
+    return None

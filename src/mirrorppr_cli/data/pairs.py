@@ -1,4 +1,10 @@
-"""One source portrait → simulated retouched pairs and their self-augmented query pairs."""
+"""One source portrait → retouched pairs and their self-augmented query pairs.
+
+Two subsets: *simulated* (:func:`make_samples`: the official generator's eight face
+operations on near-frontal portraits) and *professional* (:func:`make_professional_samples`:
+1–7 operations of the full 27-operation catalog, face and body, on half- and full-body
+portraits of one person). Both write the same tar member layout.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +22,10 @@ from PIL import Image
 from ..io import read_image
 from ..landmarks import find_faces
 from ..ops import plan_warp
-from ..warp import apply_local_warp, mls_similarity
+from ..warp import apply_local_warp, mls_similarity, pixel_grid
 from .augment import SIDE_MULTIPLE, apply_augmentation, sample_augmentation, transform_points
-from .filters import FaceFilter, reject_reason
-from .sampling import sample_ops, sample_rng
+from .filters import FaceFilter, body_reject_reason, reject_reason
+from .sampling import professional_catalog, sample_ops, sample_professional_ops, sample_rng
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,6 @@ def make_samples(faces_dir: Path, source: str, seed: int, settings: PairSettings
         return result
     points = faces[0].points
     size = (rgb.shape[1], rgb.shape[0])
-    ext = settings.image_format
     base = source_key(source)
     for j in range(settings.pairs):
         rng = sample_rng(seed, source, j)
@@ -130,16 +135,184 @@ def make_samples(faces_dir: Path, source: str, seed: int, settings: PairSettings
         edited = apply_local_warp(rgb, warp)
         key = f"{base}-p{j:03d}"
         record = pair_record(key, source, j, size, requests, points, warp)
-        members = [(f"{key}.src.{ext}", encode(rgb, ext)), (f"{key}.tgt.{ext}", encode(edited, ext))]
-        for k in range(settings.augmentations):
-            aug = sample_augmentation(sample_rng(seed, source, j, stream=k + 1), size, points, settings.area)
-            record_augmentation(record, aug, points, size)
-            members.append((f"{key}.a{k:02d}_src.{ext}", encode(apply_augmentation(rgb, aug), ext)))
-            members.append(
-                (f"{key}.a{k:02d}_tgt.{ext}", encode(apply_augmentation(edited, aug), ext))
-            )
-        result.records.append(record)
-        # WebDataset reads a sample's files as one contiguous run of members
-        result.members.append((f"{key}.json", json.dumps(record, sort_keys=True).encode()))
-        result.members.extend(members)
+        _add_views(result, record, rgb, edited, points, points, (seed, source, j), settings)
+    return result
+
+
+def _add_views(result: SourceResult, record: dict, rgb: np.ndarray, edited: np.ndarray,
+               points: np.ndarray, keep: np.ndarray, ids: tuple[int, str, int],
+               settings: PairSettings) -> None:
+    """Encode the pair and its ``settings.augmentations`` self-augmented views (each crop
+    keeps every point of ``keep``), record the views, append the sample to ``result``."""
+    seed, source, j = ids
+    key, ext, size = record["key"], settings.image_format, (rgb.shape[1], rgb.shape[0])
+    members = [(f"{key}.src.{ext}", encode(rgb, ext)), (f"{key}.tgt.{ext}", encode(edited, ext))]
+    for k in range(settings.augmentations):
+        aug = sample_augmentation(sample_rng(seed, source, j, stream=k + 1), size, keep, settings.area)
+        record_augmentation(record, aug, points, size)
+        members.append((f"{key}.a{k:02d}_src.{ext}", encode(apply_augmentation(rgb, aug), ext)))
+        members.append(
+            (f"{key}.a{k:02d}_tgt.{ext}", encode(apply_augmentation(edited, aug), ext))
+        )
+    result.records.append(record)
+    # WebDataset reads a sample's files as one contiguous run of members
+    result.members.append((f"{key}.json", json.dumps(record, sort_keys=True).encode()))
+    result.members.extend(members)
+
+
+# --------------------------------------------------------------------------- professional
+
+#: Moving outline points of a body operation that move at least this far (px) are kept
+#: inside every augmented view's crop, with the face, so each view shows the whole edit.
+KEEP_MOVE_PX = 1.0
+
+
+def visible_body_ops(body) -> list[str]:
+    """The body operations (body-catalog order) whose part ``body`` shows: at full strength
+    some of the person's outline moves (:meth:`BodyOperation.controls` does not raise
+    :class:`~mirrorppr_cli.ops.body_catalog.BodyPartNotVisible`)."""
+    from ..ops.body_catalog import BODY_CATALOG, MAX_STRENGTH, BodyPartNotVisible
+
+    shown = []
+    for name, op in BODY_CATALOG.items():
+        try:
+            op.controls(body, MAX_STRENGTH)
+        except BodyPartNotVisible:
+            continue
+        shown.append(name)
+    return shown
+
+
+def body_forward(points: np.ndarray, warp) -> np.ndarray:
+    """Where ``points`` (``(N, 2)`` px of the body warp's input) lie in its output.
+
+    The body warp is a sampling map (output pixel → input position), identity outside
+    :meth:`BodyWarp.changed`; points there stay put, others are found by fixed-point
+    iteration on the bilinearly sampled map.
+    """
+    out = np.array(points, np.float64)
+    if warp.is_identity or len(out) == 0:
+        return out
+    box = warp.box
+    offset = warp.sample_map.astype(np.float64) - pixel_grid(box)
+
+    def shift(q: np.ndarray) -> np.ndarray:
+        x = np.clip(q[:, 0] - box.x0, 0, box.width - 1.000001)
+        y = np.clip(q[:, 1] - box.y0, 0, box.height - 1.000001)
+        x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+        x1, y1 = np.minimum(x0 + 1, box.width - 1), np.minimum(y0 + 1, box.height - 1)
+        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+        d = ((1 - fy) * ((1 - fx) * offset[y0, x0] + fx * offset[y0, x1])
+             + fy * ((1 - fx) * offset[y1, x0] + fx * offset[y1, x1]))
+        inside = ((q[:, 0] >= box.x0 - 1) & (q[:, 0] <= box.x1) & (q[:, 1] >= box.y0 - 1)
+                  & (q[:, 1] <= box.y1))
+        return np.where(inside[:, None], d, 0.0)
+
+    q = out.copy()
+    for _ in range(30):
+        q = out - shift(q)  # output q samples input q + shift(q), which should be ``out``
+    return q
+
+
+def professional_record(key: str, source: str, index: int, size: tuple[int, int],
+                        face_requests, face_warp, body, body_requests, body_warp,
+                        points: np.ndarray) -> dict:
+    """The manifest record of one professional pair.
+
+    ``ops``: the operations the edited image shows (face ops in catalog order, then the body
+    ops the body warp realised); ``ops_skipped``: sampled body ops the warp could not apply
+    (``not_visible``: their part's outline is not in view or would not move), absent from
+    the image. ``landmarks_edited``: face landmarks through the face warp (MLS forward
+    estimate) then the body warp (its sampling map inverted by fixed-point iteration; body
+    warps leave the face zone untouched, so this is normally the identity). ``body_ops``: per realised body op,
+    its largest outline move and the box of pixels it may change.
+    """
+    applied = {stage.name: stage for stage in body_warp.stages}
+    shown = [r for r in body_requests if r.name in applied]
+    if face_warp is not None:
+        record = pair_record(key, source, index, size, [*face_requests, *shown], points,
+                             face_warp)
+        face_edited = mls_similarity(points, face_warp.source, face_warp.target)
+    else:  # body operations only: no face control points
+        record = {
+            "key": key, "source": source, "pair_index": index, "size": list(size),
+            "ops": [{"name": r.name, "strength": r.strength} for r in shown],
+            "landmarks": _r(points), "control_source": [], "control_target": [],
+            "augmentations": [],
+        }
+        face_edited = points
+    record["landmarks_edited"] = _r(body_forward(face_edited, body_warp))
+    record["subset"] = "professional"
+    record["ops_skipped"] = [
+        {"name": r.name, "strength": r.strength, "reason": "not_visible"}
+        for r in body_requests if r.name not in applied
+    ]
+    record["body_ops"] = [
+        {"name": st.name, "strength": st.strength, "max_shift_px": round(st.max_shift_px, 3),
+         "box": [st.box.x0, st.box.y0, st.box.x1, st.box.y1]}
+        for st in body_warp.stages
+    ]
+    record["body_landmarks"] = _r(body.points)
+    record["body_visibility"] = np.round(body.visibility, 3).tolist()
+    return record
+
+
+def make_professional_samples(faces_dir: Path, source: str, seed: int,
+                              settings: PairSettings) -> SourceResult:
+    """Professional-subset pairs of one source, fully determined by ``(seed, source)``.
+
+    Filters (paper A.1), in order: the face filter (``no_face``, ``several_faces``,
+    ``face_too_small``, ``head_pose``: exactly one usable face), then a body must be found
+    (``no_body``), be the face's (``face_body_mismatch``) and show an elbow or a hip
+    (``close_up``). Each pair samples 1–7 operations
+    (:func:`~mirrorppr_cli.data.sampling.sample_professional_ops`) among the 22 face ops and
+    the body ops whose part is visible (:func:`visible_body_ops`); face ops are applied with
+    ``plan_warp``/``apply_local_warp``, then body ops with the body warp (non-strict: an op
+    that still cannot act is recorded in ``ops_skipped``, not in ``ops``; a pair left with
+    no operation at all is not written).
+    """
+    from ..body import NoPersonError, detect_body
+    from ..ops.body_catalog import BODY_CATALOG, apply_body_warp, plan_body_warp
+
+    result = SourceResult(source)
+    rgb = standardise(np.ascontiguousarray(read_image(faces_dir / source).rgb8()), settings.area)
+    faces = find_faces(rgb)
+    reason = reject_reason(faces, settings.face_filter, math.sqrt(rgb.shape[0] * rgb.shape[1]))
+    if reason:
+        result.skipped = reason
+        return result
+    try:
+        body = detect_body(rgb, name=source)
+    except (NoPersonError, ValueError):
+        result.skipped = "no_body"
+        return result
+    reason = body_reject_reason(faces[0], body)
+    if reason:
+        result.skipped = reason
+        return result
+    points = faces[0].points
+    size = (rgb.shape[1], rgb.shape[0])
+    shown = set(visible_body_ops(body))
+    available = [n for n in professional_catalog() if n not in BODY_CATALOG or n in shown]
+    base = source_key(source)
+    for j in range(settings.pairs):
+        requests = sample_professional_ops(sample_rng(seed, source, j), available)
+        face_requests = [r for r in requests if r.name not in BODY_CATALOG]
+        body_requests = [r for r in requests if r.name in BODY_CATALOG]
+        face_warp = plan_warp(points, face_requests) if face_requests else None
+        edited = apply_local_warp(rgb, face_warp) if face_warp is not None else rgb.copy()
+        body_warp = plan_body_warp(body, body_requests, strict=False)
+        if not face_requests and not body_warp.stages:
+            continue  # every sampled op was a body op that could not act: no edit to learn
+        edited = apply_body_warp(edited, body_warp)
+        key = f"{base}-p{j:03d}"
+        record = professional_record(key, source, j, size, face_requests, face_warp, body,
+                                     body_requests, body_warp, points)
+        keep = [points]
+        for stage in body_warp.stages:
+            src, dst = stage.source[: stage.moving], stage.target[: stage.moving]
+            moved = np.linalg.norm(dst - src, axis=1) >= KEEP_MOVE_PX
+            keep += [src[moved], dst[moved]]
+        _add_views(result, record, rgb, edited, points, np.concatenate(keep), (seed, source, j),
+                   settings)
     return result
