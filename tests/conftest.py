@@ -43,3 +43,15 @@ def astronaut_1024(astronaut_512) -> np.ndarray:
 def astronaut_1024_points(astronaut_1024) -> np.ndarray:
     """(478, 2) landmarks (x, y) of the astronaut's face at 1024², read-only."""
     return _frozen(find_faces(astronaut_1024)[0].points)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Torch on one thread for a module: tiny models gain nothing from threads and lose a lot
+    when other jobs share the CPU (used by the neural-engine tests)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

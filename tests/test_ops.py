@@ -18,6 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from _perturbations import perturbations
 from mediapipe.python.solutions import face_mesh_connections as mp_mesh
 
 from mirrorppr_cli import regions as R
@@ -133,27 +134,13 @@ def face(astronaut_1024, astronaut_1024_points):
     return astronaut_1024, astronaut_1024_points, frame, measure(astronaut_1024_points, frame)
 
 
-def _perturbations(image: np.ndarray):
-    """Imperceptible variants of ``image``, each with the (x, y) shift it applied."""
-    rng = np.random.default_rng(0)
-    for _ in range(2):
-        noisy = np.clip(image + rng.normal(0, 1.0, image.shape), 0, 255).astype(np.uint8)
-        yield noisy, np.zeros(2)
-    for shift in ((0.5, 0.0), (0.0, 0.5)):
-        m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
-        moved = cv2.warpAffine(
-            image, m, image.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-        )
-        yield moved, np.array(shift)
-
-
 @pytest.fixture(scope="module")
 def jitter(face):
     """Largest relative change of each quantity (and of tracked widths) under perturbations."""
     image, points, frame, base = face
     worst = dict.fromkeys(base, 0.0)
     worst["tracked_alar_width"] = worst["tracked_bridge_width"] = 0.0
-    for variant, shift in _perturbations(image):
+    for variant, shift in perturbations(image):
         redetected = find_faces(variant)[0].points - shift
         for key, value in measure(redetected, frame).items():
             worst[key] = max(worst[key], abs(value / base[key] - 1))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from _perturbations import perturbations
 
 from mirrorppr_cli import regions as R
 from mirrorppr_cli.face_frame import FaceFrame
@@ -142,20 +143,6 @@ def face(astronaut_1024, astronaut_1024_points):
     return astronaut_1024, astronaut_1024_points, frame, quantities(astronaut_1024_points, frame)
 
 
-def _perturbations(image: np.ndarray):
-    """Imperceptible variants of ``image``, each with the (x, y) shift it applied."""
-    rng = np.random.default_rng(0)
-    for _ in range(2):
-        noisy = np.clip(image + rng.normal(0, 1.0, image.shape), 0, 255).astype(np.uint8)
-        yield noisy, np.zeros(2)
-    for shift in ((0.5, 0.0), (0.0, 0.5)):
-        m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
-        moved = cv2.warpAffine(
-            image, m, image.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-        )
-        yield moved, np.array(shift)
-
-
 @pytest.fixture(scope="module")
 def jitter(face):
     """Largest absolute change of each quantity under perturbations, by method."""
@@ -163,7 +150,7 @@ def jitter(face):
     worst = {"redetected": dict.fromkeys(base, 0.0), "tracked": dict.fromkeys(base, 0.0),
              "brow_width": 0.0}
     width = brow_width(image, points, frame)
-    for variant, shift in _perturbations(image):
+    for variant, shift in perturbations(image):
         redetected = find_faces(variant)[0].points - shift
         for key, value in quantities(redetected, frame).items():
             worst["redetected"][key] = max(worst["redetected"][key], abs(value - base[key]))

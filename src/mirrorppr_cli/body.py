@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .face_frame import AxisFrame
 from .landmarks import _native_stderr_silenced, _run
 
 N_POSE_POINTS = 33
@@ -59,53 +60,15 @@ class NoPersonError(InputError):
 
 
 @dataclass(frozen=True)
-class BodyFrame:
-    """``origin`` (2,), unit axes ``u`` and ``v`` (2,) in image ``(x, y)``, ``unit`` in px.
+class BodyFrame(AxisFrame):
+    """The body frame (see the module docstring): shoulder midpoint, shoulder-distance unit,
+    ``v`` away from the head."""
 
-    See the module docstring for the definition.
-    """
-
-    origin: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
-    unit: float
-
-    @staticmethod
-    def from_points(points: np.ndarray) -> BodyFrame:
+    @classmethod
+    def from_points(cls, points: np.ndarray) -> BodyFrame:
         """Frame of a body from its ``(33, 2)`` pose landmarks ``(x, y)`` px."""
-        a, b = points[RIGHT_SHOULDER], points[LEFT_SHOULDER]
-        if a[0] > b[0]:
-            a, b = b, a
-        axis = b - a
-        unit = float(np.hypot(*axis))
-        if not unit > 0:
-            raise ValueError("degenerate pose: both shoulders at the same place")
-        u = axis / unit
-        origin = (a + b) / 2
-        v = np.array([-u[1], u[0]])
-        if np.dot(points[NOSE] - origin, v) > 0:  # the head is on the −v side
-            v = -v
-        return BodyFrame(origin=origin, u=u, v=v, unit=unit)
-
-    def to_local(self, points: np.ndarray) -> np.ndarray:
-        """Image ``(..., 2)`` ``(x, y)`` px → local ``(..., 2)`` ``(u, v)`` body units."""
-        rel = np.asarray(points, np.float64) - self.origin
-        return np.stack([rel @ self.u, rel @ self.v], axis=-1) / self.unit
-
-    def to_image(self, local: np.ndarray) -> np.ndarray:
-        """Local ``(..., 2)`` ``(u, v)`` body units → image ``(..., 2)`` ``(x, y)`` px."""
-        loc = np.asarray(local, np.float64) * self.unit
-        return self.origin + loc[..., :1] * self.u + loc[..., 1:] * self.v
-
-    def vectors_to_local(self, vectors: np.ndarray) -> np.ndarray:
-        """Image displacements ``(..., 2)`` px → body-frame displacements in body units."""
-        vec = np.asarray(vectors, np.float64)
-        return np.stack([vec @ self.u, vec @ self.v], axis=-1) / self.unit
-
-    def vectors_to_image(self, local: np.ndarray) -> np.ndarray:
-        """Body-frame displacements ``(..., 2)`` body units → image displacements px."""
-        loc = np.asarray(local, np.float64) * self.unit
-        return loc[..., :1] * self.u + loc[..., 1:] * self.v
+        return cls.between(points[RIGHT_SHOULDER], points[LEFT_SHOULDER],
+                           v_away_from=points[NOSE], what="shoulders")
 
 
 @dataclass(frozen=True)
