@@ -444,3 +444,39 @@ def test_parse_op_rejects(text):
     with pytest.raises(UsageError) as info:
         parse_op(text)
     assert info.value.exit_code == 2
+
+
+def test_thinned_is_the_greedy_spacing_subset():
+    """thinned keeps, in order, each point no kept point is closer to than `spacing`
+    (checked against the plain greedy definition, with and without precomputed distances)."""
+    from mirrorppr_cli.ops.catalog import pairwise_distances
+    from mirrorppr_cli.ops.compose import thinned
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        pts = rng.random((int(rng.integers(1, 200)), 2))
+        order = [int(i) for i in rng.permutation(len(pts))]
+        spacing = float(rng.uniform(0.02, 0.3))
+        expected: list[int] = []
+        for i in order:
+            if all(np.hypot(*(pts[i] - pts[j])) >= spacing for j in expected):
+                expected.append(i)
+        assert thinned(pts, order, spacing) == expected
+        assert thinned(pts, order, spacing, pairwise_distances(pts)) == expected
+
+
+def test_plan_warp_with_a_layout_cache_plans_the_same_warp(astronaut_512_points):
+    """The cache explain passes (per-operation layouts, distances, thinned anchors) changes
+    nothing about the planned warp."""
+    layouts: dict = {}
+    for ops in ([OpRequest("eye_resize", 50)], [OpRequest("eye_resize", -50)],
+                [OpRequest("jawline", 60), OpRequest("temples", 40)],
+                [OpRequest("eye_resize", 50), OpRequest("nose_alar", -30)]):
+        fresh = plan_warp(astronaut_512_points, ops)
+        for _ in range(2):
+            cached = plan_warp(astronaut_512_points, ops, layouts)
+            np.testing.assert_array_equal(cached.source, fresh.source)
+            np.testing.assert_array_equal(cached.target, fresh.target)
+            assert len(cached.polygons) == len(fresh.polygons)
+            for a, b in zip(cached.polygons, fresh.polygons, strict=True):
+                np.testing.assert_array_equal(a, b)

@@ -563,3 +563,23 @@ def test_exact_and_fast_warps_agree_on_a_smooth_warp(astronaut_512):
     # measured: max 4 grey levels, mean 0.0012.
     assert diff.max() <= 8
     assert diff.mean() <= 0.02
+
+
+def test_inverse_map_fast_on_a_lattice_and_where_needed():
+    """rows/cols give the full map's values at those pixels; `needed` skips nodes that reach
+    no needed pixel and leaves the map exact at needed pixels."""
+    from mirrorppr_cli.warp import Box, inverse_map_fast
+
+    rng = np.random.default_rng(3)
+    src = rng.uniform(40, 200, (30, 2))
+    dst = src + rng.normal(0, 2, src.shape)
+    box = Box(17, 23, 240, 211)
+    full = inverse_map_fast(box, src, dst)
+    rows, cols = np.arange(2, box.height, 3), np.arange(1, box.width, 5)
+    part = inverse_map_fast(box, src, dst, rows=rows, cols=cols)
+    np.testing.assert_allclose(part, full[np.ix_(rows, cols)], atol=1e-9)
+    needed = np.zeros((box.height, box.width), bool)
+    needed[60:90, 100:130] = True
+    sparse = inverse_map_fast(box, src, dst, needed=needed)
+    np.testing.assert_allclose(sparse[needed], full[needed], atol=1e-9)
+    assert np.abs(sparse - full).max() > 0.01  # far from the needed pixels, nodes were skipped

@@ -37,6 +37,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from .body import Body
+from .face_frame import FaceFrame
 from .ops import CATALOG, OpRequest, plan_warp
 from .ops.body_catalog import BODY_CATALOG, BodyPartNotVisible, plan_body_warp
 from .transfer import BodyMotion, Edit
@@ -71,6 +72,10 @@ REFINE = 3
 #: Strength of the fields fitted (±): real retouches are mostly moderate, and a field at ±100
 #: describes a weaker edit less well (strain-limited anchors differ, MLS is not linear).
 BASIS_STRENGTH = 50.0
+#: The fit runs at a resolution where the face unit (inter-ocular distance) is at most this
+#: many px (:func:`_at_fit_scale`): at 1024² a head-and-shoulders face is ≈ 90 px, a close-up
+#: 250 px or more, and the fit's cost grows with the square.
+FIT_UNIT_PX = 48.0
 #: Fixed-point steps of :func:`residual_edit`.
 RESIDUAL_STEPS = 2
 
@@ -112,22 +117,39 @@ class BodyExplanation(Explanation):
 
 
 def _field(points: np.ndarray, requests: list[OpRequest], shape: tuple[int, int],
-           box: Box) -> np.ndarray:
-    """Backward displacement ``(h, w, 2)`` over ``box`` of operations, as applied (feathered)."""
-    warp = plan_warp(points, requests)
-    out = np.zeros((box.height, box.width, 2))
+           box: Box, step: int = 1, cache: dict | None = None) -> np.ndarray:
+    """Backward displacement of operations, as applied (feathered), at the pixels
+    ``(box.x0 + step·i, box.y0 + step·j)``: ``(⌈h/step⌉, ⌈w/step⌉, 2)``; ``step`` 1 is every
+    pixel of ``box``, :data:`FIT_STEP` the fit's lattice (the same values, evaluated only there).
+
+    ``cache``: a dict shared by calls on the same face, image shape and box (one fit): keeps
+    what does not depend on the strengths (operation layouts, feather masks).
+    """
+    cache = {} if cache is None else cache
+    warp = plan_warp(points, requests, cache.setdefault("layouts", {}))
+    out = np.zeros((-(-box.height // step), -(-box.width // step), 2))
     if warp.is_identity:
         return out
-    mask, mbox = feather_mask(shape, warp.polygons, warp.feather_px)
+    # The feathered region depends only on which operations act, not on their strengths.
+    key = ("mask", tuple(sorted(r.name for r in requests if r.strength != 0)))
+    if key not in cache:
+        cache[key] = feather_mask(shape, warp.polygons, warp.feather_px)
+    mask, mbox = cache[key]
     inter = Box(max(box.x0, mbox.x0), max(box.y0, mbox.y0), min(box.x1, mbox.x1),
                 min(box.y1, mbox.y1))
     if inter.empty:
         return out
-    disp = inverse_map_fast(inter, warp.source, warp.target) - pixel_grid(inter)
-    m = mask[inter.y0 - mbox.y0 : inter.y1 - mbox.y0, inter.x0 - mbox.x0 : inter.x1 - mbox.x0]
-    out[inter.y0 - box.y0 : inter.y1 - box.y0, inter.x0 - box.x0 : inter.x1 - box.x0] = (
-        disp * m[..., None]
-    )
+    # Lattice indices inside `inter`, and their pixel offsets from its corner.
+    ix = np.arange(-(-(inter.x0 - box.x0) // step), -(-(inter.x1 - box.x0) // step))
+    iy = np.arange(-(-(inter.y0 - box.y0) // step), -(-(inter.y1 - box.y0) // step))
+    if not len(ix) or not len(iy):
+        return out
+    cols, rows = box.x0 + step * ix - inter.x0, box.y0 + step * iy - inter.y0
+    m = mask[np.ix_(inter.y0 - mbox.y0 + rows, inter.x0 - mbox.x0 + cols)]
+    disp = inverse_map_fast(inter, warp.source, warp.target, rows=rows, cols=cols)
+    disp[..., 0] -= (inter.x0 + cols)[None, :]
+    disp[..., 1] -= (inter.y0 + rows)[:, None]
+    out[iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1] = disp * m[..., None]
     return out
 
 
@@ -140,26 +162,69 @@ def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = No
     """
     if edit.empty:
         return Explanation([], 0.0, 0.0)
+    moving = np.linalg.norm(edit.flow, axis=-1)
+    motion_px = float(moving[moving > 0].mean()) if moving.any() else 0.0
+    full_edit, (edit, shape) = edit, _at_fit_scale(edit, shape)
     box = edit.box
     sl = (slice(0, box.height, FIT_STEP), slice(0, box.width, FIT_STEP))
     target = edit.flow[sl].reshape(-1).astype(np.float64)
-    columns, labels = [], []
+    columns, labels, cache = [], [], {}
     for name in CATALOG if names is None else names:
         for sign in (1.0, -1.0):
-            field = _field(edit.points, [OpRequest(name, BASIS_STRENGTH * sign)], shape, box)
-            columns.append(field[sl].reshape(-1))
+            field = _field(edit.points, [OpRequest(name, BASIS_STRENGTH * sign)], shape, box,
+                           FIT_STEP, cache)
+            columns.append(field.reshape(-1))
             labels.append((name, sign))
     basis = np.stack(columns, axis=1)
 
     def composed(st: dict[str, float]) -> np.ndarray:
-        return _field(edit.points, [OpRequest(n, v) for n, v in st.items()], shape, box)[sl].reshape(-1)
+        return _field(edit.points, [OpRequest(n, v) for n, v in st.items()], shape, box,
+                      FIT_STEP, cache).reshape(-1)
 
     fitted = _fit(basis, target, labels, composed, min_gain)
     if fitted is None:
         return Explanation([], 0.0, 0.0)
     ops, explained = fitted
-    moving = np.linalg.norm(edit.flow, axis=-1)
-    return Explanation(ops, float(explained), float(moving[moving > 0].mean()) if moving.any() else 0.0)
+    del full_edit
+    return Explanation(ops, float(explained), motion_px)
+
+
+def _at_fit_scale(edit: Edit, shape: tuple[int, int]) -> tuple[Edit, tuple[int, int]]:
+    """``(edit, image shape)`` resampled so that the face unit is at most :data:`FIT_UNIT_PX`.
+
+    The catalog's fields are defined in face units and similarity MLS commutes with scaling,
+    so the strengths a fit finds do not depend on the resolution it runs at, while its cost
+    grows with the face's area in pixels. Landmarks map pixel centre to pixel centre
+    (``(p + ½)·s − ½``); offsets scale by ``s`` per axis; the flow is box-filtered over the
+    footprint of a fit pixel, then sampled at fit pixel centres.
+    """
+    unit = FaceFrame.from_points(edit.points).unit
+    if unit <= FIT_UNIT_PX:
+        return edit, shape
+    height, width = shape
+    size = (max(1, round(width * FIT_UNIT_PX / unit)), max(1, round(height * FIT_UNIT_PX / unit)))
+    scale = np.array([size[0] / width, size[1] / height])
+    box = Box(int(np.floor(edit.box.x0 * scale[0])), int(np.floor(edit.box.y0 * scale[1])),
+              min(int(np.ceil(edit.box.x1 * scale[0])), size[0]),
+              min(int(np.ceil(edit.box.y1 * scale[1])), size[1]))
+    # The measured edit, zero-padded (it is zero outside its box), box-filtered.
+    k = max(1, int(round(1.0 / float(scale.min()))))
+    pad = k + 2
+    padded = cv2.copyMakeBorder(np.dstack([edit.flow, edit.weight]).astype(np.float32),
+                                pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    smooth = cv2.blur(padded, (k, k), borderType=cv2.BORDER_CONSTANT)
+    # Fit pixel u sits at image x = (u + ½)/s − ½; in `padded`, at x − (box.x0 − pad).
+    # (cv2.blur centres an even kernel half a pixel early: k // 2 − (k − 1)/2 corrects it.)
+    origin = (np.array([box.x0, box.y0]) + 0.5) / scale - 0.5 - (
+        np.array([edit.box.x0, edit.box.y0]) - pad) + (k // 2 - (k - 1) / 2)
+    to_source = np.array([[1 / scale[0], 0.0, origin[0]], [0.0, 1 / scale[1], origin[1]]])
+    part = cv2.warpAffine(smooth, to_source, (box.width, box.height),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    flow = part[..., :2] * scale.astype(np.float32)
+    points = (edit.points + 0.5) * scale - 0.5
+    return (Edit(np.ascontiguousarray(flow), np.ascontiguousarray(part[..., 2]), box, points,
+                 edit.max_motion_px * float(scale.max())), (size[1], size[0]))
 
 
 def _fit(
@@ -205,19 +270,20 @@ def _refine(
     lowers the residual."""
     column = {label: k for k, label in enumerate(labels)}
     best = dict(strengths)
-    best_res = float(np.sum((field(best) - target) ** 2))
+    rest = target - field(best)
+    best_res = float(rest @ rest)
     for _ in range(REFINE):
-        rest = target - field(best)
         names = list(best)
         jac = np.stack([basis[:, column[(n, 1.0 if best[n] >= 0 else -1.0)]] / BASIS_STRENGTH
                         * (1.0 if best[n] >= 0 else -1.0) for n in names], axis=1)
         step, *_ = np.linalg.lstsq(jac, rest, rcond=None)
         trial = {n: float(np.clip(best[n] + d, -100, 100))
                  for n, d in zip(names, step, strict=True)}
-        res = float(np.sum((field(trial) - target) ** 2))
+        trial_rest = target - field(trial)
+        res = float(trial_rest @ trial_rest)
         if res >= best_res:
             break
-        best, best_res = trial, res
+        best, best_res, rest = trial, res, trial_rest
     return best, best_res
 
 

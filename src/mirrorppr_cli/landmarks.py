@@ -208,6 +208,13 @@ def _mesh_in_box(rgb: np.ndarray, box: np.ndarray) -> Face | None:
     return Face(points=full, depth=depth / scale, box=_points_box(full))
 
 
+def mesh_face_at(rgb: np.ndarray, points: np.ndarray) -> Face | None:
+    """The face meshed where ``points`` (``(478, 2)`` px, a face found in another photo of the
+    same framing, e.g. an edit's *before*) lie in ``rgb``, without running the detectors;
+    None when the mesh finds no face there."""
+    return _mesh_in_box(np.ascontiguousarray(rgb), np.array(_points_box(points)))
+
+
 def _points_box(points: np.ndarray) -> tuple[float, float, float, float]:
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import OutputError
 from .explain import BodyExplanation, Explanation, explain, explain_body, residual_edit
 from .io import read_image, to_uint8, with_pixels, write_image
-from .landmarks import find_faces, select_face
+from .landmarks import find_faces, mesh_face_at, select_face
 from .ops import OpRequest, plan_warp
 from .transfer import (
     Edit,
@@ -156,7 +156,11 @@ def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "hybr
     """Measure the edit of an exemplar pair (RGB uint8, largest face); explain it in catalog
     mode; fit body operations to what moved outside the face (any mode)."""
     b_points, _, _ = face_points(before, None, f"{name} (before)")
-    a_points, _, _ = face_points(after, None, f"{name} (after)")
+    # The after image is the same photo: mesh its face where before's is (the detectors cost
+    # as much as the mesh); a pair that is not the same photo fails estimate_edit's check.
+    after_face = mesh_face_at(after, b_points)
+    a_points = (after_face.points if after_face is not None
+                else face_points(after, None, f"{name} (after)")[0])
     face = face_window(b_points, before.shape[:2])
     edit = estimate_edit(before, after, b_points, a_points, name=name, face=face)
     if mode not in MODES:

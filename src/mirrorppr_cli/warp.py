@@ -213,6 +213,9 @@ def inverse_map_fast(
     target_points: np.ndarray,
     alpha: float = 1.0,
     grid: int = DEFAULT_GRID,
+    rows: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+    needed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inverse map over ``box`` from a coarse grid of exact evaluations.
 
@@ -220,13 +223,44 @@ def inverse_map_fast(
     (node centres coincide with pixel centres: no half-pixel shift) and interpolated to every
     pixel with separable cubic convolution, done as two small matrix products.
 
-    Returns the same shape and convention as :func:`inverse_map_exact`, as float64.
+    Returns the same shape and convention as :func:`inverse_map_exact`, as float64. With
+    ``rows``/``cols`` (pixel offsets from the box's corner, ascending), only the lattice
+    ``(y0 + rows) × (x0 + cols)`` is returned, ``(len(rows), len(cols), 2)``: the same values
+    as the full map at those pixels, for a fraction of the interpolation's cost.
+
+    ``needed`` (bool ``(box.height, box.width)``, e.g. where a feather mask is > 0): only
+    nodes whose cubic support reaches a needed pixel are evaluated; the map is exact at needed
+    pixels and merely finite elsewhere (the skipped nodes' displacement is taken as 0).
     """
-    if box.empty:
-        return np.zeros((max(box.height, 0), max(box.width, 0), 2))
+    rows = np.arange(max(box.height, 0)) if rows is None else np.asarray(rows, np.int64)
+    cols = np.arange(max(box.width, 0)) if cols is None else np.asarray(cols, np.int64)
+    if box.empty or not len(rows) or not len(cols):
+        return np.zeros((len(rows), len(cols), 2))
     nodes = grid_nodes(box, grid)
-    disp = mls_similarity(nodes, target_points, source_points, alpha) - nodes  # (ny, nx, 2)
-    return interpolate_nodes(box, grid, disp) + pixel_grid(box)
+    if needed is None:
+        disp = mls_similarity(nodes, target_points, source_points, alpha) - nodes  # (ny, nx, 2)
+    else:
+        live = _nodes_reaching(needed, grid, nodes.shape[:2])
+        disp = np.zeros_like(nodes)
+        disp[live] = mls_similarity(nodes[live], target_points, source_points, alpha) - nodes[live]
+    gx, gy = np.meshgrid((box.x0 + cols).astype(np.float64), (box.y0 + rows).astype(np.float64))
+    return interpolate_nodes(box, grid, disp, rows, cols) + np.stack([gx, gy], axis=-1)
+
+
+def _nodes_reaching(needed: np.ndarray, grid: int, node_shape: tuple[int, int]) -> np.ndarray:
+    """Bool ``node_shape``: nodes of :func:`grid_nodes` with a weight on some ``needed`` pixel.
+
+    A node's cubic weight is non-zero on pixels less than ``2·grid`` away in x and in y (the
+    end nodes also carry the ghost nodes' weights, which reach no farther), so a node counts
+    when the needed mask, dilated by ``2·grid − 1`` (Chebyshev), covers it; nodes past the
+    box's far edge are read at the edge, which only adds nodes.
+    """
+    side = 4 * grid - 1
+    near = cv2.dilate(needed.astype(np.uint8), np.ones((side, side), np.uint8)) > 0
+    ny, nx = node_shape
+    ys = np.minimum(grid * np.arange(ny), needed.shape[0] - 1)
+    xs = np.minimum(grid * np.arange(nx), needed.shape[1] - 1)
+    return near[np.ix_(ys, xs)]
 
 
 def grid_nodes(box: Box, grid: int) -> np.ndarray:
@@ -240,15 +274,21 @@ def grid_nodes(box: Box, grid: int) -> np.ndarray:
     return np.stack([gx, gy], axis=-1)
 
 
-def interpolate_nodes(box: Box, grid: int, values: np.ndarray) -> np.ndarray:
-    """Values at :func:`grid_nodes` ``(ny, nx, K)`` → every pixel of ``box`` ``(h, w, K)``.
+def interpolate_nodes(box: Box, grid: int, values: np.ndarray, rows: np.ndarray | None = None,
+                      cols: np.ndarray | None = None) -> np.ndarray:
+    """Values at :func:`grid_nodes` ``(ny, nx, K)`` → every pixel of ``box`` ``(h, w, K)``, or
+    only the pixels at offsets ``rows`` × ``cols`` from its corner.
 
     Separable cubic convolution, done as two small matrix products per channel.
     """
     ny, nx = values.shape[:2]
     wx = _cubic_weights(box.width, grid, nx)  # (w, nx)
     wy = _cubic_weights(box.height, grid, ny)  # (h, ny)
-    dense = np.empty((box.height, box.width, values.shape[2]))
+    if cols is not None:
+        wx = wx[cols]
+    if rows is not None:
+        wy = wy[rows]
+    dense = np.empty((wy.shape[0], wx.shape[0], values.shape[2]))
     for k in range(values.shape[2]):
         dense[..., k] = wy @ values[..., k] @ wx.T
     return dense
@@ -376,7 +416,7 @@ def apply_local_warp(
     if method == "exact":
         inverse = inverse_map_exact(box, warp.source, warp.target)
     elif method == "fast":
-        inverse = inverse_map_fast(box, warp.source, warp.target, grid=grid)
+        inverse = inverse_map_fast(box, warp.source, warp.target, grid=grid, needed=mask > 0)
     else:
         raise ValueError(f"unknown warp method {method!r}")
     warped = remap(pixels, inverse)

@@ -140,25 +140,38 @@ class Operation:
         Returns:
             ``(moving_idx (K,), targets (K, 2) px, anchor_idx (A,))``.
         """
+        moving_idx, targets = self.targets(points, frame, strength)
+        return moving_idx, targets, self.anchors(frame.to_local(points), moving_idx)
+
+    def moving_indices(self) -> np.ndarray:
+        """Indices of every moving landmark, group by group, ``(K,)``."""
+        return np.concatenate([np.asarray(g, np.int64) for g in self.moving])
+
+    def targets(self, points: np.ndarray, frame: FaceFrame,
+                strength: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(moving_idx (K,), targets (K, 2) px)``: where ``strength`` moves the moving
+        landmarks (as :meth:`control_points`, without the anchors)."""
         t = float(strength) / MAX_STRENGTH
         local = frame.to_local(points)
         groups = [local[list(g)] for g in self.moving]
         about = None if self.rule_about is None else local[list(self.rule_about)]
         moved = self.rule.move(groups, about, t)
-        moving_idx = np.concatenate([np.asarray(g, np.int64) for g in self.moving])
-        targets = frame.to_image(np.concatenate(moved))
-        return moving_idx, targets, self.anchors(local, moving_idx)
+        return self.moving_indices(), frame.to_image(np.concatenate(moved))
 
     @property
     def rule_about(self) -> tuple[int, ...] | None:
         return getattr(self.rule, "about", None)
 
-    def anchors(self, local: np.ndarray, moving_idx: np.ndarray) -> np.ndarray:
-        """Anchor indices: the ring around the moving points plus ``fixed``."""
+    def anchors(self, local: np.ndarray, moving_idx: np.ndarray,
+                distances: np.ndarray | None = None) -> np.ndarray:
+        """Anchor indices: the ring around the moving points plus ``fixed``.
+
+        ``distances``: :func:`pairwise_distances` of ``local``, when the caller has it.
+        """
         candidates = np.setdiff1d(np.asarray(R.MESH), moving_idx)
-        dist = np.linalg.norm(
-            local[candidates, None, :] - local[None, moving_idx, :], axis=-1
-        ).min(axis=1)
+        if distances is None:
+            distances = pairwise_distances(local)
+        dist = distances[np.ix_(candidates, moving_idx)].min(axis=1)
         inner, outer = self.ring
         ring = candidates[(dist >= inner) & (dist <= outer)]
         fixed = np.setdiff1d(np.asarray(self.fixed, np.int64), moving_idx)
@@ -172,7 +185,7 @@ class Operation:
         return frame.to_image(_halo(frame.to_local(points), moving, self.halo))
 
     def polygons(self, points: np.ndarray, frame: FaceFrame, moving_idx: np.ndarray,
-                 anchor_idx: np.ndarray) -> list[np.ndarray]:
+                 anchor_idx: np.ndarray, distances: np.ndarray | None = None) -> list[np.ndarray]:
         """The polygons ``(K, 2)`` px whose convex hulls, feathered, bound the warp (``hull``)."""
         if self.hull == "op":
             parts = [points[np.concatenate([moving_idx, anchor_idx])]]
@@ -180,7 +193,10 @@ class Operation:
                 parts.append(self.halo_points(points, frame))
             return [np.concatenate(parts)]
         local = frame.to_local(points)
-        near = np.linalg.norm(local[anchor_idx][:, None] - local[moving_idx][None], axis=-1)
+        if distances is None:
+            distances = pairwise_distances(local)
+        near = distances[np.ix_(anchor_idx, moving_idx)]
+        halo = _oval_halo(local, self.halo) if self.halo > 0 else None
         neighbours: dict[int, set[int]] = {}
         for chain in self.chains:
             for a, b in zip(chain[:-1], chain[1:], strict=True):
@@ -190,30 +206,47 @@ class Operation:
         for k, m in enumerate(moving_idx.tolist()):
             poly = [local[[m, *sorted(neighbours.get(m, ()))]],
                     local[anchor_idx[near[:, k] <= self.ring[1]]]]
-            if self.halo > 0:
-                poly.append(_halo(local, np.array([m]), self.halo))
-            out.append(frame.to_image(np.concatenate(poly)))
-        return out
+            if halo is not None:
+                poly.append(halo[_halo_positions(np.array([m]))])
+            out.append(np.concatenate(poly))
+        return [frame.to_image(poly) for poly in out]
 
 
 def _halo(local: np.ndarray, moving: np.ndarray, distance: float) -> np.ndarray:
     """Points ``distance`` face units outside the face oval, local ``(H, 2)``: one beside each
     oval landmark among ``moving`` and beside each of their neighbours along the oval."""
-    ring = np.asarray(R.FACE_OVAL_RING)
-    n = len(ring)
-    on_oval = np.flatnonzero(np.isin(ring, moving))
-    if len(on_oval) == 0:
+    positions = _halo_positions(moving)
+    if len(positions) == 0:
         return np.empty((0, 2))
-    positions = np.unique(np.concatenate([on_oval - 1, on_oval, on_oval + 1]) % n)
-    centre = local[ring].mean(axis=0)
-    out = []
-    for k in positions.tolist():
-        tangent = local[ring[(k + 1) % n]] - local[ring[k - 1]]
-        normal = np.array([tangent[1], -tangent[0]]) / max(np.linalg.norm(tangent), 1e-9)
-        if np.dot(normal, local[ring[k]] - centre) < 0:
-            normal = -normal
-        out.append(local[ring[k]] + distance * normal)
-    return np.array(out)
+    return _oval_halo(local, distance)[positions]
+
+
+def _halo_positions(moving: np.ndarray) -> np.ndarray:
+    """Sorted oval positions (indices into ``FACE_OVAL_RING``) of ``moving``'s oval landmarks
+    and of their neighbours along the oval."""
+    ring = np.asarray(R.FACE_OVAL_RING)
+    on_oval = np.flatnonzero(np.isin(ring, moving))
+    return np.unique(np.concatenate([on_oval - 1, on_oval, on_oval + 1]) % len(ring))
+
+
+def _oval_halo(local: np.ndarray, distance: float) -> np.ndarray:
+    """The halo point beside every oval landmark, in ``FACE_OVAL_RING`` order, ``(n, 2)``:
+    ``distance`` along the outward normal of the chord between its two neighbours."""
+    ring = np.asarray(R.FACE_OVAL_RING)
+    at = local[ring]
+    tangent = np.roll(at, -1, axis=0) - np.roll(at, 1, axis=0)
+    normal = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
+    normal /= np.maximum(np.linalg.norm(tangent, axis=1), 1e-9)[:, None]
+    inward = np.sum(normal * (at - at.mean(axis=0)), axis=1) < 0
+    normal[inward] *= -1
+    return at + distance * normal
+
+
+def pairwise_distances(local: np.ndarray) -> np.ndarray:
+    """``(N, N)`` distances between the landmarks ``local`` ``(N, 2)`` (face units)."""
+    dx = local[:, None, 0] - local[None, :, 0]
+    dy = local[:, None, 1] - local[None, :, 1]
+    return np.sqrt(dx * dx + dy * dy)
 
 
 CATALOG: dict[str, Operation] = {

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import UsageError
 from ..face_frame import FaceFrame
 from ..warp import LocalWarp
-from .catalog import MAX_STRENGTH, get_operation
+from .catalog import MAX_STRENGTH, get_operation, pairwise_distances
 
 #: Anchors closer than this (face units) to a moving point of *another* operation are
 #: dropped: a fixed point next to a moving one would fold the warp between them.
@@ -64,7 +64,8 @@ def parse_op(text: str) -> OpRequest:
     return OpRequest(name, value)
 
 
-def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
+def plan_warp(points: np.ndarray, requests: list[OpRequest],
+              layouts: dict | None = None) -> LocalWarp:
     """Compose ``requests`` on one face into a single local warp.
 
     Each operation's displacements are computed from the *original* landmarks; a landmark
@@ -75,9 +76,12 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
 
     Args:
         points: ``(478, 2)`` landmarks ``(x, y)`` px.
+        layouts: a dict to keep each operation's strength-independent parts in (anchors,
+            halo, polygons), for callers that plan the same operations on the same face many
+            times (:func:`~mirrorppr_cli.explain.explain`); None: computed afresh.
     """
-    frame = FaceFrame.from_points(points)
-    local = frame.to_local(points)
+    layouts = {} if layouts is None else layouts
+    frame, local, distances = _face(points, layouts)
     displacement: dict[int, np.ndarray] = {}
     per_op: list[tuple[np.ndarray, np.ndarray]] = []
     halos: list[np.ndarray] = []
@@ -90,35 +94,42 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
         chains.update(
             (a, b) for chain in op.chains for a, b in zip(chain[:-1], chain[1:], strict=True)
         )
-        idx, targets, anchor_idx = op.control_points(points, frame, req.strength)
+        layout = _layout(op, points, frame, local, distances, layouts)
+        idx, targets = op.targets(points, frame, req.strength)
         for i, target in zip(idx.tolist(), targets, strict=True):
             displacement[i] = displacement.get(i, 0.0) + (target - points[i])
-        per_op.append((idx, anchor_idx))
-        halos.append(frame.to_local(op.halo_points(points, frame)))
-        polygons.extend(op.polygons(points, frame, idx, anchor_idx))
+        per_op.append((idx, layout.anchor_idx))  # own-clearance applied
+        halos.append(layout.halo_local)
+        polygons.extend(layout.polygons)
     moving = sorted(displacement)
     anchors: set[int] = set()
     halo_kept: list[np.ndarray] = []
-    for k, (own_moving, own_anchors) in enumerate(per_op):
+    for k, (_, own_anchors) in enumerate(per_op):
         others = [m for j, (m, _) in enumerate(per_op) if j != k]
-        kept = _clear(local, own_anchors, own_moving, OWN_ANCHOR_CLEARANCE)
+        kept = own_anchors
         if others:
-            kept = _clear(local, kept, np.concatenate(others), ANCHOR_CLEARANCE)
+            kept = _clear(distances, kept, np.concatenate(others), ANCHOR_CLEARANCE)
             halos[k] = _clear_points(halos[k], local[np.concatenate(others)], ANCHOR_CLEARANCE)
         anchors.update(kept.tolist())
         halo_kept.append(halos[k])
     fixed = sorted(anchors.difference(moving))
     shifts = np.array([displacement[i] for i in moving]).reshape(-1, 2)
-    fixed = _unstrained(points, fixed, moving, shifts)
+    fixed = _unstrained(distances, frame.unit, fixed, moving, shifts)
     extra_src, extra_shift = _chain_handles(points, local, sorted(chains), displacement)
     if len(extra_src):
         fixed = [i for i, keep in zip(
             fixed, _unstrained_points(points[fixed], extra_src, extra_shift), strict=True) if keep]
-    fixed = thinned(local, fixed, ANCHOR_SPACING)
+    key = ("thinned", tuple(fixed))  # often the same for an operation at + and − strength
+    if key not in layouts:
+        layouts[key] = thinned(local, fixed, ANCHOR_SPACING, distances)
+    fixed = list(layouts[key])
     src = points[moving + fixed]
     if len(extra_src):
         src = np.concatenate([src, extra_src])
-    halo = np.unique(np.concatenate(halo_kept), axis=0) if per_op else np.empty((0, 2))
+    if len(halo_kept) > 1:
+        halo = np.unique(np.concatenate(halo_kept), axis=0)
+    else:  # one operation's halo points are distinct already
+        halo = halo_kept[0] if halo_kept else np.empty((0, 2))
     if len(halo):
         halo = frame.to_image(halo)
         keep = _unstrained_points(halo, points[moving], shifts)
@@ -133,12 +144,52 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest]) -> LocalWarp:
     )
 
 
-def _clear(local: np.ndarray, anchors: np.ndarray, moving: np.ndarray, clearance: float) -> np.ndarray:
-    """``anchors`` without those within ``clearance`` (face units) of any ``moving`` landmark."""
+@dataclass(frozen=True)
+class _Layout:
+    """What an operation's warp on one face needs that its strength does not change: its
+    anchors (already clear of its own moving points), halo (face units) and polygons (px)."""
+
+    anchor_idx: np.ndarray
+    halo_local: np.ndarray
+    polygons: list[np.ndarray]
+
+
+def _face(points: np.ndarray, cache: dict) -> tuple[FaceFrame, np.ndarray, np.ndarray]:
+    """``(frame, local landmarks, their pairwise distances)`` of the face, from ``cache``."""
+    key = ("face", np.ascontiguousarray(points, np.float64).tobytes())
+    if key not in cache:
+        frame = FaceFrame.from_points(points)
+        local = frame.to_local(points)
+        distances = pairwise_distances(local)
+        local.flags.writeable = distances.flags.writeable = False
+        cache[key] = (frame, local, distances)
+    return cache[key]
+
+
+def _layout(op, points: np.ndarray, frame: FaceFrame, local: np.ndarray,
+            distances: np.ndarray, cache: dict) -> _Layout:
+    """``op``'s :class:`_Layout` on the face ``points``, from ``cache`` when it holds it."""
+    key = (op.name, np.ascontiguousarray(points, np.float64).tobytes())
+    found = cache.get(key)
+    if found is None:
+        moving_idx = op.moving_indices()
+        anchor_idx = op.anchors(local, moving_idx, distances)
+        found = _Layout(_clear(distances, anchor_idx, moving_idx, OWN_ANCHOR_CLEARANCE),
+                        frame.to_local(op.halo_points(points, frame)),
+                        op.polygons(points, frame, moving_idx, anchor_idx, distances))
+        for array in (found.anchor_idx, found.halo_local, *found.polygons):
+            array.flags.writeable = False
+        cache[key] = found
+    return found
+
+
+def _clear(distances: np.ndarray, anchors: np.ndarray, moving: np.ndarray,
+           clearance: float) -> np.ndarray:
+    """``anchors`` without those within ``clearance`` (face units) of any ``moving`` landmark;
+    ``distances``: the face's :func:`~mirrorppr_cli.ops.catalog.pairwise_distances`."""
     if len(anchors) == 0 or len(moving) == 0:
         return anchors
-    dist = np.linalg.norm(local[anchors][:, None] - local[moving][None], axis=-1).min(axis=1)
-    return anchors[dist >= clearance]
+    return anchors[distances[np.ix_(anchors, moving)].min(axis=1) >= clearance]
 
 
 def _chain_handles(
@@ -184,23 +235,41 @@ def _unstrained_points(
 
 
 def _unstrained(
-    points: np.ndarray, anchors: list[int], moving: list[int], shifts: np.ndarray
+    distances: np.ndarray, unit: float, anchors: list[int], moving: list[int], shifts: np.ndarray
 ) -> list[int]:
     """``anchors`` except those a moving landmark would approach too closely (see
-    :data:`MAX_ANCHOR_STRAIN`). ``shifts`` are the moving landmarks' displacements in px."""
+    :data:`MAX_ANCHOR_STRAIN`). ``distances``: the landmarks' pairwise distances in face
+    units of ``unit`` px; ``shifts`` are the moving landmarks' displacements in px."""
     if not anchors or not moving:
         return anchors
-    dist = np.linalg.norm(points[anchors][:, None] - points[moving][None], axis=-1)
+    dist = distances[np.ix_(anchors, moving)] * unit
     strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
-    return [a for a, s in zip(anchors, strain.max(axis=1), strict=True) if s <= MAX_ANCHOR_STRAIN]
+    keep = strain.max(axis=1) <= MAX_ANCHOR_STRAIN
+    return [a for a, k in zip(anchors, keep.tolist(), strict=True) if k]
 
 
-def thinned(local: np.ndarray, indices: list[int], spacing: float) -> list[int]:
-    """Greedy subset of ``indices`` (in order) whose points are ≥ ``spacing`` apart."""
+def thinned(local: np.ndarray, indices: list[int], spacing: float,
+            distances: np.ndarray | None = None) -> list[int]:
+    """Greedy subset of ``indices`` (in order) whose points are ≥ ``spacing`` apart.
+
+    ``distances``: :func:`~mirrorppr_cli.ops.catalog.pairwise_distances` of ``local``, when
+    the caller has it.
+    """
+    if not indices:
+        return []
+    if distances is None:
+        close = pairwise_distances(local[indices]) < spacing
+    else:
+        close = distances[np.ix_(indices, indices)] < spacing
+    far = ~close
+    alive = np.ones(len(indices), bool)
     kept: list[int] = []
-    kept_points = np.empty((len(indices), 2))
-    for i in indices:
-        if not kept or np.min(np.sum((kept_points[: len(kept)] - local[i]) ** 2, axis=1)) >= spacing**2:
-            kept_points[len(kept)] = local[i]
-            kept.append(i)
+    k = 0
+    while k < len(indices):  # the next point no kept point is closer to than `spacing`
+        kept.append(indices[k])
+        alive &= far[k]
+        rest = np.flatnonzero(alive[k + 1 :])
+        if not len(rest):
+            break
+        k += 1 + int(rest[0])
     return kept
