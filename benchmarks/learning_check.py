@@ -51,7 +51,8 @@ def mirrorppr(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "mirrorppr_cli", *args], check=True)
 
 
-def prepare(faces: Path, work: Path, pairs: int, seed: int) -> tuple[Path, Path]:
+def prepare(faces: Path, work: Path, pairs: int, seed: int,
+            max_ops: int = 8) -> tuple[Path, Path]:
     """Face crops of the training identities → shards; held-out identities → SimFace set."""
     from PIL import Image
 
@@ -79,15 +80,18 @@ def prepare(faces: Path, work: Path, pairs: int, seed: int) -> tuple[Path, Path]
     shards, bench = work / "shards", work / "heldout"
     mirrorppr("build-dataset", "--faces", str(crops), "--out", str(shards), "--pairs",
               str(pairs), "--augment", "3", "--size", str(SIDE), "--seed", str(seed),
-              "--workers", "2", "--force", "--json")
+              "--max-ops", str(max_ops), "--workers", "2", "--force", "--json")
     mirrorppr("build-dataset", "--benchmark", "simface", "--faces", str(held_dir), "--out",
               str(bench), "--combos", "100", "--size", str(SIDE), "--seed", str(seed + 1),
-              "--force", "--json")
+              "--max-ops", str(max_ops), "--force", "--json")
     return shards, bench
 
 
-def evaluate(run: Path, bench: Path) -> dict:
-    """PSNR (pooled MSE) of identity, model, and model with mismatched exemplars."""
+def evaluate(run: Path, bench: Path, weights: Path | None = None) -> dict:
+    """PSNR (pooled MSE) of identity, model, and model with mismatched exemplars.
+
+    ``weights``: a safetensors file of the run's trainable parameters (default: the final
+    ``extractor.safetensors``; a checkpoint's ``trainable.safetensors`` works too)."""
     from PIL import Image
     from safetensors.torch import load_file
 
@@ -97,7 +101,7 @@ def evaluate(run: Path, bench: Path) -> dict:
 
     config = from_dict(json.loads((run / "config.json").read_text()))
     model = PretrainModel(config)
-    state = load_file(str(run / "extractor.safetensors"))
+    state = load_file(str(weights or run / "extractor.safetensors"))
     model.load_state_dict(state, strict=False)
     model.eval()
     items = json.loads((bench / "dataset.json").read_text())
@@ -130,19 +134,32 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-data", action="store_true", help="Reuse WORK's shards.")
+    parser.add_argument("--max-ops", type=int, default=8,
+                        help="Operations per simulated pair and held-out item, 1 to N "
+                             "(official: 8).")
     parser.add_argument("--difference-tokens", action="store_true",
                         help="R-Former variant that also reads after − before (not in the paper).")
+    parser.add_argument("--lpips-weight", type=float, default=1.0,
+                        help="λ of MSE + λ·LPIPS (paper: 1). At this size and edit strength the "
+                             "LPIPS term is ~20× the MSE term.")
     parser.add_argument("--run", default="run", help="Run folder name inside WORK.")
+    parser.add_argument("--evaluate", type=Path, metavar="SAFETENSORS",
+                        help="Only evaluate these weights of WORK/RUN (e.g. a checkpoint's "
+                             "trainable.safetensors) on WORK's held-out set.")
     args = parser.parse_args()
+    if args.evaluate:
+        print(json.dumps(evaluate(args.work / args.run, args.work / "heldout", args.evaluate)))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     tick = time.time()
     if args.skip_data:
         shards, bench = args.work / "shards", args.work / "heldout"
     else:
-        shards, bench = prepare(args.faces, args.work, args.pairs, args.seed)
+        shards, bench = prepare(args.faces, args.work, args.pairs, args.seed, args.max_ops)
     data_s = time.time() - tick
     small = json.loads(json.dumps(SMALL))
     small["rformer"]["difference_tokens"] = args.difference_tokens
+    small["extractor_training"]["lpips_weight"] = args.lpips_weight
     config_file = args.work / f"{args.run}.json"
     config_file.write_text(json.dumps(small, indent=1))
     run = args.work / args.run
@@ -154,6 +171,8 @@ def main() -> None:
     result = evaluate(run, bench) | {"steps": args.steps, "data_s": round(data_s, 1),
                                      "train_s": round(train_s, 1), "side": SIDE}
     result["difference_tokens"] = args.difference_tokens
+    result["lpips_weight"] = args.lpips_weight
+    result["max_ops"] = args.max_ops
     (run / "learning_check.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

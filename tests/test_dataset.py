@@ -1008,3 +1008,32 @@ def test_ray_engine_matches_local_engine(portraits, reference_build, tmp_path):
     assert sorted(finished) == todo
     B.finalize(plan, out)
     _assert_same_files(_files(out), _files(ref_out))
+
+
+# ============================================================== 10. --max-ops
+
+
+def test_max_ops_limits_the_operations_per_pair(portraits, bench_faces, tmp_path):
+    """--max-ops 1: every simulated pair and every benchmark item applies one operation; the
+    plan records it (a build with another limit is another build); the professional subset,
+    whose count distribution is the paper's, refuses it."""
+    out = tmp_path / "one"
+    result = _cli("--faces", portraits, "--out", out, *SMALL, "--max-ops", 1, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ops_per_pair"] == {"1": 6}
+    assert json.loads((out / "plan.json").read_text())["max_ops"] == 1
+    default = _cli("--faces", portraits, "--out", out, *SMALL)
+    assert default.exit_code == 4 and "different build" in default.output
+
+    bench = tmp_path / "bench"
+    result = _cli("--benchmark", "simface", "--faces", bench_faces, "--out", bench,
+                  "--combos", 6, "--size", 128, "--max-ops", 2, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["max_ops"] == 2
+    counts = [len(item["ops"]) for item in json.loads((bench / "dataset.json").read_text())]
+    assert max(counts) <= 2 and min(counts) >= 1
+
+    pro = _cli("--faces", portraits, "--out", tmp_path / "pro", *SMALL, "--subset",
+               "professional", "--max-ops", 3)
+    assert pro.exit_code == 2 and "--max-ops" in pro.output
+    assert not (tmp_path / "pro").exists()

@@ -487,6 +487,11 @@ def build_dataset_command(
         int, typer.Option("--size", help="Images have the area of SIZE² (sides ×16).", min=64)
     ] = 1024,
     combos: Annotated[int, typer.Option("--combos", help="Benchmark items.", min=1)] = 100,
+    max_ops: Annotated[
+        int,
+        typer.Option("--max-ops", help="Simulated subset and benchmark: 1 to MAX_OPS operations "
+                     "per pair (official: 8).", min=1, max=8),
+    ] = 8,
     image_format: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Portraits per shard.", min=1)
@@ -522,7 +527,7 @@ def build_dataset_command(
                 task = progress.add_task("benchmark items", total=combos)
                 summary = build_simface(
                     faces, out_dir, combos=combos, seed=seed, side=size, force=force,
-                    on_item=lambda _: progress.advance(task),
+                    on_item=lambda _: progress.advance(task), max_ops=max_ops,
                 )
         else:
             if subset not in B.SUBSETS:
@@ -532,6 +537,7 @@ def build_dataset_command(
             plan = B.make_plan(
                 faces, subset=subset, seed=seed, pairs=pairs, augmentations=augment,
                 area=size * size, image_format=image_format, shard_size=shard_size,
+                max_ops=max_ops,
             )
             todo = B.prepare_output(out_dir, plan, force=force)
             with progress:

@@ -22,6 +22,7 @@ from ..errors import OutputError, UsageError
 from ..inputs import expand_inputs
 from .filters import PROFESSIONAL_FACE_FILTER, FaceFilter
 from .pairs import PairSettings, make_professional_samples, make_samples
+from .sampling import MAX_OPS
 from .shards import sha256, tar_bytes, write_atomic, write_json_atomic
 
 PLAN_FILE = "plan.json"
@@ -46,6 +47,7 @@ class BuildPlan:
     face_filter: dict = field(default_factory=lambda: FaceFilter().to_dict())
     version: str = __version__
     subset: str = "simulated"
+    max_ops: int = MAX_OPS
 
     @property
     def shard_count(self) -> int:
@@ -61,12 +63,15 @@ class BuildPlan:
             area=self.area,
             image_format=self.image_format,
             face_filter=FaceFilter(**self.face_filter),
+            max_ops=self.max_ops,
         )
 
     def to_dict(self) -> dict:
         data = asdict(self)
         if self.subset == "simulated":  # plan.json of simulated builds as before subsets
             del data["subset"]
+        if self.max_ops == MAX_OPS:  # … and as before --max-ops
+            del data["max_ops"]
         return data
 
 
@@ -79,6 +84,9 @@ def make_plan(faces_dir: Path, *, subset: str = "simulated", **settings) -> Buil
     if subset not in SUBSETS:
         raise UsageError(f"--subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
     if subset != "simulated":
+        if settings.get("max_ops", MAX_OPS) != MAX_OPS:
+            raise UsageError("--max-ops applies to the simulated subset and the benchmark; the "
+                             "professional subset draws 1-7 operations as the paper does")
         settings = {"subset": subset, **settings}
         settings.setdefault("face_filter", PROFESSIONAL_FACE_FILTER.to_dict())
     files = expand_inputs(faces_dir)
@@ -213,7 +221,8 @@ def finalize(plan: BuildPlan, out: Path) -> dict:
     Professional builds also list, in the manifest, each pair's ``ops_skipped`` and, in the
     summary, the subset, the number of pairs per operation count (``ops_per_pair``), the
     instances of each operation (``op_instances``) and the sampled body operations that
-    could not be applied (``ops_not_visible``).
+    could not be applied (``ops_not_visible``). Simulated builds made with a ``--max-ops``
+    below the official 8 list it and ``ops_per_pair``.
     """
     lines: list[str] = []
     per_pair: Counter = Counter()
@@ -252,5 +261,8 @@ def finalize(plan: BuildPlan, out: Path) -> dict:
         summary["ops_per_pair"] = {str(n): per_pair[n] for n in sorted(per_pair)}
         summary["op_instances"] = dict(sorted(instances.items()))
         summary["ops_not_visible"] = not_visible
+    elif plan.max_ops != MAX_OPS:
+        summary["max_ops"] = plan.max_ops
+        summary["ops_per_pair"] = {str(n): per_pair[n] for n in sorted(per_pair)}
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary

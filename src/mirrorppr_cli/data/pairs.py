@@ -25,7 +25,7 @@ from ..ops import plan_warp
 from ..warp import apply_local_warp, mls_similarity, pixel_grid
 from .augment import SIDE_MULTIPLE, apply_augmentation, sample_augmentation, transform_points
 from .filters import FaceFilter, body_reject_reason, reject_reason
-from .sampling import professional_catalog, sample_ops, sample_professional_ops, sample_rng
+from .sampling import MAX_OPS, professional_catalog, sample_ops, sample_professional_ops, sample_rng
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class PairSettings:
     area: int = 1024 * 1024
     image_format: str = "png"
     face_filter: FaceFilter = field(default_factory=FaceFilter)
+    max_ops: int = MAX_OPS  # simulated pairs: 1 … max_ops operations
 
 
 @dataclass
@@ -130,7 +131,7 @@ def make_samples(faces_dir: Path, source: str, seed: int, settings: PairSettings
     base = source_key(source)
     for j in range(settings.pairs):
         rng = sample_rng(seed, source, j)
-        requests = sample_ops(rng)
+        requests = sample_ops(rng, settings.max_ops)
         warp = plan_warp(points, requests)
         edited = apply_local_warp(rgb, warp)
         key = f"{base}-p{j:03d}"

@@ -24,7 +24,7 @@ from ..ops import plan_warp
 from ..warp import apply_local_warp
 from .filters import FaceFilter, reject_reason
 from .pairs import encode
-from .sampling import sample_ops, sample_rng
+from .sampling import MAX_OPS, sample_ops, sample_rng
 from .shards import write_atomic, write_json_atomic
 
 #: Crop side as a multiple of the face's landmark box (FFHQ-like framing).
@@ -92,8 +92,11 @@ def describe(ops) -> str:
 def build_simface(
     faces_dir: Path, out: Path, *, combos: int, seed: int, side: int = 1024,
     force: bool = False, face_filter: FaceFilter | None = None, on_item=None,
+    max_ops: int = MAX_OPS,
 ) -> dict:
-    """Write the benchmark; returns a summary. ``dataset.json`` is written last, atomically."""
+    """Write the benchmark; returns a summary. ``dataset.json`` is written last, atomically.
+
+    ``max_ops``: each item applies 1 … ``max_ops`` operations (default: the official 1–8)."""
     index_file = out / "dataset.json"
     if index_file.exists() and not force:
         raise OutputError(f"{index_file}: exists; pass --force to rebuild the benchmark")
@@ -106,7 +109,7 @@ def build_simface(
     items = []
     for i in range(combos):
         rng = sample_rng(seed, "simface", i)
-        requests = sample_ops(rng)
+        requests = sample_ops(rng, max_ops)
         first, second = (int(k) for k in rng.choice(len(identities), size=2, replace=False))
         item = {"edit_instruction": describe(requests),
                 "ops": [{"name": r.name, "strength": r.strength} for r in requests]}
@@ -123,5 +126,7 @@ def build_simface(
     write_atomic(index_file, (json.dumps(items, indent=1) + "\n").encode())
     summary = {"items": len(items), "identities": len(identities),
                "skipped": skipped, "seed": seed, "side": side}
+    if max_ops != MAX_OPS:
+        summary["max_ops"] = max_ops
     write_json_atomic(out / "summary.json", summary)
     return summary
