@@ -91,6 +91,10 @@ def test_train_extractor_resumes_bit_identically(shards, tmp_path):
     rows = losses(full)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 and "lpips" in r and "mse" in r for r in rows)
+    # the baseline beside the loss: the unchanged query's MSE, which an untrained decoder
+    # (zero-initialised head: it returns the query) matches at the first step
+    assert all(r["mse_unchanged"] > 0 for r in rows)
+    assert rows[0]["mse"] == pytest.approx(rows[0]["mse_unchanged"], rel=1e-3)
     # cosine decay from lr_max towards lr_min over the run
     assert rows[0]["lr"] == pytest.approx(tiny_config().extractor_training.lr_max)
     assert rows[0]["lr"] > rows[-1]["lr"] > tiny_config().extractor_training.lr_min

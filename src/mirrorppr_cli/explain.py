@@ -3,7 +3,8 @@
 Each catalog operation, at strength ±``BASIS_STRENGTH``, gives a displacement field on the
 exemplar (the inverse map of its warp minus the identity, feathered as applied). The measured
 edit (backward optical flow, :class:`~mirrorppr_cli.transfer.Edit`) is sampled on a grid over
-the region the edit and the operations cover and fitted in three steps:
+the region the edit and the operations cover — at a resolution set by the face, not the file
+(:data:`FIT_UNIT_PX`) — and fitted in three steps:
 
 1. *Selection*: forward selection picks the operations, one at a time, each the one whose
    addition to a non-negative least-squares fit (scipy's NNLS) of the chosen fields lowers the
@@ -164,7 +165,7 @@ def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = No
         return Explanation([], 0.0, 0.0)
     moving = np.linalg.norm(edit.flow, axis=-1)
     motion_px = float(moving[moving > 0].mean()) if moving.any() else 0.0
-    full_edit, (edit, shape) = edit, _at_fit_scale(edit, shape)
+    edit, shape = _at_fit_scale(edit, shape)  # the fit's resolution; motion_px stays in px
     box = edit.box
     sl = (slice(0, box.height, FIT_STEP), slice(0, box.width, FIT_STEP))
     target = edit.flow[sl].reshape(-1).astype(np.float64)
@@ -185,7 +186,6 @@ def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = No
     if fitted is None:
         return Explanation([], 0.0, 0.0)
     ops, explained = fitted
-    del full_edit
     return Explanation(ops, float(explained), motion_px)
 
 
@@ -213,7 +213,7 @@ def _at_fit_scale(edit: Edit, shape: tuple[int, int]) -> tuple[Edit, tuple[int, 
     padded = cv2.copyMakeBorder(np.dstack([edit.flow, edit.weight]).astype(np.float32),
                                 pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     smooth = cv2.blur(padded, (k, k), borderType=cv2.BORDER_CONSTANT)
-    # Fit pixel u sits at image x = (u + ½)/s − ½; in `padded`, at x − (box.x0 − pad).
+    # Fit pixel u sits at image x = (u + ½)/s − ½; in `padded`, at x − (edit.box.x0 − pad).
     # (cv2.blur centres an even kernel half a pixel early: k // 2 − (k − 1)/2 corrects it.)
     origin = (np.array([box.x0, box.y0]) + 0.5) / scale - 0.5 - (
         np.array([edit.box.x0, edit.box.y0]) - pad) + (k // 2 - (k - 1) / 2)

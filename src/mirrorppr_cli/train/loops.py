@@ -8,8 +8,10 @@ and σ) is a function of ``(seed, s)``; together with the checkpoint's optimizer
 resumed run therefore continues exactly as an uninterrupted one would.
 
 Outputs in ``OUT``: ``checkpoints/step-NNNNNNN/`` (see :mod:`.checkpoint`), ``metrics.jsonl``
-(one line per step: loss terms, lr, samples/s), ``config.json`` and the final weights
-(``extractor.safetensors`` for pre-training; ``weights/`` for the joint stage).
+(one line per step: loss terms, lr, samples/s; the extractor stage also logs
+``mse_unchanged``, the batch's MSE of the unchanged query: its baseline), ``config.json`` and
+the final weights (``extractor.safetensors`` for pre-training; ``weights/`` for the joint
+stage).
 """
 
 from __future__ import annotations
@@ -278,11 +280,14 @@ def train_extractor(config: ModelConfig, options: TrainOptions,
     def loss_fn(model, batch, _gen):
         pred = model(batch["before"], batch["after"], batch["query"])
         mse = F.mse_loss(pred.float(), batch["target"])
+        # The baseline in the same batch: the unchanged query (a model that copies scores it).
+        baseline = {"mse_unchanged": F.mse_loss(batch["query"].float(), batch["target"])}
         if lpips_net is None:
-            return {"loss": mse, "mse": mse}
+            return {"loss": mse, "mse": mse, **baseline}
         net = lpips_net.to(pred.device)
         perceptual = net(pred.float() * 2 - 1, batch["target"] * 2 - 1).mean()
-        return {"loss": mse + tcfg.lpips_weight * perceptual, "mse": mse, "lpips": perceptual}
+        return {"loss": mse + tcfg.lpips_weight * perceptual, "mse": mse, "lpips": perceptual,
+                **baseline}
 
     result = _run(
         options, config, model, stage_name="extractor",
