@@ -77,10 +77,10 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
 
 #: Flow passes: each re-estimates the residual after warping by the flow so far (DIS alone
 #: under-reads sub-pixel motion; measured recall of the true field 0.81 → 0.85 at 512², 0.89 →
-#: 0.91 at 1024² with three passes). A third pass is not worth its cost: on three catalog edits
-#: of the 1024² astronaut, PNG and JPEG (q 95), passes 1/2/3 gave mean end-point errors
-#: 0.139/0.134/0.133 px and recall 0.931/0.951/0.950, for 32/52/71 ms.
-FLOW_PASSES = 2
+#: 0.91 at 1024² with three passes). Two passes save 18 ms of a 1024² exemplar but cost a
+#: median 0.45 dB per item on the real-face SimFace-style bench (41 of 100 items worse by more
+#: than 0.5 dB, up to 3.3 dB), though their mean end-point error on synthetic edits is the same.
+FLOW_PASSES = 3
 
 
 def _flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
