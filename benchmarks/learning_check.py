@@ -43,7 +43,10 @@ SMALL = {
                 "image_size": SIDE},
     "extractor_training": {"batch_size": 16, "lr_max": 3e-4, "lr_min": 3e-5,
                            "warmup_steps": 50, "lpips_weight": 1.0,
-                           "lpips_net": "alex"},  # VGG LPIPS is ~8x slower on this CPU
+                           "lpips_net": "alex",  # VGG LPIPS is ~8x slower on this CPU
+                           # Subtle edits at 128²: the MSE's gradients are 1e-10–1e-9, below
+                           # AdamW's default ε (1e-8), which then damps every update ~100×.
+                           "adam_eps": 1e-12},
 }
 
 
@@ -142,6 +145,8 @@ def main() -> None:
     parser.add_argument("--lpips-weight", type=float, default=1.0,
                         help="λ of MSE + λ·LPIPS (paper: 1). At this size and edit strength the "
                              "LPIPS term is ~20× the MSE term.")
+    parser.add_argument("--adam-eps", type=float, default=1e-12,
+                        help="AdamW's ε (PyTorch's default 1e-8 damps this run's updates).")
     parser.add_argument("--run", default="run", help="Run folder name inside WORK.")
     parser.add_argument("--evaluate", type=Path, metavar="SAFETENSORS",
                         help="Only evaluate these weights of WORK/RUN (e.g. a checkpoint's "
@@ -160,6 +165,7 @@ def main() -> None:
     small = json.loads(json.dumps(SMALL))
     small["rformer"]["difference_tokens"] = args.difference_tokens
     small["extractor_training"]["lpips_weight"] = args.lpips_weight
+    small["extractor_training"]["adam_eps"] = args.adam_eps
     config_file = args.work / f"{args.run}.json"
     config_file.write_text(json.dumps(small, indent=1))
     run = args.work / args.run
@@ -173,6 +179,7 @@ def main() -> None:
     result["difference_tokens"] = args.difference_tokens
     result["lpips_weight"] = args.lpips_weight
     result["max_ops"] = args.max_ops
+    result["adam_eps"] = args.adam_eps
     (run / "learning_check.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

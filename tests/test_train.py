@@ -289,3 +289,18 @@ def test_show_config_prints_a_loadable_preset(tmp_path):
     again = runner.invoke(app, ["train", "show-config", str(path)])
     assert json.loads(again.stdout) == shown
     assert runner.invoke(app, ["train", "show-config", "nope"]).exit_code == 2
+
+
+@pytest.mark.parametrize("kind", ["extractor", "joint"])
+def test_adam_eps_from_the_config_reaches_the_optimizer(shards, tmp_path, kind):
+    """``adam_eps`` (not in the paper) is AdamW's ε: the checkpoint's optimizer state has it."""
+    stage = "extractor_training" if kind == "extractor" else "joint_training"
+    config = tmp_path / "eps.json"
+    config.write_text(json.dumps({"base": "tiny", stage: {"adam_eps": 1e-12}}))
+    out = tmp_path / "run"
+    args = ["train", kind, "--data", str(shards), "--out", str(out), "--config", str(config),
+            "--steps", "1", "--save-every", "1", "--seed", "3", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state = json.loads((latest_checkpoint(out) / "state.json").read_text())
+    assert state["optimizer"]["param_groups"][0]["eps"] == 1e-12

@@ -128,6 +128,9 @@ class ExtractorTrainingConfig:
     lpips_net: str = "vgg"  # not in the paper
     steps: int = 100_000  # not in the paper (illegible in our copy)
     warmup_steps: int = 0  # not in the paper
+    # AdamW's ε (not in the paper; PyTorch's default). Gradients below it are damped: small
+    # images with subtle edits give MSE gradients of 1e-10–1e-9 (see benchmarks/learning_check.py).
+    adam_eps: float = 1e-8
 
 
 @dataclass
@@ -141,6 +144,7 @@ class JointTrainingConfig:
     weight_decay: float = 1e-2
     steps: int = 20_000  # not in the paper
     image_area: int = 1024 * 1024  # query / target area for the VAE (facts.md §2)
+    adam_eps: float = 1e-8  # AdamW's ε (not in the paper; PyTorch's default)
 
 
 @dataclass

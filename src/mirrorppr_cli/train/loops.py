@@ -184,8 +184,8 @@ def _mae_spec(options: TrainOptions, config: ModelConfig) -> str | None:
 
 
 def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_name: str,
-         lr_at: Callable[[int, int], float], weight_decay: float, default_steps: int,
-         batch_sizes: Callable[[int], int], side: int,
+         lr_at: Callable[[int, int], float], weight_decay: float, adam_eps: float,
+         default_steps: int, batch_sizes: Callable[[int], int], side: int,
          loss_fn: Callable[[nn.Module, dict, torch.Generator], dict],
          on_step: Callable[[int, int, dict], None] | None) -> dict:
     """The loop shared by both stages; ``loss_fn`` returns ``{"loss": tensor, ...terms}``."""
@@ -197,7 +197,8 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
     resume_from = _prepare_out(options, config)
     out = Path(options.out)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr_at(0, total), weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=lr_at(0, total), weight_decay=weight_decay,
+                                  eps=adam_eps)
     start = 0
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer)
@@ -292,7 +293,7 @@ def train_extractor(config: ModelConfig, options: TrainOptions,
     result = _run(
         options, config, model, stage_name="extractor",
         lr_at=lambda s, total: cosine_lr(s, total, tcfg.lr_max, tcfg.lr_min, tcfg.warmup_steps),
-        weight_decay=tcfg.weight_decay, default_steps=tcfg.steps,
+        weight_decay=tcfg.weight_decay, adam_eps=tcfg.adam_eps, default_steps=tcfg.steps,
         batch_sizes=lambda k: tcfg.batch_size if k == 0 else tcfg.batch_size_professional,
         side=config.decoder.image_size, loss_fn=loss_fn, on_step=on_step,
     )
@@ -342,7 +343,7 @@ def train_joint(config: ModelConfig, options: TrainOptions,
 
     result = _run(
         options, config, model, stage_name="joint", lr_at=lambda s, total: tcfg.lr,
-        weight_decay=tcfg.weight_decay, default_steps=tcfg.steps,
+        weight_decay=tcfg.weight_decay, adam_eps=tcfg.adam_eps, default_steps=tcfg.steps,
         batch_sizes=lambda k: tcfg.batch_size, side=side, loss_fn=loss_fn, on_step=on_step,
     )
     model = result.pop("model")
