@@ -480,3 +480,9 @@ def test_plan_warp_with_a_layout_cache_plans_the_same_warp(astronaut_512_points)
             assert len(cached.polygons) == len(fresh.polygons)
             for a, b in zip(cached.polygons, fresh.polygons, strict=True):
                 np.testing.assert_array_equal(a, b)
+    # one cache shared by two faces keeps them apart
+    other = astronaut_512_points * [1.25, 1.0] + 7  # not a similarity: other local geometry
+    ops = [OpRequest("eye_resize", 50)]
+    shared, alone = plan_warp(other, ops, layouts), plan_warp(other, ops)
+    np.testing.assert_array_equal(shared.source, alone.source)
+    np.testing.assert_array_equal(np.concatenate(shared.polygons), np.concatenate(alone.polygons))

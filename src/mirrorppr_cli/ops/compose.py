@@ -119,7 +119,8 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest],
     if len(extra_src):
         fixed = [i for i, keep in zip(
             fixed, _unstrained_points(points[fixed], extra_src, extra_shift), strict=True) if keep]
-    key = ("thinned", tuple(fixed))  # often the same for an operation at + and − strength
+    # often the same for an operation at + and − strength
+    key = ("thinned", np.ascontiguousarray(points, np.float64).tobytes(), tuple(fixed))
     if key not in layouts:
         layouts[key] = thinned(local, fixed, ANCHOR_SPACING, distances)
     fixed = list(layouts[key])
