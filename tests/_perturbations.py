@@ -1,4 +1,5 @@
-"""Imperceptible variants of an image, for measuring detector/tracker jitter in tests."""
+"""Variants of an image for tests: imperceptible ones (detector/tracker jitter) and a query
+framed differently from its exemplar."""
 
 from __future__ import annotations
 
@@ -19,3 +20,13 @@ def perturbations(image: np.ndarray):
             image, m, image.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
         yield moved, np.array(shift)
+
+
+def rotate_on_canvas(rgb: np.ndarray) -> np.ndarray:
+    """Rotated 12°, scaled 0.8, off-centre on a larger grey canvas (1.3 × 1.2 the size)."""
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 12, 0.8)
+    m[:, 2] += [0.15 * w, 0.10 * h]
+    return cv2.warpAffine(np.ascontiguousarray(rgb), m, (int(1.3 * w), int(1.2 * h)),
+                          flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(40, 40, 40))

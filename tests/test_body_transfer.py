@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _perturbations import rotate_on_canvas
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -77,16 +78,6 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _mirrored_small(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(np.fliplr(rgb)), None, fx=0.8, fy=0.8,
                       interpolation=cv2.INTER_AREA)
-
-
-def _rotated_on_canvas(rgb: np.ndarray) -> np.ndarray:
-    """Rotated 12°, scaled 0.8, off-centre on a larger grey canvas (1.3 × 1.2 the size)."""
-    h, w = rgb.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), 12, 0.8)
-    m[:, 2] += [0.15 * w, 0.10 * h]
-    return cv2.warpAffine(np.ascontiguousarray(rgb), m, (int(1.3 * w), int(1.2 * h)),
-                          flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=(40, 40, 40))
 
 
 def _grace() -> np.ndarray:
@@ -240,7 +231,7 @@ def test_body_edit_follows_another_body(exemplars, astronaut_512, name):
 
     Measured recall 0.988 (grace_hopper), 0.987 (rotated on canvas).
     """
-    q = _grace() if name == "grace_hopper" else _rotated_on_canvas(np.asarray(astronaut_512))
+    q = _grace() if name == "grace_hopper" else rotate_on_canvas(np.asarray(astronaut_512))
     points = _points(q)
     truth = _edited(q, CASES["shoulder_width-60"], points)
     notes: list[str] = []

@@ -346,7 +346,7 @@ def test_all_eight_operations_compose_into_one_warp(face):
     disp = _displacements(points, warp)
     expected: dict[int, np.ndarray] = {}
     for req in requests:
-        idx, targets, _ = CATALOG[req.name].control_points(points, frame, req.strength)
+        idx, targets = CATALOG[req.name].targets(points, frame, req.strength)
         assert set(idx.tolist()) <= set(disp), f"{req.name}: moving points missing"
         for i, t in zip(idx.tolist(), targets, strict=True):
             expected[i] = expected.get(i, 0.0) + (t - points[i])
@@ -389,7 +389,7 @@ def test_strength_zero_is_the_identity(face, name):
 def test_eye_resize_scales_each_eye_about_its_centre(face, strength, factor):
     """Gains of the official generator: 1 + 0.25·s/100 enlarging, 1 + 0.20·s/100 shrinking."""
     _, points, frame, _ = face
-    idx, targets, _ = CATALOG["eye_resize"].control_points(points, frame, strength)
+    idx, targets = CATALOG["eye_resize"].targets(points, frame, strength)
     start = 0
     for group in (R.RIGHT_EYE, R.LEFT_EYE):
         src = points[list(group)]

@@ -430,7 +430,7 @@ def test_all_operations_compose_into_one_warp(face):
     warp = plan_warp(points, requests)
     expected: dict[int, np.ndarray] = {}
     for req in requests:
-        idx, targets, _ = CATALOG[req.name].control_points(points, frame, req.strength)
+        idx, targets = CATALOG[req.name].targets(points, frame, req.strength)
         for i, t in zip(idx.tolist(), targets, strict=True):
             expected[i] = expected.get(i, 0.0) + (t - points[i])
     moving = sorted(expected)

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _perturbations import rotate_on_canvas
 from mirrorppr_backends.warp import WarpBackend
 from PIL import Image
 from scipy import ndimage
@@ -80,16 +81,6 @@ def _rotate(rgb: np.ndarray, degrees: float, scale: float = 1.0) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT)
 
 
-def _rotate_on_canvas(rgb: np.ndarray) -> np.ndarray:
-    """Rotated 12°, scaled 0.8, off-centre on a larger grey canvas (1.3 × 1.2 the size)."""
-    h, w = rgb.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), 12, 0.8)
-    m[:, 2] += [0.15 * w, 0.10 * h]
-    return cv2.warpAffine(np.ascontiguousarray(rgb), m, (int(1.3 * w), int(1.2 * h)),
-                          flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=(40, 40, 40))
-
-
 def _mirror(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.fliplr(rgb))
 
@@ -144,7 +135,7 @@ def pair_1024(astronaut_1024, astronaut_1024_points):
 QUERY_TRANSFORMS = {
     "mirrored": _mirror,
     "half_size": lambda rgb: _rescale(rgb, 0.5),
-    "rotated12_scaled0.8_on_canvas": _rotate_on_canvas,
+    "rotated12_scaled0.8_on_canvas": rotate_on_canvas,
     "shifted": lambda rgb: _shift(rgb, 37, 23),
 }
 

@@ -117,14 +117,20 @@ def record_augmentation(record: dict, aug, points: np.ndarray, size: tuple[int, 
     record.setdefault("augmented_landmarks", []).append(_r(transform_points(points, aug, size)))
 
 
+def _standard_source(faces_dir: Path, source: str,
+                     settings: PairSettings) -> tuple[np.ndarray, list, str | None]:
+    """``(standardised RGB, faces found, why the source is skipped or None)``."""
+    rgb = standardise(np.ascontiguousarray(read_image(faces_dir / source).rgb8()), settings.area)
+    faces = find_faces(rgb)
+    return rgb, faces, reject_reason(faces, settings.face_filter,
+                                     math.sqrt(rgb.shape[0] * rgb.shape[1]))
+
+
 def make_samples(faces_dir: Path, source: str, seed: int, settings: PairSettings) -> SourceResult:
     """Every pair and augmented view of one source, fully determined by ``(seed, source)``."""
     result = SourceResult(source)
-    rgb = standardise(np.ascontiguousarray(read_image(faces_dir / source).rgb8()), settings.area)
-    faces = find_faces(rgb)
-    reason = reject_reason(faces, settings.face_filter, math.sqrt(rgb.shape[0] * rgb.shape[1]))
-    if reason:
-        result.skipped = reason
+    rgb, faces, result.skipped = _standard_source(faces_dir, source, settings)
+    if result.skipped:
         return result
     points = faces[0].points
     size = (rgb.shape[1], rgb.shape[0])
@@ -276,11 +282,8 @@ def make_professional_samples(faces_dir: Path, source: str, seed: int,
     from ..ops.body_catalog import BODY_CATALOG, apply_body_warp, plan_body_warp
 
     result = SourceResult(source)
-    rgb = standardise(np.ascontiguousarray(read_image(faces_dir / source).rgb8()), settings.area)
-    faces = find_faces(rgb)
-    reason = reject_reason(faces, settings.face_filter, math.sqrt(rgb.shape[0] * rgb.shape[1]))
-    if reason:
-        result.skipped = reason
+    rgb, faces, result.skipped = _standard_source(faces_dir, source, settings)
+    if result.skipped:
         return result
     try:
         body = detect_body(rgb, name=source)

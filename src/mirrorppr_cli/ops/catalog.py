@@ -127,30 +127,15 @@ class Operation:
     hull: str = "op"
     chains: tuple[tuple[int, ...], ...] = ()
 
-    def control_points(
-        self, points: np.ndarray, frame: FaceFrame, strength: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Moving landmarks, their targets, and the anchor landmarks for one face.
-
-        Args:
-            points: ``(478, 2)`` landmarks ``(x, y)`` px.
-            frame: the face's frame.
-            strength: in [−100, 100].
-
-        Returns:
-            ``(moving_idx (K,), targets (K, 2) px, anchor_idx (A,))``.
-        """
-        moving_idx, targets = self.targets(points, frame, strength)
-        return moving_idx, targets, self.anchors(frame.to_local(points), moving_idx)
-
     def moving_indices(self) -> np.ndarray:
         """Indices of every moving landmark, group by group, ``(K,)``."""
         return np.concatenate([np.asarray(g, np.int64) for g in self.moving])
 
     def targets(self, points: np.ndarray, frame: FaceFrame,
                 strength: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(moving_idx (K,), targets (K, 2) px)``: where ``strength`` moves the moving
-        landmarks (as :meth:`control_points`, without the anchors)."""
+        """``(moving_idx (K,), targets (K, 2) px)``: where ``strength`` (in [−100, 100]) moves
+        the moving landmarks of the face ``points`` (``(478, 2)`` ``(x, y)`` px); the anchors
+        are :meth:`anchors`."""
         t = float(strength) / MAX_STRENGTH
         local = frame.to_local(points)
         groups = [local[list(g)] for g in self.moving]
@@ -181,8 +166,7 @@ class Operation:
         """The halo's fixed points ``(H, 2)`` px (none when ``halo`` is 0)."""
         if self.halo <= 0:
             return np.empty((0, 2))
-        moving = np.concatenate([np.asarray(g, np.int64) for g in self.moving])
-        return frame.to_image(_halo(frame.to_local(points), moving, self.halo))
+        return frame.to_image(_halo(frame.to_local(points), self.moving_indices(), self.halo))
 
     def polygons(self, points: np.ndarray, frame: FaceFrame, moving_idx: np.ndarray,
                  anchor_idx: np.ndarray, distances: np.ndarray | None = None) -> list[np.ndarray]:
