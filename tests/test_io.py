@@ -1034,3 +1034,40 @@ def test_fallback_when_hard_links_unsupported(
     assert leftovers(tmp_path) == []
     with pytest.raises(OutputError, match="exists"):
         write_image(image_from_array(astro), dest)
+
+
+@pytest.mark.parametrize("kind", ["ycbcr", "grey", "progressive", "444", "exif_rotated"])
+def test_jpeg_fast_path_matches_pillow(tmp_path: Path, astro: np.ndarray, kind: str) -> None:
+    """JPEGs decoded by OpenCV (the fast path) have Pillow's pixels, mode and orientation."""
+    image = PIL.Image.fromarray(astro)
+    options: dict = {"quality": 90}
+    if kind == "grey":
+        image = image.convert("L")
+    elif kind == "progressive":
+        options["progressive"] = True
+    elif kind == "444":
+        options["subsampling"] = 0
+    elif kind == "exif_rotated":
+        exif = PIL.Image.Exif()
+        exif[0x0112] = 6
+        options["exif"] = exif.tobytes()
+    path = tmp_path / "a.jpg"
+    image.save(path, **options)
+    data = path.read_bytes()
+    with PIL.Image.open(BytesIO(data)) as opened:
+        assert mio._decode_jpeg_fast(opened, data) is not None  # the fast path is taken
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert(opened.mode))
+    picture = mio.read_image(path)
+    assert picture.mode == ("L" if kind == "grey" else "RGB")
+    np.testing.assert_array_equal(picture.pixels.reshape(expected.shape), expected)
+
+
+def test_jpeg_fast_path_leaves_truncated_files_to_pillow(tmp_path: Path, astro: np.ndarray) -> None:
+    data = BytesIO()
+    PIL.Image.fromarray(astro).save(data, "JPEG", quality=90)
+    cut = data.getvalue()[: len(data.getvalue()) * 2 // 3]
+    with PIL.Image.open(BytesIO(cut)) as opened:
+        assert mio._decode_jpeg_fast(opened, cut) is None
+    (tmp_path / "cut.jpg").write_bytes(cut)
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        mio.read_image(tmp_path / "cut.jpg")

@@ -362,6 +362,9 @@ def _decode_opened(file: Path, im: PIL.Image.Image, data: bytes) -> _Decoded:
     if _needs_opencv(im, data):
         pixels, mode = _decode_opencv(file, data)
         exif = im.info.get("exif") or (_png_exif_chunk(data) if fmt == "PNG" else None)
+    elif (fast := _decode_jpeg_fast(im, data)) is not None:
+        pixels, mode = fast
+        exif = im.info.get("exif")
     else:
         im.load()
         pixels, mode = _pillow_to_array(file, im)
@@ -395,6 +398,29 @@ def _needs_opencv(im: PIL.Image.Image, data: bytes) -> bool:
         bits = bits if isinstance(bits, tuple) else (bits,)
         return any(int(b) > 8 for b in bits)
     return False
+
+
+def _decode_jpeg_fast(im: PIL.Image.Image, data: bytes) -> tuple[np.ndarray, str] | None:
+    """A complete 8-bit RGB or grey JPEG decoded by OpenCV, or None (then Pillow decodes it).
+
+    Both use libjpeg-turbo with the same settings (bit-identical pixels on this project's 39
+    test JPEGs) but OpenCV is ~3× faster at 1024². OpenCV fills a truncated file with grey
+    instead of failing, so only files that end with the end-of-image marker take this path
+    (truncated ones reach Pillow, which refuses them); CMYK and anything unusual stay with
+    Pillow too.
+    """
+    if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+        return None
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    flags = cv2.IMREAD_IGNORE_ORIENTATION | (
+        cv2.IMREAD_COLOR if im.mode == "RGB" else cv2.IMREAD_GRAYSCALE)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if decoded is None or decoded.dtype != np.uint8 or decoded.shape[1::-1] != im.size:
+        return None
+    if im.mode == "L":
+        return decoded[:, :, np.newaxis], "L"
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), "RGB"
 
 
 def _decode_opencv(file: Path, data: bytes) -> tuple[np.ndarray, str]:

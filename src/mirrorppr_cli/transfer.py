@@ -22,6 +22,7 @@ not carried by the landmark correspondence: they are fitted as body operations
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -69,6 +70,12 @@ class Edit:
     @property
     def empty(self) -> bool:
         return self.box.empty
+
+    @cached_property
+    def handles(self) -> np.ndarray:
+        """Indices of the correspondence handles (:func:`_correspondence_handles` of
+        ``points``), computed once for every query the edit is carried to."""
+        return _correspondence_handles(self.points)
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -257,7 +264,7 @@ def transfer(
     """
     if edit.empty or strength == 0:
         return query.copy()
-    handles = _correspondence_handles(edit.points)
+    handles = edit.handles
     ex_h, q_h = edit.points[handles], query_points[handles]
     box = _query_box(edit, ex_h, q_h, query.shape[:2])
     if box.empty:
@@ -276,8 +283,9 @@ def transfer(
     weight[weight < 1e-3] = 0.0
     if not weight.any():
         return query.copy()
-    sources = np.stack(np.meshgrid(np.arange(box.x0, box.x1), np.arange(box.y0, box.y1)),
-                       axis=-1) + dense[..., :2]
+    sources = dense[..., :2]  # + the pixel grid, in place
+    sources[..., 0] += np.arange(box.x0, box.x1)[None, :]
+    sources[..., 1] += np.arange(box.y0, box.y1)[:, None]
     warped = remap(query, sources)
     return blend_into(query, warped, weight.astype(np.float32), box)
 

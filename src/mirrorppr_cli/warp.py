@@ -54,7 +54,7 @@ def fast_path_bound(source_points: np.ndarray, target_points: np.ndarray) -> flo
 # Distances below this (in px²) count as "on a control point": keeps weights finite there.
 _EPS_SQ = 1e-12
 # Evaluate at most this many (point, handle) pairs at once, to bound memory.
-_CHUNK_PAIRS = 2_000_000
+_CHUNK_PAIRS = 65_536
 
 
 def mls_similarity(
@@ -95,14 +95,17 @@ def mls_similarity(
     consts = np.stack(
         [np.ones(len(a)), a.real, a.imag, b.real, b.imag, ba.real, ba.imag, np.abs(a) ** 2], axis=1
     )
-    # |v − a|² = |v|² − 2·v·a + |a|² as a matrix product too.
-    coeffs = np.stack([-2 * a.real, -2 * a.imag, np.abs(a) ** 2], axis=0)  # (3, N)
+    # |v − a|² = |v|² − 2·v·a + |a|² as one matrix product too: [x, y, 1, |v|²]·coeffs.
+    coeffs = np.stack([-2 * a.real, -2 * a.imag, np.abs(a) ** 2, np.ones(len(a))], axis=0)
+    rows = np.empty((len(flat), 4))
+    rows[:, :2] = flat
+    rows[:, 2] = 1.0
+    rows[:, 3] = (flat**2).sum(axis=1)
     out = np.empty(len(flat), dtype=np.complex128)
     step = max(1, _CHUNK_PAIRS // len(a))
     for start in range(0, len(flat), step):
         chunk = flat[start : start + step]
-        d2 = chunk @ coeffs[:2] + coeffs[2]
-        d2 += (chunk**2).sum(axis=1)[:, None]
+        d2 = rows[start : start + step] @ coeffs
         np.maximum(d2, _EPS_SQ, out=d2)
         w = d2 ** (-alpha) if alpha != 1.0 else np.reciprocal(d2, out=d2)
         s0, sar, sai, sbr, sbi, sbar, sbai, saa = (w @ consts).T

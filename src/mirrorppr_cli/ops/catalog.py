@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from .. import regions as R
 from ..errors import UsageError
@@ -131,13 +132,13 @@ class Operation:
         """Indices of every moving landmark, group by group, ``(K,)``."""
         return np.concatenate([np.asarray(g, np.int64) for g in self.moving])
 
-    def targets(self, points: np.ndarray, frame: FaceFrame,
-                strength: float) -> tuple[np.ndarray, np.ndarray]:
+    def targets(self, points: np.ndarray, frame: FaceFrame, strength: float,
+                local: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(moving_idx (K,), targets (K, 2) px)``: where ``strength`` (in [−100, 100]) moves
         the moving landmarks of the face ``points`` (``(478, 2)`` ``(x, y)`` px); the anchors
-        are :meth:`anchors`."""
+        are :meth:`anchors`. ``local``: ``frame.to_local(points)``, when the caller has it."""
         t = float(strength) / MAX_STRENGTH
-        local = frame.to_local(points)
+        local = frame.to_local(points) if local is None else local
         groups = [local[list(g)] for g in self.moving]
         about = None if self.rule_about is None else local[list(self.rule_about)]
         moved = self.rule.move(groups, about, t)
@@ -153,7 +154,9 @@ class Operation:
 
         ``distances``: :func:`pairwise_distances` of ``local``, when the caller has it.
         """
-        candidates = np.setdiff1d(np.asarray(R.MESH), moving_idx)
+        is_moving = np.zeros(len(local), bool)
+        is_moving[moving_idx] = True
+        candidates = _MESH[~is_moving[_MESH]]  # sorted, as MESH is
         if distances is None:
             distances = pairwise_distances(local)
         dist = distances[np.ix_(candidates, moving_idx)].min(axis=1)
@@ -180,7 +183,7 @@ class Operation:
         if distances is None:
             distances = pairwise_distances(local)
         near = distances[np.ix_(anchor_idx, moving_idx)]
-        halo = _oval_halo(local, self.halo) if self.halo > 0 else None
+        halo = frame.to_image(_oval_halo(local, self.halo)) if self.halo > 0 else None
         neighbours: dict[int, set[int]] = {}
         for chain in self.chains:
             for a, b in zip(chain[:-1], chain[1:], strict=True):
@@ -188,12 +191,15 @@ class Operation:
                 neighbours.setdefault(b, set()).add(a)
         out = []
         for k, m in enumerate(moving_idx.tolist()):
-            poly = [local[[m, *sorted(neighbours.get(m, ()))]],
-                    local[anchor_idx[near[:, k] <= self.ring[1]]]]
+            poly = [points[[m, *sorted(neighbours.get(m, ()))]],
+                    points[anchor_idx[near[:, k] <= self.ring[1]]]]
             if halo is not None:
                 poly.append(halo[_halo_positions(np.array([m]))])
-            out.append(np.concatenate(poly))
-        return [frame.to_image(poly) for poly in out]
+            out.append(np.concatenate(poly).astype(np.float64))
+        return out
+
+
+_MESH = np.asarray(R.MESH)
 
 
 def _halo(local: np.ndarray, moving: np.ndarray, distance: float) -> np.ndarray:
@@ -228,9 +234,7 @@ def _oval_halo(local: np.ndarray, distance: float) -> np.ndarray:
 
 def pairwise_distances(local: np.ndarray) -> np.ndarray:
     """``(N, N)`` distances between the landmarks ``local`` ``(N, 2)`` (face units)."""
-    dx = local[:, None, 0] - local[None, :, 0]
-    dy = local[:, None, 1] - local[None, :, 1]
-    return np.sqrt(dx * dx + dy * dy)
+    return cdist(local, local)
 
 
 CATALOG: dict[str, Operation] = {

@@ -82,7 +82,8 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest],
     """
     layouts = {} if layouts is None else layouts
     frame, local, distances = _face(points, layouts)
-    displacement: dict[int, np.ndarray] = {}
+    shift_sum = np.zeros((len(points), 2))  # summed displacement of each moving landmark, px
+    is_moving = np.zeros(len(points), bool)
     per_op: list[tuple[np.ndarray, np.ndarray]] = []
     halos: list[np.ndarray] = []
     chains: set[tuple[int, int]] = set()
@@ -95,13 +96,14 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest],
             (a, b) for chain in op.chains for a, b in zip(chain[:-1], chain[1:], strict=True)
         )
         layout = _layout(op, points, frame, local, distances, layouts)
-        idx, targets = op.targets(points, frame, req.strength)
-        for i, target in zip(idx.tolist(), targets, strict=True):
-            displacement[i] = displacement.get(i, 0.0) + (target - points[i])
+        idx, targets = op.targets(points, frame, req.strength, local)
+        np.add.at(shift_sum, idx, targets - points[idx])
+        is_moving[idx] = True
         per_op.append((idx, layout.anchor_idx))  # own-clearance applied
         halos.append(layout.halo_local)
         polygons.extend(layout.polygons)
-    moving = sorted(displacement)
+    moving = np.flatnonzero(is_moving).tolist()
+    displacement = {i: shift_sum[i] for i in moving}
     anchors: set[int] = set()
     halo_kept: list[np.ndarray] = []
     for k, (_, own_anchors) in enumerate(per_op):
@@ -113,7 +115,7 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest],
         anchors.update(kept.tolist())
         halo_kept.append(halos[k])
     fixed = sorted(anchors.difference(moving))
-    shifts = np.array([displacement[i] for i in moving]).reshape(-1, 2)
+    shifts = shift_sum[moving].reshape(-1, 2)
     fixed = _unstrained(distances, frame.unit, fixed, moving, shifts)
     extra_src, extra_shift = _chain_handles(points, local, sorted(chains), displacement)
     if len(extra_src):
