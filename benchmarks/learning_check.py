@@ -142,6 +142,9 @@ def main() -> None:
                              "(official: 8).")
     parser.add_argument("--difference-tokens", action="store_true",
                         help="R-Former variant that also reads after − before (not in the paper).")
+    parser.add_argument("--pixel-difference", action="store_true",
+                        help="R-Former variant that also reads the pixels' after − before, "
+                             "RMS-normalised (not in the paper).")
     parser.add_argument("--lpips-weight", type=float, default=1.0,
                         help="λ of MSE + λ·LPIPS (paper: 1). At this size and edit strength the "
                              "LPIPS term is ~20× the MSE term.")
@@ -164,6 +167,7 @@ def main() -> None:
     data_s = time.time() - tick
     small = json.loads(json.dumps(SMALL))
     small["rformer"]["difference_tokens"] = args.difference_tokens
+    small["rformer"]["pixel_difference"] = args.pixel_difference
     small["extractor_training"]["lpips_weight"] = args.lpips_weight
     small["extractor_training"]["adam_eps"] = args.adam_eps
     config_file = args.work / f"{args.run}.json"
@@ -177,6 +181,7 @@ def main() -> None:
     result = evaluate(run, bench) | {"steps": args.steps, "data_s": round(data_s, 1),
                                      "train_s": round(train_s, 1), "side": SIDE}
     result["difference_tokens"] = args.difference_tokens
+    result["pixel_difference"] = args.pixel_difference
     result["lpips_weight"] = args.lpips_weight
     result["max_ops"] = args.max_ops
     result["adam_eps"] = args.adam_eps

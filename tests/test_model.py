@@ -196,3 +196,25 @@ def test_difference_tokens_option(tiny):
     same = torch.rand(1, 3, 32, 32)
     assert extractor(same, same).shape == (1, tiny.rformer.num_queries, tiny.rformer.hidden_size)
     assert extractor.rformer.image_embed.shape[0] == 3
+
+
+def test_pixel_difference_stream_sees_a_subtle_change(tiny):
+    """The pixel-difference stream (not in the paper) is scale-free: a 1/255 change of one
+    patch moves the operation tokens as much as a 10x stronger one, and no change at all gives
+    the tokens of identical images."""
+    torch.manual_seed(0)
+    tiny.rformer.pixel_difference = True
+    extractor = OperationExtractor(tiny.mae, tiny.rformer).eval()
+    assert extractor.rformer.image_embed.shape[0] == 3
+    before = torch.rand(1, 3, 32, 32)
+    weak, strong = before.clone(), before.clone()
+    weak[..., :8, :8] += 1 / 255
+    strong[..., :8, :8] += 10 / 255
+    with torch.no_grad():
+        same = extractor(before, before)
+        moved_weak = extractor(before, weak)
+        moved_strong = extractor(before, strong)
+    assert same.shape == (1, tiny.rformer.num_queries, tiny.rformer.hidden_size)
+    weak_shift = (moved_weak - same).abs().max().item()
+    assert weak_shift > 1e-2
+    assert (moved_strong - same).abs().max().item() < 3 * weak_shift

@@ -45,6 +45,11 @@ class RFormerConfig:
     # Not in the paper: also give the R-Former the per-patch difference (after − before) of
     # the MAE features as a third token stream, a shortcut to the subtle change.
     difference_tokens: bool = False
+    # Not in the paper: a fourth stream from the *pixels*' difference (after − before), divided
+    # by its RMS over the image, patch-embedded at the MAE's patch size. A subtle edit changes
+    # the pixels by ~1 % and features of a from-scratch encoder by less; this stream sees it at
+    # unit scale whatever its strength.
+    pixel_difference: bool = False
 
 
 @dataclass

@@ -100,26 +100,43 @@ class RFormer(nn.Module):
     """Learnable query tokens attend over the before/after patch features (table 8), and
     optionally over their difference (``difference_tokens``)."""
 
-    def __init__(self, cfg: RFormerConfig, feature_dim: int, num_patches: int):
+    def __init__(self, cfg: RFormerConfig, feature_dim: int, num_patches: int,
+                 patch_size: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.input_proj = nn.Linear(feature_dim, cfg.hidden_size)
-        # Which image a patch came from (before / after); the MAE already encodes position.
-        self.image_embed = nn.Parameter(torch.zeros(3 if cfg.difference_tokens else 2,
-                                                    cfg.hidden_size))
+        # Which stream a token came from (before / after / feature difference / pixel
+        # difference); the MAE already encodes position.
+        self.image_embed = nn.Parameter(torch.zeros(
+            2 + int(cfg.difference_tokens) + int(cfg.pixel_difference), cfg.hidden_size))
+        if cfg.pixel_difference:
+            if patch_size is None:
+                raise ValueError("pixel_difference needs the MAE's patch size")
+            self.difference_embed = nn.Conv2d(3, cfg.hidden_size, patch_size, stride=patch_size)
+            self.difference_pos = nn.Parameter(torch.randn(1, num_patches, cfg.hidden_size) * 0.02)
         self.queries = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.hidden_size) * 0.02)
         self.blocks = vit_blocks(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.mlp_ratio)
         self.norm = nn.LayerNorm(cfg.hidden_size)
         self.num_patches = num_patches
         self.gradient_checkpointing = False
 
-    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """Patch features ``(B, N, D)`` of both images → ``(B, num_queries, hidden)``."""
+    def forward(self, before: torch.Tensor, after: torch.Tensor,
+                pixel_change: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch features ``(B, N, D)`` of both images → ``(B, num_queries, hidden)``.
+
+        ``pixel_change``: ``(B, 3, S, S)``, after − before at the MAE's input size (needed
+        with ``pixel_difference``)."""
         a = self.input_proj(before) + self.image_embed[0]
         b = self.input_proj(after) + self.image_embed[1]
         streams = [self.queries.expand(a.shape[0], -1, -1), a, b]
         if self.cfg.difference_tokens:
             streams.append(self.input_proj(after - before) + self.image_embed[2])
+        if self.cfg.pixel_difference:
+            if pixel_change is None:
+                raise ValueError("pixel_difference needs the pixels' change")
+            rms = pixel_change.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            change = self.difference_embed(pixel_change / (rms + 1e-4)).flatten(2).transpose(1, 2)
+            streams.append(change + self.difference_pos + self.image_embed[-1])
         tokens = torch.cat(streams, dim=1)
         tokens = run_blocks(self.blocks, tokens, self.gradient_checkpointing and self.training)
         return self.norm(tokens[:, : self.cfg.num_queries])
@@ -132,9 +149,14 @@ class OperationExtractor(nn.Module):
                  mae: ViTMAEModel | None = None):
         super().__init__()
         self.mae = MAEEncoder(mae_cfg, mae)
-        self.rformer = RFormer(rformer_cfg, mae_cfg.hidden_size, self.mae.num_patches)
+        self.rformer = RFormer(rformer_cfg, mae_cfg.hidden_size, self.mae.num_patches,
+                               mae_cfg.patch_size)
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         both = self.mae(torch.cat([before, after], dim=0))
         a, b = both.chunk(2, dim=0)
-        return self.rformer(a, b)
+        change = None
+        if self.rformer.cfg.pixel_difference:
+            size = self.mae.cfg.image_size
+            change = resize_unit(after, size) - resize_unit(before, size)
+        return self.rformer(a, b, change)
