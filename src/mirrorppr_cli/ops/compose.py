@@ -103,7 +103,6 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest],
         halos.append(layout.halo_local)
         polygons.extend(layout.polygons)
     moving = np.flatnonzero(is_moving).tolist()
-    displacement = {i: shift_sum[i] for i in moving}
     anchors: set[int] = set()
     halo_kept: list[np.ndarray] = []
     for k, (_, own_anchors) in enumerate(per_op):
@@ -117,7 +116,8 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest],
     fixed = sorted(anchors.difference(moving))
     shifts = shift_sum[moving].reshape(-1, 2)
     fixed = _unstrained(distances, frame.unit, fixed, moving, shifts)
-    extra_src, extra_shift = _chain_handles(points, local, sorted(chains), displacement)
+    extra_src, extra_shift = _chain_handles(points, local, sorted(chains), shift_sum,
+                                            is_moving)
     if len(extra_src):
         fixed = [i for i, keep in zip(
             fixed, _unstrained_points(points[fixed], extra_src, extra_shift), strict=True) if keep]
@@ -197,16 +197,17 @@ def _clear(distances: np.ndarray, anchors: np.ndarray, moving: np.ndarray,
 
 def _chain_handles(
     points: np.ndarray, local: np.ndarray, segments: list[tuple[int, int]],
-    displacement: dict[int, np.ndarray],
+    displacement: np.ndarray, is_moving: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Handles along chain ``segments`` between moving landmarks: ``(positions px, shifts px)``.
 
-    Each segment gets evenly spaced handles at most :data:`CHAIN_SPACING` apart, each at the
-    linear interpolation of the two ends' positions and of their (summed) displacements.
+    ``displacement``: ``(478, 2)`` px, each landmark's summed displacement; ``is_moving``:
+    ``(478,)`` bool. Each segment gets evenly spaced handles at most :data:`CHAIN_SPACING`
+    apart, each at the linear interpolation of the two ends' positions and displacements.
     """
     src, shift = [], []
     for a, b in segments:
-        if a not in displacement or b not in displacement:
+        if not (is_moving[a] and is_moving[b]):
             continue
         count = int(np.ceil(np.linalg.norm(local[b] - local[a]) / CHAIN_SPACING))
         t = (np.arange(1, count) / count)[:, None]
