@@ -463,6 +463,33 @@ def test_thinned_is_the_greedy_spacing_subset():
                 expected.append(i)
         assert thinned(pts, order, spacing) == expected
         assert thinned(pts, order, spacing, pairwise_distances(pts)) == expected
+    # duplicates: only the first of each is kept; spacing 0 keeps every point, in order
+    pts = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    assert thinned(pts, [3, 2, 1, 0], 0.5) == [3, 1]
+    assert thinned(pts, [3, 2, 1, 0], 0.0) == [3, 2, 1, 0]
+
+
+def test_chain_handles_interpolate_between_moving_ends():
+    """Handles between two moving chain neighbours: evenly spaced, at most CHAIN_SPACING
+    apart (face units), each displaced by the linear interpolation of the ends' shifts;
+    segments with an end that does not move get none."""
+    from mirrorppr_cli.ops.compose import CHAIN_SPACING, _chain_handles
+
+    local = np.array([[0.0, 0.0], [0.1, 0.0], [0.1, 0.05], [5.0, 5.0]])
+    points = local * 80 + [100, 50]  # px: 80 px per face unit
+    shift = np.array([[0.0, 2.0], [4.0, 0.0], [9.0, 9.0], [1.0, 1.0]])
+    moving = np.array([True, True, False, True])
+    src, moved = _chain_handles(points, local, [(0, 1), (1, 2), (1, 3)], shift, moving)
+    count = int(np.ceil(0.1 / CHAIN_SPACING))  # segment 0-1: 3 parts, 2 handles
+    t = np.arange(1, count)[:, None] / count
+    far = int(np.ceil(np.hypot(4.9, 5.0) / CHAIN_SPACING))  # segment 1-3
+    u = np.arange(1, far)[:, None] / far
+    np.testing.assert_allclose(src, np.concatenate([points[0] + t * (points[1] - points[0]),
+                                                    points[1] + u * (points[3] - points[1])]))
+    np.testing.assert_allclose(moved, np.concatenate([shift[0] + t * (shift[1] - shift[0]),
+                                                      shift[1] + u * (shift[3] - shift[1])]))
+    none = _chain_handles(points, local, [(0, 2)], shift, moving)
+    assert none[0].shape == (0, 2) and none[1].shape == (0, 2)
 
 
 def test_plan_warp_with_a_layout_cache_plans_the_same_warp(astronaut_512_points):

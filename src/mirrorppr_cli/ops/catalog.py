@@ -161,9 +161,11 @@ class Operation:
             distances = pairwise_distances(local)
         dist = distances[np.ix_(candidates, moving_idx)].min(axis=1)
         inner, outer = self.ring
-        ring = candidates[(dist >= inner) & (dist <= outer)]
-        fixed = np.setdiff1d(np.asarray(self.fixed, np.int64), moving_idx)
-        return np.union1d(ring, fixed)
+        chosen = np.zeros(len(local), bool)
+        chosen[np.asarray(self.fixed, np.int64)] = True
+        chosen[moving_idx] = False
+        chosen[candidates[(dist >= inner) & (dist <= outer)]] = True
+        return np.flatnonzero(chosen)
 
     def halo_points(self, points: np.ndarray, frame: FaceFrame) -> np.ndarray:
         """The halo's fixed points ``(H, 2)`` px (none when ``halo`` is 0)."""
@@ -189,12 +191,14 @@ class Operation:
             for a, b in zip(chain[:-1], chain[1:], strict=True):
                 neighbours.setdefault(a, set()).add(b)
                 neighbours.setdefault(b, set()).add(a)
+        oval = {m: k for k, m in enumerate(R.FACE_OVAL_RING)} if halo is not None else {}
         out = []
         for k, m in enumerate(moving_idx.tolist()):
             poly = [points[[m, *sorted(neighbours.get(m, ()))]],
                     points[anchor_idx[near[:, k] <= self.ring[1]]]]
-            if halo is not None:
-                poly.append(halo[_halo_positions(np.array([m]))])
+            if m in oval:  # the halo beside it and its two oval neighbours (_halo_positions)
+                at = oval[m]
+                poly.append(halo[sorted({(at - 1) % len(oval), at, (at + 1) % len(oval)})])
             out.append(np.concatenate(poly).astype(np.float64))
         return out
 

@@ -205,17 +205,19 @@ def _chain_handles(
     ``(478,)`` bool. Each segment gets evenly spaced handles at most :data:`CHAIN_SPACING`
     apart, each at the linear interpolation of the two ends' positions and displacements.
     """
-    src, shift = [], []
-    for a, b in segments:
-        if not (is_moving[a] and is_moving[b]):
-            continue
-        count = int(np.ceil(np.linalg.norm(local[b] - local[a]) / CHAIN_SPACING))
-        t = (np.arange(1, count) / count)[:, None]
-        src.append(points[a] + t * (points[b] - points[a]))
-        shift.append(displacement[a] + t * (displacement[b] - displacement[a]))
-    if not src:
+    ends = np.asarray(segments, np.int64).reshape(-1, 2)
+    ends = ends[is_moving[ends[:, 0]] & is_moving[ends[:, 1]]]
+    a, b = ends[:, 0], ends[:, 1]
+    counts = np.ceil(np.sqrt(((local[b] - local[a]) ** 2).sum(axis=1)) / CHAIN_SPACING)
+    inner = np.maximum(counts.astype(np.int64) - 1, 0)  # handles strictly between the ends
+    if not inner.sum():
         return np.empty((0, 2)), np.empty((0, 2))
-    return np.concatenate(src), np.concatenate(shift)
+    segment = np.repeat(np.arange(len(ends)), inner)
+    step = np.arange(len(segment)) - np.repeat(np.cumsum(inner) - inner, inner) + 1
+    t = (step / counts[segment])[:, None]
+    a, b = a[segment], b[segment]
+    return (points[a] + t * (points[b] - points[a]),
+            displacement[a] + t * (displacement[b] - displacement[a]))
 
 
 def _clear_points(candidates: np.ndarray, moving: np.ndarray, clearance: float) -> np.ndarray:
@@ -266,14 +268,13 @@ def thinned(local: np.ndarray, indices: list[int], spacing: float,
     else:
         close = distances[np.ix_(indices, indices)] < spacing
     far = ~close
-    alive = np.ones(len(indices), bool)
+    alive = np.ones(len(indices), bool)  # not yet kept, and no kept point within `spacing`
     kept: list[int] = []
     k = 0
-    while k < len(indices):  # the next point no kept point is closer to than `spacing`
+    while True:  # k: the first point still alive; everything before it is decided
         kept.append(indices[k])
         alive &= far[k]
-        rest = np.flatnonzero(alive[k + 1 :])
-        if not len(rest):
-            break
-        k += 1 + int(rest[0])
-    return kept
+        alive[k] = False
+        k = int(alive.argmax())
+        if not alive[k]:
+            return kept
