@@ -142,3 +142,25 @@ def test_field_on_the_fit_lattice_equals_the_full_field_subsampled(astronaut_102
         assert np.abs(full)[::FIT_STEP, ::FIT_STEP].max() > 0.5
         np.testing.assert_allclose(lattice, full[::FIT_STEP, ::FIT_STEP], atol=1e-9)
         np.testing.assert_array_equal(again, lattice)  # cached parts give the same field
+
+
+def test_fields_of_an_operation_at_both_signs_equal_its_fields_alone(astronaut_512_points):
+    """The fit evaluates an operation's + and − fields together (shared nodes, fixed handles
+    summed once): the same fields as one at a time; lists that act with other operations are
+    refused."""
+    from mirrorppr_cli.explain import FIT_STEP, _field, _fields
+    from mirrorppr_cli.warp import Box
+
+    x0, y0 = np.floor(astronaut_512_points.min(axis=0)).astype(int) - 20
+    x1, y1 = np.ceil(astronaut_512_points.max(axis=0)).astype(int) + 20
+    box = Box(int(x0), int(y0), int(x1), int(y1))
+    for name in ("eye_resize", "nose_bridge", "lip_thickness", "jawline", "eyebrow_height"):
+        variants = [[OpRequest(name, 50.0)], [OpRequest(name, -50.0)], [OpRequest(name, 0.0)]]
+        together = _fields(astronaut_512_points, variants, (512, 512), box, FIT_STEP, {})
+        for requests, field in zip(variants, together, strict=True):
+            alone = _field(astronaut_512_points, requests, (512, 512), box, FIT_STEP)
+            np.testing.assert_allclose(field, alone, atol=1e-9)
+        assert np.abs(together[0]).max() > 0.5 and not together[2].any()
+    with pytest.raises(ValueError):
+        _fields(astronaut_512_points, [[OpRequest("eye_resize", 50.0)],
+                                       [OpRequest("nose_alar", 50.0)]], (512, 512), box, 3, {})

@@ -583,3 +583,49 @@ def test_inverse_map_fast_on_a_lattice_and_where_needed():
     sparse = inverse_map_fast(box, src, dst, needed=needed)
     np.testing.assert_allclose(sparse[needed], full[needed], atol=1e-9)
     assert np.abs(sparse - full).max() > 0.01  # far from the needed pixels, nodes were skipped
+
+
+def test_mls_with_shared_fixed_handles_equals_mls_of_each_whole_set():
+    """mls_similarity_shared sums the shared fixed handles once; each set's result is
+    mls_similarity of its whole handle set (up to the sums' rounding)."""
+    from mirrorppr_cli.warp import mls_similarity_shared
+
+    rng = np.random.default_rng(11)
+    fixed = rng.uniform(0, 300, (40, 2))
+    moving = rng.uniform(50, 250, (12, 2))
+    sets = [(moving, moving + rng.normal(0, 3, moving.shape)),
+            (moving[:5] + 1.0, moving[:5] - rng.normal(0, 3, (5, 2))),
+            (np.empty((0, 2)), np.empty((0, 2)))]  # the fixed handles alone: identity
+    v = rng.uniform(-10, 310, (37, 29, 2))
+    outs = mls_similarity_shared(v, fixed, sets)
+    assert len(outs) == 3
+    for (a, b), out in zip(sets, outs, strict=True):
+        assert out.shape == v.shape
+        reference = mls_similarity(v, np.concatenate([a, fixed]), np.concatenate([b, fixed]))
+        np.testing.assert_allclose(out, reference, atol=1e-9)
+    np.testing.assert_allclose(outs[2], v, atol=1e-9)
+    with pytest.raises(ValueError):
+        mls_similarity_shared(v, fixed[:1], [(np.empty((0, 2)), np.empty((0, 2)))])
+
+
+def test_interpolation_planes_are_the_channels_of_the_interpolated_map():
+    """interpolate_planes (K, h, w) = interpolate_nodes (h, w, K) moved, = the separable cubic
+    convolution of each channel; nodes' values are reproduced at node pixels."""
+    from mirrorppr_cli.warp import _cubic_weights, grid_nodes, interpolate_nodes, interpolate_planes
+
+    rng = np.random.default_rng(5)
+    box = Box(3, 8, 3 + 57, 8 + 41)
+    ny, nx = grid_nodes(box, 4).shape[:2]
+    values = rng.normal(size=(ny, nx, 3))
+    planes = interpolate_planes(box, 4, values)
+    assert planes.shape == (3, box.height, box.width)
+    assert all(p.flags.c_contiguous for p in planes)
+    wx, wy = _cubic_weights(box.width, 4, nx), _cubic_weights(box.height, 4, ny)
+    for k in range(3):
+        np.testing.assert_allclose(planes[k], wy @ values[..., k] @ wx.T, atol=1e-12)
+        np.testing.assert_allclose(planes[k][::4, ::4], values[: -(-box.height // 4),
+                                                              : -(-box.width // 4), k], atol=1e-12)
+    np.testing.assert_array_equal(np.moveaxis(planes, 0, -1), interpolate_nodes(box, 4, values))
+    rows, cols = np.array([0, 5, 40]), np.array([2, 3, 56])
+    np.testing.assert_allclose(interpolate_planes(box, 4, values, rows, cols),
+                               planes[:, rows][:, :, cols], atol=1e-12)

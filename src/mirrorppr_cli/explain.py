@@ -31,6 +31,7 @@ is unchanged by it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from collections import Counter
 from dataclasses import dataclass
 
 import cv2
@@ -42,7 +43,17 @@ from .face_frame import FaceFrame
 from .ops import CATALOG, OpRequest, plan_warp
 from .ops.body_catalog import BODY_CATALOG, BodyPartNotVisible, plan_body_warp
 from .transfer import BodyMotion, Edit
-from .warp import Box, feather_mask, inverse_map_fast, pixel_grid
+from .warp import (
+    DEFAULT_GRID,
+    Box,
+    LocalWarp,
+    feather_mask,
+    grid_nodes,
+    interpolate_nodes,
+    mls_similarity,
+    mls_similarity_shared,
+    pixel_grid,
+)
 
 #: Sampling step (px) of the fit grid, and strengths weaker than this are dropped.
 FIT_STEP = 3
@@ -129,32 +140,70 @@ def _field(points: np.ndarray, requests: list[OpRequest], shape: tuple[int, int]
     ``cache``: a dict shared by calls on the same face, image shape and box (one fit): keeps
     what does not depend on the strengths (operation layouts, feather masks).
     """
+    return _fields(points, [requests], shape, box, step, cache)[0]
+
+
+def _fields(points: np.ndarray, variants: list[list[OpRequest]], shape: tuple[int, int],
+            box: Box, step: int = 1, cache: dict | None = None) -> list[np.ndarray]:
+    """:func:`_field` of each request list in ``variants``, lists of the same operations at
+    other strengths (one feathered region; e.g. an operation at + and − strength). They are
+    evaluated on the same MLS nodes, and the sums over the fixed handles their warps share
+    are computed once (:func:`~mirrorppr_cli.warp.mls_similarity_shared`)."""
     cache = {} if cache is None else cache
-    warp = plan_warp(points, requests, cache.setdefault("layouts", {}))
-    out = np.zeros((-(-box.height // step), -(-box.width // step), 2))
-    if warp.is_identity:
-        return out
+    layouts = cache.setdefault("layouts", {})
+    warps = [plan_warp(points, requests, layouts) for requests in variants]
+    outs = [np.zeros((-(-box.height // step), -(-box.width // step), 2)) for _ in variants]
+    live = [k for k, warp in enumerate(warps) if not warp.is_identity]
+    if not live:
+        return outs
     # The feathered region depends only on which operations act, not on their strengths.
-    key = ("mask", tuple(sorted(r.name for r in requests if r.strength != 0)))
+    acting = {tuple(sorted(r.name for r in variants[k] if r.strength != 0)) for k in live}
+    if len(acting) > 1:
+        raise ValueError(f"variants must act with the same operations, not {sorted(acting)}")
+    key = ("mask", acting.pop())
     if key not in cache:
-        cache[key] = feather_mask(shape, warp.polygons, warp.feather_px)
+        cache[key] = feather_mask(shape, warps[live[0]].polygons, warps[live[0]].feather_px)
     mask, mbox = cache[key]
     inter = Box(max(box.x0, mbox.x0), max(box.y0, mbox.y0), min(box.x1, mbox.x1),
                 min(box.y1, mbox.y1))
     if inter.empty:
-        return out
+        return outs
     # Lattice indices inside `inter`, and their pixel offsets from its corner.
     ix = np.arange(-(-(inter.x0 - box.x0) // step), -(-(inter.x1 - box.x0) // step))
     iy = np.arange(-(-(inter.y0 - box.y0) // step), -(-(inter.y1 - box.y0) // step))
     if not len(ix) or not len(iy):
-        return out
+        return outs
     cols, rows = box.x0 + step * ix - inter.x0, box.y0 + step * iy - inter.y0
-    m = mask[np.ix_(inter.y0 - mbox.y0 + rows, inter.x0 - mbox.x0 + cols)]
-    disp = inverse_map_fast(inter, warp.source, warp.target, rows=rows, cols=cols)
-    disp[..., 0] -= (inter.x0 + cols)[None, :]
-    disp[..., 1] -= (inter.y0 + rows)[:, None]
-    out[iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1] = disp * m[..., None]
-    return out
+    m = mask[np.ix_(inter.y0 - mbox.y0 + rows, inter.x0 - mbox.x0 + cols)][..., None]
+    nodes = grid_nodes(inter, DEFAULT_GRID)
+    for k, mapped in zip(live, _inverse_maps_at(nodes, [warps[k] for k in live]), strict=True):
+        disp = interpolate_nodes(inter, DEFAULT_GRID, mapped - nodes, rows, cols)
+        outs[k][iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1] = disp * m
+    return outs
+
+
+def _inverse_maps_at(nodes: np.ndarray, warps: list[LocalWarp]) -> list[np.ndarray]:
+    """Each warp's inverse map (the MLS from its targets to its sources) at ``nodes``
+    ``(..., 2)``; the fixed handles (source = target) that every warp has are summed once."""
+    if len(warps) == 1:
+        return [mls_similarity(nodes, warps[0].target, warps[0].source)]
+    still = [np.all(w.source == w.target, axis=1) for w in warps]
+    counts = [Counter(map(bytes, w.source[s])) for w, s in zip(warps, still, strict=True)]
+    common = counts[0]
+    for c in counts[1:]:
+        common &= c  # multiset intersection: a point fixed twice in each is shared twice
+    fixed = np.array([np.frombuffer(b) for b, n in common.items() for _ in range(n)])
+    sets = []
+    for w, s in zip(warps, still, strict=True):
+        left = Counter(common)
+        own = np.ones(len(w.source), bool)
+        for i in np.flatnonzero(s):
+            b = w.source[i].tobytes()
+            if left[b] > 0:
+                left[b] -= 1
+                own[i] = False
+        sets.append((w.target[own], w.source[own]))
+    return mls_similarity_shared(nodes, fixed.reshape(-1, 2), sets)
 
 
 def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = None,
@@ -174,9 +223,10 @@ def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = No
     target = edit.flow[sl].reshape(-1).astype(np.float64)
     columns, labels, cache = [], [], {}
     for name in CATALOG if names is None else names:
-        for sign in (1.0, -1.0):
-            field = _field(edit.points, [OpRequest(name, BASIS_STRENGTH * sign)], shape, box,
-                           FIT_STEP, cache)
+        signs = (1.0, -1.0)
+        fields = _fields(edit.points, [[OpRequest(name, BASIS_STRENGTH * s)] for s in signs],
+                         shape, box, FIT_STEP, cache)
+        for sign, field in zip(signs, fields, strict=True):
             columns.append(field.reshape(-1))
             labels.append((name, sign))
     basis = np.stack(columns, axis=1)
@@ -306,7 +356,8 @@ def _select(basis: np.ndarray, target: np.ndarray, min_gain: float) -> list[int]
     proj = basis.T @ target
     total = float(target @ target)
     reach = np.maximum(np.abs(basis[:, 0::2]), np.abs(basis[:, 1::2]))
-    acts = {k: reach[:, k // 2] > SUPPORT_FRACTION * reach[:, k // 2].max() for k in live}
+    # where each operation acts, as columns of 0/1: the residual there for all at once
+    acts = (reach > SUPPORT_FRACTION * reach.max(axis=0)).astype(np.float64)
 
     def fit(cols: list[int]) -> tuple[np.ndarray, float]:
         g = gram[np.ix_(cols, cols)] + 1e-9 * total * np.eye(len(cols))
@@ -318,11 +369,12 @@ def _select(basis: np.ndarray, target: np.ndarray, min_gain: float) -> list[int]
     rest, current = target, total
     while True:
         trials = []
+        rest_there = (rest**2) @ acts
         for k in live:
             if k in chosen:
                 continue
             gain = current - fit([*chosen, k, k + 1])[1]
-            local = gain / max(float(np.sum(rest[acts[k]] ** 2)), 1e-12)
+            local = gain / max(float(rest_there[k // 2]), 1e-12)
             if (gain >= min_gain * total and local >= LOCAL_GAIN) or (
                 gain >= SMALL_GAIN * min_gain * total and local >= SMALL_LOCAL_GAIN
             ):

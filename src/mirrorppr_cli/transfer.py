@@ -30,7 +30,7 @@ import numpy as np
 from .errors import InputError
 from .face_frame import FaceFrame
 from .ops.compose import thinned
-from .warp import Box, blend_into, grid_nodes, interpolate_nodes, mls_similarity, remap
+from .warp import Box, blend_into, grid_nodes, interpolate_planes, mls_similarity, remap_xy
 
 #: Flow magnitude (px) below which an exemplar pixel counts as unmoved.
 STILL_PX = 0.1
@@ -157,9 +157,10 @@ def estimate_edit(
             f"{name}: the edit moves pixels by more than half the eye distance; this is not a "
             "structural retouch of one photo"
         )
-    flow = flow * (weight > 0)[..., None]
+    kept = weight > 0
+    flow = flow * kept[..., None]
     return Edit(flow.astype(np.float32), weight.astype(np.float32), box, before_points,
-                float(np.linalg.norm(flow, axis=-1).max()))
+                float((magnitude * kept).max()))
 
 
 @dataclass(frozen=True)
@@ -277,16 +278,15 @@ def transfer(
     jac = np.stack([dudx, dudy], axis=-1)  # (ny, nx, 2 [u comp], 2 [d/dx, d/dy])
     sampled = _sample(np.dstack([edit.flow, edit.weight]), edit.box, mapped)
     offsets = np.linalg.solve(jac, sampled[..., :2, None])[..., 0] * strength
-    dense = interpolate_nodes(box, GRID, np.dstack([offsets, sampled[..., 2:]]))
+    dx, dy, weight = interpolate_planes(box, GRID, np.dstack([offsets, sampled[..., 2:]]))
     # Weight from the exemplar's support, sampled at each pixel's own correspondent.
-    weight = np.clip(dense[..., 2], 0.0, 1.0)
+    np.clip(weight, 0.0, 1.0, out=weight)
     weight[weight < 1e-3] = 0.0
     if not weight.any():
         return query.copy()
-    sources = dense[..., :2]  # + the pixel grid, in place
-    sources[..., 0] += np.arange(box.x0, box.x1)[None, :]
-    sources[..., 1] += np.arange(box.y0, box.y1)[:, None]
-    warped = remap(query, sources)
+    dx += np.arange(box.x0, box.x1)[None, :]  # the sources: + the pixel grid, in place
+    dy += np.arange(box.y0, box.y1)[:, None]
+    warped = remap_xy(query, dx, dy)
     return blend_into(query, warped, weight.astype(np.float32), box)
 
 

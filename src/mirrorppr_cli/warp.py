@@ -79,44 +79,112 @@ def mls_similarity(
     two handle sets and ``c = Σ w·b̂·conj(â) / Σ w·|â|²`` — the closed form of Schaefer et al.'s
     ``Σ q̂ (1/μ_s) A_i`` written with complex arithmetic. ``f`` interpolates the handles.
     """
-    src = np.asarray(handles_from, dtype=np.float64)
-    dst = np.asarray(handles_to, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+    src, dst = _handles(handles_from, handles_to)
+    if len(src) < 2:
         raise ValueError("handles must both have shape (N, 2) with N >= 2")
     pts = np.asarray(v, dtype=np.float64)
     # Work relative to the handles' mean: keeps the expanded sums below well conditioned.
     origin = src.mean(axis=0)
+    flat = pts.reshape(-1, 2) - origin
+    coeffs, consts = _mls_terms(src, dst, origin)
+    rows = _point_rows(flat)
+    out = np.empty(len(flat), dtype=np.complex128)
+    step = max(1, _CHUNK_PAIRS // len(src))
+    for start in range(0, len(flat), step):
+        part = slice(start, start + step)
+        out[part] = _mls_solve(_mls_sums(rows[part], coeffs, consts, alpha), flat[part])
+    return np.stack([out.real, out.imag], axis=-1).reshape(pts.shape)
+
+
+def mls_similarity_shared(
+    v: np.ndarray, fixed: np.ndarray, sets: list[tuple[np.ndarray, np.ndarray]],
+    alpha: float = 1.0,
+) -> list[np.ndarray]:
+    """:func:`mls_similarity` of ``v`` for several handle sets that share fixed handles.
+
+    Set ``k`` is the handles ``fixed`` (``(F, 2)``, points that map to themselves) plus
+    ``sets[k] = (handles_from, handles_to)`` (``(N_k, 2)`` each; F + N_k ≥ 2). The fixed
+    handles' part of the weighted sums is computed once for every set: the fit's fields of one
+    operation at + and − strength share most of their anchors. Equal to
+    ``mls_similarity(v, [from_k; fixed], [to_k; fixed])`` up to floating-point rounding of the
+    sums' order (≈ 1e-13 px).
+    """
+    fixed = np.asarray(fixed, np.float64).reshape(-1, 2)
+    sets = [_handles(a, b) for a, b in sets]
+    if any(len(fixed) + len(a) < 2 for a, _ in sets):
+        raise ValueError("every handle set needs at least 2 handles with the fixed ones")
+    pts = np.asarray(v, dtype=np.float64)
+    origin = np.concatenate([fixed, *(a for a, _ in sets)]).mean(axis=0)
+    flat = pts.reshape(-1, 2) - origin
+    shared = _mls_terms(fixed, fixed, origin) if len(fixed) else None
+    terms = [_mls_terms(a, b, origin) for a, b in sets]
+    rows = _point_rows(flat)
+    outs = [np.empty(len(flat), dtype=np.complex128) for _ in sets]
+    step = max(1, _CHUNK_PAIRS // max(len(fixed), *(len(a) for a, _ in sets), 1))
+    for start in range(0, len(flat), step):
+        part = slice(start, start + step)
+        base = None if shared is None else _mls_sums(rows[part], *shared, alpha)
+        for (coeffs, consts), out in zip(terms, outs, strict=True):
+            sums = _mls_sums(rows[part], coeffs, consts, alpha) if len(consts) else 0.0
+            out[part] = _mls_solve(sums if base is None else base + sums, flat[part])
+    return [np.stack([o.real, o.imag], axis=-1).reshape(pts.shape) for o in outs]
+
+
+def _handles(handles_from, handles_to) -> tuple[np.ndarray, np.ndarray]:
+    src = np.asarray(handles_from, dtype=np.float64)
+    dst = np.asarray(handles_to, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2:
+        raise ValueError("handles must both have shape (N, 2) with N >= 2")
+    return src, dst
+
+
+def _mls_terms(src: np.ndarray, dst: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """Per-handle constants of the closed form, with ``src`` centred at ``origin``:
+    ``(coeffs (4, N), consts (N, 8))``.
+
+    Every centred sum the closed form needs is a weighted sum of per-handle constants:
+    Σw, Σw·a, Σw·b, Σw·b·conj(a), Σw·|a|² → one (M×N)·(N×8) matrix product; and
+    |v − a|² = |v|² − 2·v·a + |a|² is one too: ``[x, y, 1, |v|²]·coeffs``.
+    """
     a = (src[:, 0] - origin[0]) + 1j * (src[:, 1] - origin[1])
     b = dst[:, 0] + 1j * dst[:, 1]
-    flat = pts.reshape(-1, 2) - origin
-    # Every centred sum the closed form needs is a weighted sum of per-handle constants:
-    #   Σw, Σw·a, Σw·b, Σw·b·conj(a), Σw·|a|²  →  one (M×N)·(N×5) matrix product.
     ba = b * np.conj(a)
     consts = np.stack(
         [np.ones(len(a)), a.real, a.imag, b.real, b.imag, ba.real, ba.imag, np.abs(a) ** 2], axis=1
     )
-    # |v − a|² = |v|² − 2·v·a + |a|² as one matrix product too: [x, y, 1, |v|²]·coeffs.
     coeffs = np.stack([-2 * a.real, -2 * a.imag, np.abs(a) ** 2, np.ones(len(a))], axis=0)
+    return coeffs, consts
+
+
+def _point_rows(flat: np.ndarray) -> np.ndarray:
+    """``[x, y, 1, |v|²]`` per centred point ``(M, 2)`` → ``(M, 4)``."""
     rows = np.empty((len(flat), 4))
     rows[:, :2] = flat
     rows[:, 2] = 1.0
     rows[:, 3] = (flat**2).sum(axis=1)
-    out = np.empty(len(flat), dtype=np.complex128)
-    step = max(1, _CHUNK_PAIRS // len(a))
-    for start in range(0, len(flat), step):
-        chunk = flat[start : start + step]
-        d2 = rows[start : start + step] @ coeffs
-        np.maximum(d2, _EPS_SQ, out=d2)
-        w = d2 ** (-alpha) if alpha != 1.0 else np.reciprocal(d2, out=d2)
-        s0, sar, sai, sbr, sbi, sbar, sbai, saa = (w @ consts).T
-        a_star = (sar + 1j * sai) / s0
-        b_star = (sbr + 1j * sbi) / s0
-        num = (sbar + 1j * sbai) - s0 * b_star * np.conj(a_star)
-        den = saa - s0 * np.abs(a_star) ** 2
-        c = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
-        z = chunk[:, 0] + 1j * chunk[:, 1]
-        out[start : start + step] = c * (z - a_star) + b_star
-    return np.stack([out.real, out.imag], axis=-1).reshape(pts.shape)
+    return rows
+
+
+def _mls_sums(rows: np.ndarray, coeffs: np.ndarray, consts: np.ndarray,
+              alpha: float) -> np.ndarray:
+    """The weighted sums ``(M, 8)`` of :func:`_mls_terms`'s constants at the points ``rows``."""
+    d2 = rows @ coeffs
+    np.maximum(d2, _EPS_SQ, out=d2)
+    w = d2 ** (-alpha) if alpha != 1.0 else np.reciprocal(d2, out=d2)
+    return w @ consts
+
+
+def _mls_solve(sums: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """The deformed points (complex, absolute) from the sums at the centred points ``flat``."""
+    s0, sar, sai, sbr, sbi, sbar, sbai, saa = sums.T
+    a_star = (sar + 1j * sai) / s0
+    b_star = (sbr + 1j * sbi) / s0
+    num = (sbar + 1j * sbai) - s0 * b_star * np.conj(a_star)
+    den = saa - s0 * np.abs(a_star) ** 2
+    c = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    z = flat[:, 0] + 1j * flat[:, 1]
+    return c * (z - a_star) + b_star
 
 
 @dataclass(frozen=True)
@@ -239,6 +307,14 @@ def inverse_map_fast(
     cols = np.arange(max(box.width, 0)) if cols is None else np.asarray(cols, np.int64)
     if box.empty or not len(rows) or not len(cols):
         return np.zeros((len(rows), len(cols), 2))
+    return np.moveaxis(_inverse_planes_fast(box, source_points, target_points, alpha, grid,
+                                            rows, cols, needed), 0, -1)
+
+
+def _inverse_planes_fast(box: Box, source_points: np.ndarray, target_points: np.ndarray,
+                         alpha: float, grid: int, rows: np.ndarray, cols: np.ndarray,
+                         needed: np.ndarray | None) -> np.ndarray:
+    """:func:`inverse_map_fast` as planes ``(2, len(rows), len(cols))``: ``x`` then ``y``."""
     nodes = grid_nodes(box, grid)
     if needed is None:
         disp = mls_similarity(nodes, target_points, source_points, alpha) - nodes  # (ny, nx, 2)
@@ -246,8 +322,10 @@ def inverse_map_fast(
         live = _nodes_reaching(needed, grid, nodes.shape[:2])
         disp = np.zeros_like(nodes)
         disp[live] = mls_similarity(nodes[live], target_points, source_points, alpha) - nodes[live]
-    gx, gy = np.meshgrid((box.x0 + cols).astype(np.float64), (box.y0 + rows).astype(np.float64))
-    return interpolate_nodes(box, grid, disp, rows, cols) + np.stack([gx, gy], axis=-1)
+    planes = interpolate_planes(box, grid, disp, rows, cols)
+    planes[0] += (box.x0 + cols).astype(np.float64)[None, :]
+    planes[1] += (box.y0 + rows).astype(np.float64)[:, None]
+    return planes
 
 
 def _nodes_reaching(needed: np.ndarray, grid: int, node_shape: tuple[int, int]) -> np.ndarray:
@@ -282,19 +360,33 @@ def interpolate_nodes(box: Box, grid: int, values: np.ndarray, rows: np.ndarray 
     """Values at :func:`grid_nodes` ``(ny, nx, K)`` → every pixel of ``box`` ``(h, w, K)``, or
     only the pixels at offsets ``rows`` × ``cols`` from its corner.
 
-    Separable cubic convolution, done as two small matrix products per channel.
+    Separable cubic convolution (:func:`interpolate_planes`); the result is a channel-last
+    view of its planes.
     """
-    ny, nx = values.shape[:2]
+    return np.moveaxis(interpolate_planes(box, grid, values, rows, cols), 0, -1)
+
+
+def interpolate_planes(box: Box, grid: int, values: np.ndarray, rows: np.ndarray | None = None,
+                       cols: np.ndarray | None = None) -> np.ndarray:
+    """:func:`interpolate_nodes` as planes: ``(K, h, w)``, each plane contiguous.
+
+    Two matrix products: rows for every channel at once, then columns per channel (on
+    contiguous operands: a strided one makes numpy leave BLAS).
+    """
+    ny, nx, channels = values.shape
     wx = _cubic_weights(box.width, grid, nx)  # (w, nx)
     wy = _cubic_weights(box.height, grid, ny)  # (h, ny)
     if cols is not None:
         wx = wx[cols]
     if rows is not None:
         wy = wy[rows]
-    dense = np.empty((wy.shape[0], wx.shape[0], values.shape[2]))
-    for k in range(values.shape[2]):
-        dense[..., k] = wy @ values[..., k] @ wx.T
-    return dense
+    along_y = (wy @ np.ascontiguousarray(values).reshape(ny, nx * channels))
+    along_y = np.ascontiguousarray(along_y.reshape(-1, nx, channels).transpose(2, 0, 1))
+    wxt = np.ascontiguousarray(wx.T)
+    out = np.empty((channels, wy.shape[0], wx.shape[0]))
+    for k in range(channels):
+        np.matmul(along_y[k], wxt, out=out[k])
+    return out
 
 
 def feather_mask(
@@ -350,14 +442,19 @@ def remap(pixels: np.ndarray, inverse_map: np.ndarray) -> np.ndarray:
     Positions outside the input replicate the border. OpenCV quantises sampling positions
     to 1/32 px, far below what a retouch can show.
     """
-    channels = pixels.shape[2]
     maps = inverse_map.astype(np.float32)
+    return remap_xy(pixels, maps[..., 0], maps[..., 1])
+
+
+def remap_xy(pixels: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """:func:`remap` with the map as two ``(h, w)`` planes, ``x`` and ``y`` (float32 is what
+    OpenCV uses; others are converted)."""
+    map_x = np.ascontiguousarray(map_x, np.float32)
+    map_y = np.ascontiguousarray(map_y, np.float32)
     parts = []
-    for start in range(0, channels, 4):  # cv2.remap handles at most 4 channels
+    for start in range(0, pixels.shape[2], 4):  # cv2.remap handles at most 4 channels
         chunk = np.ascontiguousarray(pixels[..., start : start + 4])
-        out = cv2.remap(
-            chunk, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        out = cv2.remap(chunk, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         parts.append(out.reshape(out.shape[0], out.shape[1], -1))
     return np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
 
@@ -372,11 +469,15 @@ def blend_into(
     """
     out = pixels.copy()
     region = out[box.slices()]
-    m = mask[..., None]
-    mixed = region.astype(np.float32) + m * (warped.astype(np.float32) - region)
+    base = region.astype(np.float32)
+    mixed = warped.astype(np.float32)  # region + mask·(warped − region), in place
+    mixed -= base
+    mixed *= mask[..., None]
+    mixed += base
     if np.issubdtype(pixels.dtype, np.integer):
         info = np.iinfo(pixels.dtype)
-        mixed = np.clip(np.rint(mixed), info.min, info.max)
+        np.rint(mixed, out=mixed)
+        np.clip(mixed, info.min, info.max, out=mixed)
     np.copyto(region, mixed.astype(pixels.dtype), where=(mask > 0)[..., None])
     return out
 
@@ -417,10 +518,12 @@ def apply_local_warp(
     if box.empty:
         return pixels.copy()
     if method == "exact":
-        inverse = inverse_map_exact(box, warp.source, warp.target)
+        warped = remap(pixels, inverse_map_exact(box, warp.source, warp.target))
     elif method == "fast":
-        inverse = inverse_map_fast(box, warp.source, warp.target, grid=grid, needed=mask > 0)
+        map_x, map_y = _inverse_planes_fast(box, warp.source, warp.target, 1.0, grid,
+                                            np.arange(box.height), np.arange(box.width),
+                                            mask > 0)
+        warped = remap_xy(pixels, map_x, map_y)
     else:
         raise ValueError(f"unknown warp method {method!r}")
-    warped = remap(pixels, inverse)
     return blend_into(pixels, warped, mask, box)
