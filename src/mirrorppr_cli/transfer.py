@@ -88,6 +88,14 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
 #: median 0.45 dB per item on the real-face SimFace-style bench (41 of 100 items worse by more
 #: than 0.5 dB, up to 3.3 dB), though their mean end-point error on synthetic edits is the same.
 FLOW_PASSES = 3
+#: Gradient-descent iterations of DIS's patch search in the passes after the first (the
+#: medium preset's 25 in the first): they refine a sub-pixel residual. 12 saves ~5 ms of a
+#: 1024² exemplar; on the real-face SimFace-style bench (100 items) the mean PSNR went from
+#: 49.908 to 49.893 dB (per item −0.035 ± 0.027, median −0.02; 1 item better and 3 worse by
+#: more than 0.5 dB), edit recall 0.9300 → 0.9296, the edit's end-point error +0.002 px.
+#: A patch stride of 4 in those passes (−1.6 dB) or a first pass at half resolution (−0.2 dB)
+#: cost far more.
+REFINING_DESCENT_ITERATIONS = 12
 
 
 def _flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -101,7 +109,9 @@ def _flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     height, width = src.shape
     grid = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32)
     flow = np.zeros((height, width, 2), np.float32)
-    for _ in range(FLOW_PASSES):
+    for k in range(FLOW_PASSES):
+        if k == 1:
+            dis.setGradientDescentIterations(REFINING_DESCENT_ITERATIONS)
         maps = grid + flow
         moved = cv2.remap(tgt, maps[..., 0], maps[..., 1], cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_REPLICATE)
