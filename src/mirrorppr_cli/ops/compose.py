@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 from ..errors import UsageError
 from ..face_frame import FaceFrame
@@ -224,8 +225,7 @@ def _clear_points(candidates: np.ndarray, moving: np.ndarray, clearance: float) 
     """Local ``candidates`` ``(H, 2)`` without those within ``clearance`` of a ``moving`` point."""
     if len(candidates) == 0 or len(moving) == 0:
         return candidates
-    dist = np.linalg.norm(candidates[:, None] - moving[None], axis=-1).min(axis=1)
-    return candidates[dist >= clearance]
+    return candidates[cdist(candidates, moving).min(axis=1) >= clearance]
 
 
 def _unstrained_points(
@@ -235,7 +235,7 @@ def _unstrained_points(
     ``shifts``) would strain beyond :data:`MAX_ANCHOR_STRAIN`."""
     if len(candidates) == 0 or len(handles) == 0:
         return np.ones(len(candidates), bool)
-    dist = np.linalg.norm(candidates[:, None] - handles[None], axis=-1)
+    dist = cdist(candidates, handles)
     strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
     return strain.max(axis=1) <= MAX_ANCHOR_STRAIN
 
