@@ -164,3 +164,25 @@ def test_fields_of_an_operation_at_both_signs_equal_its_fields_alone(astronaut_5
     with pytest.raises(ValueError):
         _fields(astronaut_512_points, [[OpRequest("eye_resize", 50.0)],
                                        [OpRequest("nose_alar", 50.0)]], (512, 512), box, 3, {})
+
+
+def test_inverse_maps_share_fixed_handles_even_when_repeated():
+    """Warps whose fixed handles repeat (a point fixed twice) or differ: each inverse map is
+    still the MLS of its own whole handle set."""
+    from mirrorppr_cli.explain import _inverse_maps_at
+    from mirrorppr_cli.warp import LocalWarp, mls_similarity
+
+    rng = np.random.default_rng(2)
+    fixed = rng.uniform(0, 200, (20, 2))
+    moving = rng.uniform(50, 150, (6, 2))
+    nodes = rng.uniform(0, 200, (9, 11, 2))
+    for repeat in (False, True):
+        extra = fixed[:3] if repeat else np.empty((0, 2))
+        first = np.concatenate([moving, fixed, extra])  # sources
+        second = np.concatenate([moving, fixed[2:], extra[:1]])
+        warps = [LocalWarp(src, src.copy(), [src], 5.0) for src in (first, second)]
+        for w, shift in zip(warps, (2.0, -3.0), strict=True):
+            w.target[:6] += shift  # the moving handles move
+        maps = _inverse_maps_at(nodes, warps)
+        for w, got in zip(warps, maps, strict=True):
+            np.testing.assert_allclose(got, mls_similarity(nodes, w.target, w.source), atol=1e-9)

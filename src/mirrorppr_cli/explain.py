@@ -182,27 +182,40 @@ def _fields(points: np.ndarray, variants: list[list[OpRequest]], shape: tuple[in
     return outs
 
 
+def _row_keys(points: np.ndarray) -> np.ndarray:
+    """One hashable, sortable key per ``(x, y)`` row (its 16 bytes), ``(N,)``."""
+    return np.ascontiguousarray(points, np.float64).view(np.dtype((np.void, 16))).ravel()
+
+
 def _inverse_maps_at(nodes: np.ndarray, warps: list[LocalWarp]) -> list[np.ndarray]:
     """Each warp's inverse map (the MLS from its targets to its sources) at ``nodes``
     ``(..., 2)``; the fixed handles (source = target) that every warp has are summed once."""
     if len(warps) == 1:
         return [mls_similarity(nodes, warps[0].target, warps[0].source)]
     still = [np.all(w.source == w.target, axis=1) for w in warps]
-    counts = [Counter(map(bytes, w.source[s])) for w, s in zip(warps, still, strict=True)]
-    common = counts[0]
-    for c in counts[1:]:
-        common &= c  # multiset intersection: a point fixed twice in each is shared twice
-    fixed = np.array([np.frombuffer(b) for b, n in common.items() for _ in range(n)])
-    sets = []
-    for w, s in zip(warps, still, strict=True):
-        left = Counter(common)
-        own = np.ones(len(w.source), bool)
-        for i in np.flatnonzero(s):
-            b = w.source[i].tobytes()
-            if left[b] > 0:
-                left[b] -= 1
-                own[i] = False
-        sets.append((w.target[own], w.source[own]))
+    keys = [_row_keys(w.source) for w in warps]
+    fixed_keys = [k[s] for k, s in zip(keys, still, strict=True)]
+    if all(len(np.unique(k)) == len(k) for k in fixed_keys):  # the usual case: no repeats
+        common = fixed_keys[0]
+        for k in fixed_keys[1:]:
+            common = np.intersect1d(common, k)
+        shared = [s & np.isin(k, common) for k, s in zip(keys, still, strict=True)]
+    else:  # a point fixed twice: a multiset intersection shares it as often as every warp has it
+        counts = [Counter(k.tolist()) for k in fixed_keys]
+        common_counts = counts[0]
+        for c in counts[1:]:
+            common_counts &= c
+        shared = []
+        for k, s in zip(keys, still, strict=True):
+            left, rows = Counter(common_counts), k.tolist()
+            mine = np.zeros(len(k), bool)
+            for i in np.flatnonzero(s):
+                if left[rows[i]] > 0:
+                    left[rows[i]] -= 1
+                    mine[i] = True
+            shared.append(mine)
+    fixed = warps[0].source[shared[0]]
+    sets = [(w.target[~mine], w.source[~mine]) for w, mine in zip(warps, shared, strict=True)]
     return mls_similarity_shared(nodes, fixed.reshape(-1, 2), sets)
 
 

@@ -159,7 +159,7 @@ class Operation:
         candidates = _MESH[~is_moving[_MESH]]  # sorted, as MESH is
         if distances is None:
             distances = pairwise_distances(local)
-        dist = distances[np.ix_(candidates, moving_idx)].min(axis=1)
+        dist = distances[moving_idx].min(axis=0)[candidates]  # symmetric: rows are columns
         inner, outer = self.ring
         chosen = np.zeros(len(local), bool)
         chosen[np.asarray(self.fixed, np.int64)] = True

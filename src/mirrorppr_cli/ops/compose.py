@@ -193,7 +193,7 @@ def _clear(distances: np.ndarray, anchors: np.ndarray, moving: np.ndarray,
     ``distances``: the face's :func:`~mirrorppr_cli.ops.catalog.pairwise_distances`."""
     if len(anchors) == 0 or len(moving) == 0:
         return anchors
-    return anchors[distances[np.ix_(anchors, moving)].min(axis=1) >= clearance]
+    return anchors[distances[moving].min(axis=0)[anchors] >= clearance]  # symmetric
 
 
 def _chain_handles(
@@ -248,7 +248,7 @@ def _unstrained(
     units of ``unit`` px; ``shifts`` are the moving landmarks' displacements in px."""
     if not anchors or not moving:
         return anchors
-    dist = distances[np.ix_(anchors, moving)] * unit
+    dist = distances[moving][:, anchors].T * unit  # symmetric: rows are columns
     strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
     keep = strain.max(axis=1) <= MAX_ANCHOR_STRAIN
     return [a for a, k in zip(anchors, keep.tolist(), strict=True) if k]
