@@ -69,7 +69,7 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
                     for r in exemplar.explanation.ops]
         out = apply_local_warp(pixels, plan_warp(points, requests)) if requests else pixels.copy()
         if exemplar.residual is not None:
-            out = transfer(exemplar.residual, out, points, strength=strength)
+            out = transfer(exemplar.residual, out, points, strength=strength, in_place=True)
     if exemplar.body is not None and exemplar.body.ops and strength != 0:
         out = apply_body_edit(exemplar.body, out, pixels if rgb is None else rgb, strength,
                               notes=notes)

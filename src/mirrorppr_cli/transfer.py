@@ -266,20 +266,22 @@ def _sample(field: np.ndarray, box: Box, points: np.ndarray) -> np.ndarray:
 
 
 def transfer(
-    edit: Edit, query: np.ndarray, query_points: np.ndarray, *, strength: float = 1.0
+    edit: Edit, query: np.ndarray, query_points: np.ndarray, *, strength: float = 1.0,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Apply ``edit`` to ``query`` (``(H, W, C)``, any dtype cv2 remaps) with ``strength``.
 
-    ``query_points``: the query face's ``(478, 2)`` landmarks. Returns a new array; pixels the
-    edit does not reach are bit-identical.
+    ``query_points``: the query face's ``(478, 2)`` landmarks. Returns a new array, or with
+    ``in_place`` ``query`` itself, edited (for a caller that owns it: saves a copy of the
+    image); pixels the edit does not reach are bit-identical.
     """
     if edit.empty or strength == 0:
-        return query.copy()
+        return query if in_place else query.copy()
     handles = edit.handles
     ex_h, q_h = edit.points[handles], query_points[handles]
     box = _query_box(edit, ex_h, q_h, query.shape[:2])
     if box.empty:
-        return query.copy()
+        return query if in_place else query.copy()
     nodes = grid_nodes(box, GRID)
     mapped = mls_similarity(nodes, q_h, ex_h)  # T(v): query node → exemplar point
     # Jacobian of T on the grid (central differences), then J⁻¹·e at each node.
@@ -293,11 +295,11 @@ def transfer(
     np.clip(weight, 0.0, 1.0, out=weight)
     weight[weight < 1e-3] = 0.0
     if not weight.any():
-        return query.copy()
+        return query if in_place else query.copy()
     dx += np.arange(box.x0, box.x1)[None, :]  # the sources: + the pixel grid, in place
     dy += np.arange(box.y0, box.y1)[:, None]
     warped = remap_xy(query, dx, dy)
-    return blend_into(query, warped, weight.astype(np.float32), box)
+    return blend_into(query, warped, weight.astype(np.float32), box, in_place=in_place)
 
 
 # --------------------------------------------------------------------------------------------

@@ -461,14 +461,16 @@ def remap_xy(pixels: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.nda
 
 
 def blend_into(
-    pixels: np.ndarray, warped: np.ndarray, mask: np.ndarray, box: Box
+    pixels: np.ndarray, warped: np.ndarray, mask: np.ndarray, box: Box, *,
+    in_place: bool = False,
 ) -> np.ndarray:
     """``pixels`` with ``box`` replaced by ``mask·warped + (1 − mask)·pixels``.
 
     Pixels where ``mask == 0`` (and all pixels outside ``box``) are copied bit-for-bit.
-    Returns a new array of ``pixels``' shape and dtype.
+    Returns a new array of ``pixels``' shape and dtype, or ``pixels`` itself, changed, with
+    ``in_place``.
     """
-    out = pixels.copy()
+    out = pixels if in_place else pixels.copy()
     region = out[box.slices()]
     base = region.astype(np.float32)
     mixed = warped.astype(np.float32)  # region + mask·(warped − region), in place
