@@ -4,7 +4,8 @@ Run from the repository root::
 
     python benchmarks/bench_retouch.py [--repeats N] [--out PATH]
 
-Measured in one process, after a warm-up (MediaPipe's graphs started once, as in a batch):
+Measured in one process, after a warm-up (MediaPipe's graphs started once, as in a batch),
+with malloc keeping freed memory as the ``mirrorppr`` command does (``mirrorppr_cli.memory``):
 
 * ``first query``: everything one ``retouch`` call does for one query — read the exemplar pair
   and the query (PNG), landmarks of all three, the edit estimate (optical flow), the
@@ -42,6 +43,7 @@ from skimage import data  # noqa: E402
 
 from mirrorppr_cli.io import read_image, with_pixels, write_image  # noqa: E402
 from mirrorppr_cli.landmarks import find_faces  # noqa: E402
+from mirrorppr_cli.memory import keep_freed_memory  # noqa: E402
 from mirrorppr_cli.ops import OpRequest, plan_warp  # noqa: E402
 from mirrorppr_cli.retouch_job import apply_exemplar, measure_exemplar  # noqa: E402
 from mirrorppr_cli.warp import apply_local_warp  # noqa: E402
@@ -107,6 +109,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results/retouch.json"))
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    keep_freed_memory()  # as `mirrorppr` does at start-up (mirrorppr_cli.memory)
     runs: dict[str, tuple[list, list]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode, ext in (("hybrid", "png"), ("hybrid", "jpg"), ("flow", "png")):

@@ -738,6 +738,9 @@ app.add_typer(train_app, name="train")
 
 def main() -> None:
     """Console-script entry point."""
+    from .memory import keep_freed_memory
+
+    keep_freed_memory()  # a process that ends soon: reuse freed memory rather than re-fault it
     try:
         app()
     except MirrorError as error:  # errors raised outside a command's own handling
