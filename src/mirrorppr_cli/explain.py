@@ -30,8 +30,8 @@ is unchanged by it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
