@@ -30,7 +30,6 @@ is unchanged by it.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -195,25 +194,12 @@ def _inverse_maps_at(nodes: np.ndarray, warps: list[LocalWarp]) -> list[np.ndarr
     still = [np.all(w.source == w.target, axis=1) for w in warps]
     keys = [_row_keys(w.source) for w in warps]
     fixed_keys = [k[s] for k, s in zip(keys, still, strict=True)]
-    if all(len(np.unique(k)) == len(k) for k in fixed_keys):  # the usual case: no repeats
-        common = fixed_keys[0]
-        for k in fixed_keys[1:]:
-            common = np.intersect1d(common, k)
-        shared = [s & np.isin(k, common) for k, s in zip(keys, still, strict=True)]
-    else:  # a point fixed twice: a multiset intersection shares it as often as every warp has it
-        counts = [Counter(k.tolist()) for k in fixed_keys]
-        common_counts = counts[0]
-        for c in counts[1:]:
-            common_counts &= c
-        shared = []
-        for k, s in zip(keys, still, strict=True):
-            left, rows = Counter(common_counts), k.tolist()
-            mine = np.zeros(len(k), bool)
-            for i in np.flatnonzero(s):
-                if left[rows[i]] > 0:
-                    left[rows[i]] -= 1
-                    mine[i] = True
-            shared.append(mine)
+    if any(len(np.unique(k)) < len(k) for k in fixed_keys):  # a point fixed twice: no sharing
+        return [mls_similarity(nodes, w.target, w.source) for w in warps]
+    common = fixed_keys[0]
+    for k in fixed_keys[1:]:
+        common = np.intersect1d(common, k)
+    shared = [s & np.isin(k, common) for k, s in zip(keys, still, strict=True)]
     fixed = warps[0].source[shared[0]]
     sets = [(w.target[~mine], w.source[~mine]) for w, mine in zip(warps, shared, strict=True)]
     return mls_similarity_shared(nodes, fixed.reshape(-1, 2), sets)

@@ -82,18 +82,7 @@ def mls_similarity(
     src, dst = _handles(handles_from, handles_to)
     if len(src) < 2:
         raise ValueError("handles must both have shape (N, 2) with N >= 2")
-    pts = np.asarray(v, dtype=np.float64)
-    # Work relative to the handles' mean: keeps the expanded sums below well conditioned.
-    origin = src.mean(axis=0)
-    flat = pts.reshape(-1, 2) - origin
-    coeffs, consts = _mls_terms(src, dst, origin)
-    rows = _point_rows(flat)
-    out = np.empty(len(flat), dtype=np.complex128)
-    step = max(1, _CHUNK_PAIRS // len(src))
-    for start in range(0, len(flat), step):
-        part = slice(start, start + step)
-        out[part] = _mls_solve(_mls_sums(rows[part], coeffs, consts, alpha), flat[part])
-    return np.stack([out.real, out.imag], axis=-1).reshape(pts.shape)
+    return mls_similarity_shared(v, np.empty((0, 2)), [(src, dst)], alpha)[0]
 
 
 def mls_similarity_shared(
@@ -114,6 +103,7 @@ def mls_similarity_shared(
     if any(len(fixed) + len(a) < 2 for a, _ in sets):
         raise ValueError("every handle set needs at least 2 handles with the fixed ones")
     pts = np.asarray(v, dtype=np.float64)
+    # Work relative to the handles' mean: keeps the expanded sums below well conditioned.
     origin = np.concatenate([fixed, *(a for a, _ in sets)]).mean(axis=0)
     flat = pts.reshape(-1, 2) - origin
     shared = _mls_terms(fixed, fixed, origin) if len(fixed) else None
