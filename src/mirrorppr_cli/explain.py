@@ -92,6 +92,8 @@ BASIS_STRENGTH = 50.0
 FIT_UNIT_PX = 128.0
 #: Fixed-point steps of :func:`residual_edit`.
 RESIDUAL_STEPS = 2
+#: A residual whose largest offset is below this (px) is not carried: it cannot be seen.
+RESIDUAL_MIN_PX = 0.25
 
 
 @dataclass(frozen=True)
@@ -405,9 +407,14 @@ def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) 
         at = cv2.remap(fitted, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         rest = edit.flow - at
-    rest = rest * (edit.weight > 0)[..., None]
-    return Edit(rest, edit.weight, edit.box, edit.points,
-                float(np.linalg.norm(rest, axis=-1).max()))
+    # Within the measured field's own smooth support (a binary mask here would switch the
+    # residual on and off pixel by pixel: holes and islands in the query).
+    rest = rest * np.minimum(edit.weight, 1.0)[..., None]
+    reach = np.linalg.norm(rest, axis=-1)
+    if reach.max() < RESIDUAL_MIN_PX:  # what the catalog leaves is below visibility: catalog only
+        return Edit(np.zeros_like(rest), np.zeros_like(edit.weight), Box(0, 0, 0, 0),
+                    edit.points, 0.0)
+    return Edit(rest, edit.weight, edit.box, edit.points, float(reach.max()))
 
 
 def _body_field(body: Body, requests: list[OpRequest], box: Box, *,

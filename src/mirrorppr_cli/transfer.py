@@ -157,20 +157,148 @@ def estimate_edit(
     b, a = before[box.slices()], after[box.slices()]
     flow = _flow(a, b)
     magnitude = np.linalg.norm(flow, axis=-1)
-    weight = region & (magnitude >= STILL_PX) & (_explained(a, b, flow) >= MIN_EXPLAINED)
-    weight = cv2.GaussianBlur(weight.astype(np.float32), (5, 5), 0)
-    if not weight.any():
+    moving = region & (magnitude >= STILL_PX) & (_explained(a, b, flow) >= MIN_EXPLAINED)
+    if not moving.any():
         return _no_edit(before_points)
-    moving = weight > 0.5
-    if moving.any() and np.percentile(magnitude[moving], 99) > MAX_EDIT * unit:
+    if np.percentile(magnitude[moving], 99) > MAX_EDIT * unit:
         raise InputError(
             f"{name}: the edit moves pixels by more than half the eye distance; this is not a "
             "structural retouch of one photo"
         )
-    kept = weight > 0
-    flow = flow * kept[..., None]
-    return Edit(flow.astype(np.float32), weight.astype(np.float32), box, before_points,
-                float((magnitude * kept).max()))
+    field, weight = smooth_motion(flow, moving, a, region, unit, pad)
+    if not weight.any():
+        return _no_edit(before_points)
+    return Edit(field, weight, box, before_points,
+                float(np.linalg.norm(field, axis=-1).max()))
+
+
+#: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
+#: edits move features (an eye, a lip, a nostril, ≥ 0.15 face units across) as a whole, so the
+#: field they make varies on that scale or slower; what varies faster is measurement noise.
+SMOOTH_SIGMA = 0.03
+MIN_SMOOTH_PX = 1.5
+#: A flow vector farther than this (px, plus a quarter of the local motion) from the median of
+#: its 5×5 neighbourhood is a spike of the estimator, not motion: it gets no trust.
+SPIKE_PX = 0.5
+#: Texture energy (squared 3×3 Sobel response, grey levels) at which "the flow says nothing
+#: moved" is half-trusted: a gradient of 2 grey levels per pixel. Flat skin hides motion, so
+#: a zero there is no evidence; an edge or pore texture that did not move is.
+TEXTURE_ENERGY = (2.0 * 8.0) ** 2
+#: Local density of trusted measurements (the normalised convolution's denominator, 1 where
+#: every pixel around is trusted) from which the field keeps its full value; below, it falls
+#: smoothly to zero: an isolated measurement (a few pixels, a speckle of the estimator) does
+#: not become motion, and nothing is extrapolated far from the evidence.
+EVIDENCE_FULL = 0.25
+#: Offsets below this (px) leave a pixel untouched: OpenCV's bilinear remap resolves 1/32 px,
+#: so a smaller offset would not change the pixel anyway.
+MIN_OFFSET_PX = 1.0 / 64.0
+#: The field is scaled down until its backward map ``u ↦ u + e(u)`` has a Jacobian
+#: determinant of at least this everywhere (no fold-over; a structural edit compresses a
+#: feature by 20–40 % at most, det ≥ 0.35).
+MIN_JACOBIAN_DET = 0.2
+
+
+def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, region: np.ndarray,
+                  unit: float, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(field, weight)``: a smooth, fold-free version of the measured ``flow``.
+
+    ``flow`` ``(h, w, 2)`` backward offsets (px) over a box of the *after* image ``image``
+    ``(h, w, 3)`` uint8; ``moving`` ``(h, w)`` bool: where the flow is motion that explains the
+    before/after difference; ``region`` ``(h, w)`` bool: where edits may be; ``unit``: face unit
+    (px); ``pad``: the box's margin around the changed pixels (px).
+
+    A per-pixel mask of "moved" pixels switches motion on and off pixel by pixel, which a
+    query shows as holes, islands and ringed dots. Instead the field is a normalised Gaussian
+    convolution of the trusted measurements: the motion where it explains the difference
+    (spikes of the estimator left out), zero where textured pixels stayed still, nothing from
+    flat pixels that hide motion; it falls to zero where the evidence thins out
+    (:data:`EVIDENCE_FULL`). It is then tapered to zero outside ``region`` and at the box's border, and
+    scaled down if its backward map would fold (:data:`MIN_JACOBIAN_DET`). ``weight`` is 1
+    where the field moves a pixel by at least :data:`MIN_OFFSET_PX`, tapering with the field.
+    """
+    sigma = max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX)
+    flow = flow.astype(np.float32)
+    median = np.dstack([cv2.medianBlur(np.ascontiguousarray(flow[..., c]), 5) for c in (0, 1)])
+    spread = np.linalg.norm(flow - median, axis=-1)
+    trusted_motion = moving & (spread <= SPIKE_PX + 0.25 * np.linalg.norm(median, axis=-1))
+    grey = _grey(image).astype(np.float32)
+    energy = cv2.Sobel(grey, cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(grey, cv2.CV_32F, 0, 1) ** 2
+    energy = cv2.GaussianBlur(energy, (0, 0), sigma)
+    still_trust = energy / (energy + TEXTURE_ENERGY)
+    magnitude = np.linalg.norm(flow, axis=-1)
+    still = region & ~moving & (magnitude < STILL_PX)
+    trust = np.where(trusted_motion, 1.0, np.where(still, still_trust, 0.0)).astype(np.float32)
+    values = flow * trusted_motion[..., None]  # a still pixel contributes a zero
+    numerator = cv2.GaussianBlur(values * trust[..., None], (0, 0), sigma)
+    denominator = cv2.GaussianBlur(trust, (0, 0), sigma)
+    # Full value where the evidence is dense; falling to zero where it thins out.
+    confidence = _smoothstep(np.clip(denominator / EVIDENCE_FULL, 0.0, 1.0))
+    field = numerator * (confidence / np.maximum(denominator, 1e-6))[..., None]
+    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma) * _border_taper(
+        region.shape, max(pad / 2.0, 1.0))
+    field *= taper[..., None]
+    field = _unfolded(field, sigma)
+    reach = np.linalg.norm(field, axis=-1)
+    weight = np.clip(reach / (4 * MIN_OFFSET_PX), 0.0, 1.0)
+    weight[reach < MIN_OFFSET_PX] = 0.0
+    field[weight == 0] = 0.0
+    return np.ascontiguousarray(field, np.float32), weight.astype(np.float32)
+
+
+def _border_taper(shape: tuple[int, int], width: float) -> np.ndarray:
+    """``(h, w)`` float32: 0 on the box's border rising smoothly to 1 at ``width`` px in."""
+    ys = np.minimum(np.arange(shape[0]), np.arange(shape[0])[::-1]).astype(np.float32)
+    xs = np.minimum(np.arange(shape[1]), np.arange(shape[1])[::-1]).astype(np.float32)
+    ramp = lambda d: _smoothstep(np.clip(d / width, 0.0, 1.0))  # noqa: E731
+    return np.outer(ramp(ys), ramp(xs)).astype(np.float32)
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    return t * t * (3.0 - 2.0 * t)
+
+
+def jacobian_determinant(field: np.ndarray) -> np.ndarray:
+    """``(h, w)``: det of the Jacobian of ``u ↦ u + field(u)`` (``field`` ``(h, w, 2)`` px,
+    ``(x, y)`` order; central differences). ≤ 0 where the map folds over."""
+    dxdx = np.gradient(field[..., 0], axis=1)
+    dxdy = np.gradient(field[..., 0], axis=0)
+    dydx = np.gradient(field[..., 1], axis=1)
+    dydy = np.gradient(field[..., 1], axis=0)
+    return (1.0 + dxdx) * (1.0 + dydy) - dxdy * dydx
+
+
+#: Local smoothing passes that try to remove a fold before the whole field is scaled down.
+UNFOLD_PASSES = 4
+
+
+def _unfolded(field: np.ndarray, sigma: float) -> np.ndarray:
+    """``field`` with its fold-overs smoothed away locally.
+
+    Where the backward map's Jacobian determinant is below :data:`MIN_JACOBIAN_DET` (a steep
+    measured gradient, e.g. at the edge of a cross-faded edit), the field is replaced, within
+    a feathered neighbourhood, by a more strongly blurred copy, with a wider blur each pass;
+    elsewhere it is untouched. Only if that fails is the whole field scaled down.
+    """
+    for k in range(UNFOLD_PASSES):
+        folded = jacobian_determinant(field) < MIN_JACOBIAN_DET
+        if not folded.any():
+            return field
+        reach = int(np.ceil(2 * sigma * (k + 1))) | 1
+        near = cv2.dilate(folded.astype(np.uint8), cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))).astype(np.float32)
+        mix = np.clip(cv2.GaussianBlur(near, (0, 0), sigma) * 2.0, 0.0, 1.0)[..., None]
+        blurred = cv2.GaussianBlur(field, (0, 0), 2 * sigma * (k + 1))
+        field = field + mix * (blurred - field)
+    return field * _fold_free_scale(field)
+
+
+def _fold_free_scale(field: np.ndarray) -> float:
+    """The largest factor ≤ 1 (in steps of 0.8) at which ``field`` keeps its Jacobian
+    determinant ≥ :data:`MIN_JACOBIAN_DET`."""
+    scale = 1.0
+    while scale > 0.05 and jacobian_determinant(field * scale).min() < MIN_JACOBIAN_DET:
+        scale *= 0.8
+    return scale
 
 
 @dataclass(frozen=True)
@@ -265,6 +393,37 @@ def _sample(field: np.ndarray, box: Box, points: np.ndarray) -> np.ndarray:
     return out.reshape(*points.shape[:-1], -1)
 
 
+#: The local scale of the correspondence is kept within this factor of its global scale: MLS
+#: between two different faces' noisy landmarks can fold or stretch locally between handles,
+#: and an offset divided by a near-zero local scale would sample the query from far away.
+MAX_LOCAL_SCALE_RATIO = 1.5
+
+
+def _local_similarity_inverse(mapped: np.ndarray, ex_h: np.ndarray,
+                              q_h: np.ndarray) -> np.ndarray:
+    """``(ny, nx, 2, 2)``: the inverse of the correspondence's local similarity on the grid.
+
+    ``mapped`` ``(ny, nx, 2)``: T at the query's grid nodes (:data:`GRID` px apart, exemplar
+    ``(x, y)``). The Jacobian J of T (central differences) is replaced by its nearest
+    similarity (rotation and uniform scale: an exemplar offset turns and scales with the
+    face, it is not sheared by the correspondence's local noise), its scale clamped to
+    :data:`MAX_LOCAL_SCALE_RATIO` of the global exemplar/query face scale; the inverse of a
+    similarity always exists.
+    """
+    dudx = np.gradient(mapped, GRID, axis=1)
+    dudy = np.gradient(mapped, GRID, axis=0)
+    a = 0.5 * (dudx[..., 0] + dudy[..., 1])  # J ≈ [[a, −b], [b, a]]
+    b = 0.5 * (dudx[..., 1] - dudy[..., 0])
+    scale = np.hypot(a, b)
+    global_scale = float(np.sqrt(np.cov(ex_h.T).trace() / np.cov(q_h.T).trace()))
+    clamped = np.clip(scale, global_scale / MAX_LOCAL_SCALE_RATIO,
+                      global_scale * MAX_LOCAL_SCALE_RATIO)
+    angle = np.arctan2(b, a)
+    inv_scale = 1.0 / clamped
+    cos, sin = np.cos(angle) * inv_scale, np.sin(angle) * inv_scale
+    return np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+
+
 def transfer(
     edit: Edit, query: np.ndarray, query_points: np.ndarray, *, strength: float = 1.0,
     in_place: bool = False,
@@ -284,16 +443,13 @@ def transfer(
         return query if in_place else query.copy()
     nodes = grid_nodes(box, GRID)
     mapped = mls_similarity(nodes, q_h, ex_h)  # T(v): query node → exemplar point
-    # Jacobian of T on the grid (central differences), then J⁻¹·e at each node.
-    dudx = np.gradient(mapped, GRID, axis=1)
-    dudy = np.gradient(mapped, GRID, axis=0)
-    jac = np.stack([dudx, dudy], axis=-1)  # (ny, nx, 2 [u comp], 2 [d/dx, d/dy])
-    sampled = _sample(np.dstack([edit.flow, edit.weight]), edit.box, mapped)
-    offsets = np.linalg.solve(jac, sampled[..., :2, None])[..., 0] * strength
-    dx, dy, weight = interpolate_planes(box, GRID, np.dstack([offsets, sampled[..., 2:]]))
-    # Weight from the exemplar's support, sampled at each pixel's own correspondent.
-    np.clip(weight, 0.0, 1.0, out=weight)
-    weight[weight < 1e-3] = 0.0
+    sampled = _sample(edit.flow, edit.box, mapped)
+    offsets = np.einsum("yxij,yxj->yxi", _local_similarity_inverse(mapped, ex_h, q_h),
+                        sampled[..., :2]) * strength
+    dx, dy = interpolate_planes(box, GRID, offsets)
+    # The field is smooth and falls to zero by itself: a pixel is either moved by its offset
+    # or copied (no cross-fade of moved and unmoved pixels, which would ghost an edge).
+    weight = (np.hypot(dx, dy) >= MIN_OFFSET_PX).astype(np.float32)
     if not weight.any():
         return query if in_place else query.copy()
     dx += np.arange(box.x0, box.x1)[None, :]  # the sources: + the pixel grid, in place
