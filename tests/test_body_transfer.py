@@ -340,3 +340,25 @@ def test_cli_explain_and_retouch_report_the_body_edit(astronaut_512, afters, tmp
                                  str(query), "-o", str(out), "--force"])
     assert result.exit_code == 0, result.output
     assert "note:" in result.stderr and "body edit not applied" in result.stderr
+
+
+def test_body_fit_scale_keeps_the_strengths(astronaut_512, astronaut_512_points, afters,
+                                            monkeypatch):
+    """Body motion is measured at a body unit of at most BODY_FIT_UNIT_PX (the astronaut's
+    shoulders are 194 px apart: 0.66×); the strengths match a full-resolution fit (measured
+    −60.4 full size, −60.1 at the fit scale for shoulder_width −60; +59.6 / +59.5 for
+    arm_thickness +60)."""
+    import mirrorppr_cli.retouch_job as job
+
+    before = np.asarray(astronaut_512)
+    fits = {}
+    for unit in (job.BODY_FIT_UNIT_PX, 1e9):
+        monkeypatch.setattr(job, "BODY_FIT_UNIT_PX", unit)
+        for case in ("shoulder_width-60", "arm_thickness+60"):
+            fit, _ = job.measure_body(before, afters[case], astronaut_512_points)
+            fits[unit, case] = {r.name: r.strength for r in fit.ops}
+    for case in ("shoulder_width-60", "arm_thickness+60"):
+        small, full = fits[128.0, case], fits[1e9, case]
+        assert set(small) == set(full), (small, full)
+        for name in full:
+            assert abs(small[name] - full[name]) <= 0.05 * abs(full[name]) + 1.0
