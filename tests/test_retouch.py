@@ -648,3 +648,39 @@ def test_large_exemplar_onto_a_3x_smaller_query(scale_faces, scale_exemplars, qu
     assert fidelity.recall >= min_recall
     # measured gains 20.3 dB (astronaut flow), 23.4 (hybrid), 19.3 (Grace hybrid)
     assert psnr(out, truth) >= psnr(query, truth) + 10.0
+
+
+def test_a_strong_edit_of_one_photo_is_accepted(astronaut_512):
+    """The official generator's grid up-sampling shifts the whole feathered face region by up
+    to half a 30 px cell, so its strong items move the median landmark by more than the old
+    0.08-face-unit limit (23 px on a 1024² item was refused). Here the face region is moved by
+    0.12 face units inside a feathered hull: the photo is the same outside the face, so it is
+    a before/after pair and is measured."""
+    from mirrorppr_cli.face_frame import FaceFrame
+
+    before = np.asarray(astronaut_512)
+    points = _points(before)
+    unit = FaceFrame.from_points(points).unit
+    moved = _shift(before, int(round(0.12 * unit)), 0)
+    hull = np.zeros(before.shape[:2], np.float32)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points.astype(np.int32)), 1.0)
+    feather = cv2.GaussianBlur(hull, (0, 0), 0.2 * unit)[..., None]
+    after = np.rint(feather * moved + (1 - feather) * before).astype(np.uint8)
+    after_points = _points(after)
+    assert np.median(np.linalg.norm(after_points - points, axis=1)) > 0.08 * unit
+    edit = estimate_edit(before, after, points, after_points)
+    assert not edit.empty
+
+
+def test_photo_likeness_tells_one_photo_from_another(astronaut_512):
+    from mirrorppr_cli.transfer import face_window, photo_likeness
+
+    before = np.asarray(astronaut_512)
+    face = face_window(_points(before), before.shape[:2])
+    reencoded = cv2.imdecode(cv2.imencode(".jpg", before, [cv2.IMWRITE_JPEG_QUALITY, 85])[1],
+                             cv2.IMREAD_UNCHANGED)
+    graded = np.clip(before.astype(int) * 1.1 + 8, 0, 255).astype(np.uint8)
+    assert photo_likeness(before, reencoded, face) > 0.99  # measured 1.00
+    assert photo_likeness(before, graded, face) > 0.99  # a tone change is the same photo
+    other = _not_pairs(before)["different_crop"][1]
+    assert photo_likeness(before, other, face) < 0.8

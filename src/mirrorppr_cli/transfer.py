@@ -44,9 +44,21 @@ FACE_MARGIN = 0.3
 HANDLE_SPACING = 0.05
 #: Node spacing (px) of the query-side correspondence grid.
 GRID = 4
-#: Limits for "this is a before/after of one photo" (face units).
-MAX_LANDMARK_SHIFT = 0.08
+#: "This is a before/after of one photo": the two agree outside the face (a retouch reshapes
+#: the face and body; a different photo differs everywhere), as the correlation of their
+#: coarse grey levels there (:func:`photo_likeness`). Re-encoding, tone changes and body
+#: edits keep it above 0.9; two photos of one person, even from one shoot, fall far below.
+MIN_PHOTO_LIKENESS = 0.8
+#: Where too little of the photo lies outside the face (a tight face crop), the landmarks
+#: decide: their median shift (face units). A strong edit of several features moves a
+#: minority of the 478 points; a different photo moves most of them.
+MAX_LANDMARK_SHIFT = 0.15
+#: Largest motion (face units, 99th percentile) of a structural retouch.
 MAX_EDIT = 0.5
+#: Side (px) of the coarse images :func:`photo_likeness` compares, and the share of them that
+#: must lie outside the face region for the comparison to count.
+LIKENESS_SIDE = 96
+LIKENESS_MIN_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -134,15 +146,23 @@ def estimate_edit(
             f"{after.shape[1]}×{after.shape[0]} differ in size; give a before/after of one photo"
         )
     unit = FaceFrame.from_points(before_points).unit
+    face = face or face_window(before_points, before.shape[:2])
+    likeness = photo_likeness(before, after, face)
     shift = float(np.median(np.linalg.norm(after_points - before_points, axis=1)))
-    if shift > MAX_LANDMARK_SHIFT * unit:
+    if likeness is not None and likeness < MIN_PHOTO_LIKENESS:
         raise InputError(
-            f"{name}: the faces in before and after are {shift:.0f} px apart; this is not a "
-            "before/after of one photo of one person"
+            f"{name}: before and after differ outside the face (correlation {likeness:.2f}); "
+            "this is not a before/after of one photo; give the same photo before and after "
+            "the retouch"
+        )
+    if likeness is None and shift > MAX_LANDMARK_SHIFT * unit:
+        raise InputError(
+            f"{name}: the faces in before and after are {shift:.0f} px apart and too little "
+            "of the photo is outside the face to compare; this is not a before/after of one "
+            "photo of one person"
         )
     # The face engine edits faces: look for motion only around the face (re-encoding noise
     # elsewhere, e.g. a JPEG export of "after", is not an edit); work inside that window.
-    face = face or face_window(before_points, before.shape[:2])
     window, region, pad = face.window, face.region, face.pad
     changed = np.any(before[window.slices()] != after[window.slices()], axis=-1) & region
     if not changed.any():
@@ -299,6 +319,27 @@ def _fold_free_scale(field: np.ndarray) -> float:
     while scale > 0.05 and jacobian_determinant(field * scale).min() < MIN_JACOBIAN_DET:
         scale *= 0.8
     return scale
+
+
+def photo_likeness(before: np.ndarray, after: np.ndarray, face: FaceWindow) -> float | None:
+    """Correlation in [-1, 1] of ``before`` and ``after`` (``(H, W, 3)`` uint8, one size)
+    outside the face region, on coarse grey levels (:data:`LIKENESS_SIDE` px); None when less
+    than :data:`LIKENESS_MIN_SHARE` of the image lies outside it, or it is flat."""
+    height, width = before.shape[:2]
+    scale = LIKENESS_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = [cv2.resize(_grey(im), size, interpolation=cv2.INTER_AREA).astype(np.float64)
+             for im in (before, after)]
+    inside = cv2.resize(face.mask((height, width)).astype(np.float32), size,
+                        interpolation=cv2.INTER_AREA) > 0
+    outside = ~cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if outside.mean() < LIKENESS_MIN_SHARE:
+        return None
+    b, a = (im[outside] - im[outside].mean() for im in small)
+    norm = float(np.sqrt((b * b).sum() * (a * a).sum()))
+    if norm < 1e-6 * outside.sum():
+        return None
+    return float((b * a).sum() / norm)
 
 
 @dataclass(frozen=True)
