@@ -362,3 +362,21 @@ def test_body_fit_scale_keeps_the_strengths(astronaut_512, astronaut_512_points,
         assert set(small) == set(full), (small, full)
         for name in full:
             assert abs(small[name] - full[name]) <= 0.05 * abs(full[name]) + 1.0
+
+
+def test_reencoding_noise_off_the_face_is_not_a_body_change(astronaut_512, astronaut_512_points,
+                                                           afters):
+    """A face edit exported as JPEG changes almost every pixel by a few grey levels: that is
+    not a body change (no flow, no body detector); a body edit exported the same way is."""
+    before = np.asarray(astronaut_512)
+    face = face_window(astronaut_512_points, before.shape[:2])
+
+    def jpeg(rgb: np.ndarray, quality: int = 92) -> np.ndarray:
+        ok, data = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+    face_only = jpeg(_edited(before, FACE_ONLY, astronaut_512_points))
+    assert np.mean(np.any(face_only != before, axis=-1)) > 0.5  # most pixels differ
+    assert changed_off_face(before, face_only, face) is None
+    body = changed_off_face(before, jpeg(afters["shoulder_width-60"]), face)
+    assert body is not None and body.sum() > 500
