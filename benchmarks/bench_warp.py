@@ -16,8 +16,10 @@ OMP/OpenBLAS/MKL pools are pinned to one thread before numpy is imported):
 
   - ``exact``: ``apply_local_warp(..., method="exact")``;
   - ``fast``: ``apply_local_warp(..., method="fast")``, the default path;
-  - ``official``: this file's re-implementation of the official LLW generator's approach
-    (see :func:`official_apply`), everything done over the full frame.
+  - ``official``: the re-implementation of the official LLW generator's approach in
+    :mod:`mirrorppr_cli.data.official_llw` (:func:`official_apply` with its defaults: the
+    LocalWarp's feather width, replicated border, rounding), everything done over the full
+    frame.
 
 * Timing: ``time.perf_counter``, one warm-up call per implementation, then ``--repeats``
   rounds in which the implementations run in turn (interleaved, so drift hits all alike),
@@ -60,7 +62,6 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 TARGET = "fast ≥ 5× faster than official and closer to the exact map than official"
 TARGET_SPEEDUP = 5.0
 SIZE = 1024
-OFFICIAL_NODE_SPACING = 30
 METHODS = ("exact", "fast", "official")
 
 
@@ -97,6 +98,13 @@ if importlib.util.find_spec("mirrorppr_cli") is None:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mirrorppr_cli.data.official_llw import (  # noqa: E402
+    OFFICIAL_NODE_SPACING,
+    official_apply,
+    official_inverse_map,
+    official_nodes,
+    official_upsample,
+)
 from mirrorppr_cli.landmarks import find_faces  # noqa: E402
 from mirrorppr_cli.ops.catalog import SIMULATED_OPS  # noqa: E402
 from mirrorppr_cli.ops.compose import OpRequest, plan_warp  # noqa: E402
@@ -114,70 +122,6 @@ from mirrorppr_cli.warp import (  # noqa: E402
     pixel_grid,
     remap,
 )
-
-# --------------------------------------------------------------------------- official approach
-
-
-def official_nodes(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The official grid's node coordinates: ``linspace(0, w, w // 30 + 1)`` and the same in y."""
-    height, width = shape
-    xs = np.linspace(0, width, width // OFFICIAL_NODE_SPACING + 1)
-    ys = np.linspace(0, height, height // OFFICIAL_NODE_SPACING + 1)
-    return xs, ys
-
-
-def official_upsample(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``(ny, nx, 2)`` node values → ``(h, w, 2)`` float32 with ``cv2.resize`` (INTER_LINEAR)."""
-    height, width = shape
-    coarse = coarse.astype(np.float32)
-    return np.stack(
-        [
-            cv2.resize(coarse[..., k], (width, height), interpolation=cv2.INTER_LINEAR)
-            for k in range(2)
-        ],
-        axis=-1,
-    )
-
-
-def official_inverse_map(shape: tuple[int, int], warp: LocalWarp) -> np.ndarray:
-    """The official generator's inverse map: MLS at the ~30 px nodes, resized bilinearly.
-
-    Returns ``(h, w, 2)`` float32 input ``(x, y)`` over the full frame.
-    """
-    gx, gy = np.meshgrid(*official_nodes(shape))
-    coarse = mls_similarity(np.stack([gx, gy], axis=-1), warp.target, warp.source)
-    return official_upsample(coarse, shape)
-
-
-def official_mask(shape: tuple[int, int], warp: LocalWarp) -> np.ndarray:
-    """The official generator's mask: filled convex hulls blurred over the full frame.
-
-    Returns ``(h, w)`` float32 in [0, 1]; the Gaussian kernel is ``feather_px`` rounded up
-    to odd (at least 3), as in :func:`mirrorppr_cli.warp.feather_mask`.
-    """
-    canvas = np.zeros(shape, np.uint8)
-    for poly in warp.polygons:
-        hull = cv2.convexHull(np.round(np.asarray(poly)).astype(np.int32))
-        cv2.fillConvexPoly(canvas, hull, 255)
-    ksize = max(3, int(np.ceil(warp.feather_px)) | 1)
-    return cv2.GaussianBlur(canvas, (ksize, ksize), 0).astype(np.float32) / 255.0
-
-
-def official_apply(pixels: np.ndarray, warp: LocalWarp) -> np.ndarray:
-    """The official approach end to end: full-frame map, remap, mask and float32 blend."""
-    shape = pixels.shape[:2]
-    inverse = official_inverse_map(shape, warp)
-    warped = cv2.remap(
-        pixels,
-        inverse[..., 0],
-        inverse[..., 1],
-        cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    alpha = official_mask(shape, warp)[..., None]
-    mixed = warped.astype(np.float32) * alpha + pixels.astype(np.float32) * (1.0 - alpha)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
 
 # --------------------------------------------------------------------------- inputs
 

@@ -684,3 +684,17 @@ def test_photo_likeness_tells_one_photo_from_another(astronaut_512):
     assert photo_likeness(before, graded, face) > 0.99  # a tone change is the same photo
     other = _not_pairs(before)["different_crop"][1]
     assert photo_likeness(before, other, face) < 0.8
+
+
+def test_cli_says_that_it_measures_the_exemplar(pngs_512, tmp_path):
+    """A progress line on stderr while the exemplar is measured (a plain line when stderr is
+    not a terminal, as here); none with --json, whose stdout stays pure JSON."""
+    args = ("retouch", "--ex", pngs_512["before"], pngs_512["after"], "--query",
+            pngs_512["query"])
+    plain = _run(*args, "-o", tmp_path / "a.png")
+    assert plain.exit_code == 0, plain.output
+    assert "measuring exemplar before.png → after.png" in plain.stderr
+    quiet = _run(*args, "-o", tmp_path / "b.png", "--json")
+    assert quiet.exit_code == 0, quiet.output
+    assert "measuring" not in quiet.stderr
+    json.loads(quiet.stdout)

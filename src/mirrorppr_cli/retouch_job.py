@@ -12,6 +12,7 @@ part an operation edits, keeps its face edit; what was skipped is said in the re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -153,9 +154,13 @@ def face_points(rgb: np.ndarray, index: int | None, name: str) -> tuple[np.ndarr
 
 
 def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "hybrid",
-                     name: str = "exemplar") -> Exemplar:
+                     name: str = "exemplar",
+                     on_stage: Callable[[str], None] | None = None) -> Exemplar:
     """Measure the edit of an exemplar pair (RGB uint8, largest face); explain it in catalog
-    mode; fit body operations to what moved outside the face (any mode)."""
+    mode; fit body operations to what moved outside the face (any mode). ``on_stage`` is told
+    what is being done, for a progress line."""
+    stage = on_stage or (lambda _: None)
+    stage("finding the face")
     b_points, _, _ = face_points(before, None, f"{name} (before)")
     # The after image is the same photo: mesh its face where before's is (the detectors cost
     # as much as the mesh); a pair that is not the same photo fails estimate_edit's check.
@@ -163,12 +168,15 @@ def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "hybr
     a_points = (after_face.points if after_face is not None
                 else face_points(after, None, f"{name} (after)")[0])
     face = face_window(b_points, before.shape[:2])
+    stage("measuring the face edit")
     edit = estimate_edit(before, after, b_points, a_points, name=name, face=face)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
+    stage("measuring body edits")
     body, notes = measure_body(before, after, b_points, name=name, face=face)
     if mode == "flow":
         return Exemplar(edit, before.shape[:2], body=body, notes=notes)
+    stage("naming the operations")
     explanation = explain(edit, before.shape[:2])
     residual = residual_edit(edit, explanation, before.shape[:2]) if mode == "hybrid" else None
     return Exemplar(edit, before.shape[:2], explanation, residual, body, notes)
@@ -246,11 +254,16 @@ def _at_body_fit_scale(before: np.ndarray, after: np.ndarray, body, face_points_
 
 
 def load_exemplar(before: Path, after: Path, *, mode: str = "hybrid",
-                  max_pixels: int | None = None) -> Exemplar:
-    """Read an exemplar pair from files and measure it."""
+                  max_pixels: int | None = None,
+                  on_stage: Callable[[str], None] | None = None) -> Exemplar:
+    """Read an exemplar pair from files and measure it (``on_stage``: see
+    :func:`measure_exemplar`)."""
+    if on_stage:
+        on_stage("reading the exemplar")
     b = np.ascontiguousarray(read_image(before, max_pixels=max_pixels).rgb8())
     a = np.ascontiguousarray(read_image(after, max_pixels=max_pixels).rgb8())
-    return measure_exemplar(b, a, mode=mode, name=f"{before.name} → {after.name}")
+    return measure_exemplar(b, a, mode=mode, name=f"{before.name} → {after.name}",
+                            on_stage=on_stage)
 
 
 def retouch_file(

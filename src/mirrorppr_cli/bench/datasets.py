@@ -4,6 +4,9 @@
 (real retouching pairs, where nobody knows the query's ideal result) is scored for what the
 method changed only.
 
+Items may carry ``split`` (``dev`` or ``heldout``; written by ``mirrorppr build-dataset
+--benchmark simface|selfaug``): :func:`load_benchmark` can keep one split only.
+
 Names: ``simface100`` is looked up in the Hugging Face cache (dataset repository
 ``SJTU-DENG-Lab/SimFace-100``) and downloaded with ``huggingface-hub`` when online;
 ``proportrait500`` is not public and is read from ``--data DIR``.
@@ -20,6 +23,7 @@ from ..errors import InputError, MissingWeightsError, UsageError
 SIMFACE_REPO = "SJTU-DENG-Lab/SimFace-100"
 KEYS = ("pair1_origin", "pair1_edited", "pair2_origin")
 TRUTH_KEY = "pair2_edited"
+SPLITS = ("dev", "heldout", "all")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Item:
     query: Path
     truth: Path | None
     instruction: str = ""
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,17 @@ def resolve_root(dataset: str, data: Path | None, *, allow_download: bool = True
 
 
 def load_benchmark(dataset: str, data: Path | None = None, limit: int | None = None,
-                   *, allow_download: bool = True) -> Benchmark:
-    """Read ``dataset.json``; every path is checked to exist (InputError naming the first missing)."""
+                   *, allow_download: bool = True, split: str | None = None) -> Benchmark:
+    """Read ``dataset.json``; every path is checked to exist (InputError naming the first missing).
+
+    ``split``: ``dev`` or ``heldout`` keeps the items of that split only (their indices stay
+    those of ``dataset.json``; ``limit`` then counts within the split) and names the benchmark
+    ``NAME-SPLIT``; None or ``all`` keeps every item. Asking for a split of a dataset whose
+    items carry none is a UsageError.
+    """
+    if split not in (None, *SPLITS):
+        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    split = None if split == "all" else split
     name, root = resolve_root(dataset, data, allow_download=allow_download)
     index_file = root / "dataset.json"
     if not index_file.is_file():
@@ -94,8 +108,15 @@ def load_benchmark(dataset: str, data: Path | None = None, limit: int | None = N
         raise InputError(f"{index_file}: not valid JSON ({error})") from None
     if not isinstance(entries, list):
         raise InputError(f"{index_file}: expected a list of items")
+    indexed = list(enumerate(entries))
+    if split is not None:
+        if not any(isinstance(e, dict) and "split" in e for e in entries):
+            raise UsageError(f"--split {split}: the items of {index_file} carry no split (only "
+                             "benchmarks built by `mirrorppr build-dataset` do); use --split all")
+        indexed = [(i, e) for i, e in indexed if isinstance(e, dict) and e.get("split") == split]
+        name = f"{name}-{split}"
     items = []
-    for i, entry in enumerate(entries[:limit] if limit else entries):
+    for i, entry in indexed[:limit] if limit else indexed:
         missing = [k for k in KEYS if k not in entry]
         if missing:
             raise InputError(f"{index_file}: item {i} lacks {', '.join(missing)}")
@@ -104,5 +125,6 @@ def load_benchmark(dataset: str, data: Path | None = None, limit: int | None = N
         for p in paths:
             if p is not None and not p.is_file():
                 raise InputError(f"{index_file}: item {i}: {p} does not exist")
-        items.append(Item(i, *paths, instruction=str(entry.get("edit_instruction", ""))))
+        items.append(Item(i, *paths, instruction=str(entry.get("edit_instruction", "")),
+                          split=entry.get("split")))
     return Benchmark(name, root, items)

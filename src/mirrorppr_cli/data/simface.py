@@ -5,11 +5,28 @@ pair), ``pair2_origin`` (the query) and ``pair2_edited`` (its ground truth), pat
 ROOT, plus ``edit_instruction`` (a readable list of the operations) and our ``ops``. Each item
 applies one random operation combination to face-centred crops of two different source
 portraits (one source file is taken to be one person).
+
+Two generators make the edits (``generator``):
+
+* ``catalog``: the project's own warp (:func:`~mirrorppr_cli.warp.apply_local_warp` of one
+  :func:`~mirrorppr_cli.ops.plan_warp` of all the item's operations), strengths uniform in
+  ±[30, 100]. A method built on the same catalog is then measured against itself.
+* ``official``: the official LLW generator's behaviour (:mod:`.official_llw`): the same
+  operation types, directions and identity pairs for a given seed, but every operation at
+  full strength ±100 (the official code's default and examples; it has no strength sampler),
+  applied one at a time with the official 30 px grid, ``cv2.resize`` up-sampling,
+  full-frame remap and Gaussian-feathered hull mask, landmarks detected again between
+  operations. Control points still come from the project's ``plan_warp``.
+
+Every item carries ``split``: ``dev`` or ``heldout``, from a stable hash of the query's source
+person (:func:`split_of`), so that a person's items are always in the same split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,15 +37,30 @@ from ..errors import OutputError, UsageError
 from ..inputs import expand_inputs
 from ..io import read_image
 from ..landmarks import find_faces
-from ..ops import plan_warp
+from ..ops import OpRequest, plan_warp
 from ..warp import apply_local_warp
 from .filters import FaceFilter, reject_reason
+from .official_llw import OFFICIAL_STRENGTH, official_generate
 from .pairs import encode
 from .sampling import MAX_OPS, sample_ops, sample_rng
 from .shards import write_atomic, write_json_atomic
 
 #: Crop side as a multiple of the face's landmark box (FFHQ-like framing).
 CROP_FACE_RATIO = 2.2
+#: Edit generators of :func:`build_simface`.
+GENERATORS = ("catalog", "official")
+#: Share of held-out keys (persons, pairs) in :func:`split_of`: one in three.
+HELDOUT_EVERY = 3
+
+
+def split_of(key: str) -> str:
+    """``"heldout"`` for about one key in :data:`HELDOUT_EVERY`, else ``"dev"``.
+
+    Stable across runs, machines and seeds: the first 8 bytes of the key's SHA-256 modulo
+    :data:`HELDOUT_EVERY`. ``key`` names what must never be split (a person, a pair).
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return "heldout" if int.from_bytes(digest[:8], "big") % HELDOUT_EVERY == 0 else "dev"
 
 
 @dataclass
@@ -92,11 +124,15 @@ def describe(ops) -> str:
 def build_simface(
     faces_dir: Path, out: Path, *, combos: int, seed: int, side: int = 1024,
     force: bool = False, face_filter: FaceFilter | None = None, on_item=None,
-    max_ops: int = MAX_OPS,
+    max_ops: int = MAX_OPS, generator: str = "catalog",
 ) -> dict:
     """Write the benchmark; returns a summary. ``dataset.json`` is written last, atomically.
 
-    ``max_ops``: each item applies 1 … ``max_ops`` operations (default: the official 1–8)."""
+    ``max_ops``: each item applies 1 … ``max_ops`` operations (default: the official 1–8).
+    ``generator``: ``catalog`` or ``official`` (see the module docstring); for one seed both
+    draw the same operation types, directions and identity pairs."""
+    if generator not in GENERATORS:
+        raise UsageError(f"--generator must be one of {', '.join(GENERATORS)}, not {generator!r}")
     index_file = out / "dataset.json"
     if index_file.exists() and not force:
         raise OutputError(f"{index_file}: exists; pass --force to rebuild the benchmark")
@@ -107,14 +143,23 @@ def build_simface(
             "at least 2 (see the skipped list with --json)"
         )
     items = []
+    redetect_failed = 0
     for i in range(combos):
         rng = sample_rng(seed, "simface", i)
         requests = sample_ops(rng, max_ops)
+        if generator == "official":
+            requests = [OpRequest(r.name, math.copysign(OFFICIAL_STRENGTH, r.strength))
+                        for r in requests]
         first, second = (int(k) for k in rng.choice(len(identities), size=2, replace=False))
         item = {"edit_instruction": describe(requests),
-                "ops": [{"name": r.name, "strength": r.strength} for r in requests]}
+                "ops": [{"name": r.name, "strength": r.strength} for r in requests],
+                "generator": generator, "split": split_of(identities[second].source)}
         for slot, who in (("pair1", identities[first]), ("pair2", identities[second])):
-            edited = apply_local_warp(who.rgb, plan_warp(who.points, requests))
+            if generator == "official":
+                edited, info = official_generate(who.rgb, who.points, requests)
+                redetect_failed += info["redetect_failed"]
+            else:
+                edited = apply_local_warp(who.rgb, plan_warp(who.points, requests))
             for kind, pixels in (("origin", who.rgb), ("edited", edited)):
                 rel = f"images/{i:04d}_{slot}_{kind}.png"
                 write_atomic(out / rel, encode(pixels, "png"))
@@ -124,9 +169,16 @@ def build_simface(
         if on_item:
             on_item(i)
     write_atomic(index_file, (json.dumps(items, indent=1) + "\n").encode())
+    persons = sorted({who.source for who in identities})
     summary = {"items": len(items), "identities": len(identities),
-               "skipped": skipped, "seed": seed, "side": side}
+               "skipped": skipped, "seed": seed, "side": side, "generator": generator,
+               "splits": {name: sum(item["split"] == name for item in items)
+                          for name in ("dev", "heldout")},
+               "heldout_identities": [p for p in persons if split_of(p) == "heldout"]}
     if max_ops != MAX_OPS:
         summary["max_ops"] = max_ops
+    if generator == "official":
+        summary["strength"] = OFFICIAL_STRENGTH
+        summary["redetect_failed"] = redetect_failed
     write_json_atomic(out / "summary.json", summary)
     return summary
