@@ -691,6 +691,8 @@ def bench_command(
     oracle: Annotated[
         bool, typer.Option("--oracle", help="Also score the ground truth itself (sanity check).")
     ] = False,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="warp backend: hybrid (default), flow or catalog.")] = "hybrid",
     limit: Annotated[int | None, typer.Option("--limit", help="First N items only.", min=1)] = None,
     split: Annotated[
         str,
@@ -702,8 +704,9 @@ def bench_command(
                                   "bench-<dataset>-<split> with --split).")
     ] = None,
     metric_list: Annotated[
-        str, typer.Option("--metrics", help="Comma-separated: psnr,ssim,lpips,face,edit.")
-    ] = "psnr,ssim,lpips,face,edit",
+        str, typer.Option("--metrics",
+                          help="Comma-separated: psnr,ssim,lpips,face,edit,artefacts.")
+    ] = "psnr,ssim,lpips,face,edit,artefacts",
     face_model: Annotated[
         str, typer.Option("--face-model", help="auto, arcface or dlib (offline substitute).")
     ] = "auto",
@@ -749,7 +752,9 @@ def bench_command(
         if backend_name:
             from .backend import load_backend, require
 
-            backend = (load_backend(backend_name) if backend_name == "warp" else
+            if mode not in ("flow", "catalog", "hybrid"):
+                raise UsageError(f"--mode must be flow, catalog or hybrid, not {mode!r}")
+            backend = (load_backend(backend_name, mode=mode) if backend_name == "warp" else
                        load_backend(backend_name, weights=weights, device=device, steps=steps,
                                     seed=seed, status=_status(as_json)))
             require(backend, "retouch")

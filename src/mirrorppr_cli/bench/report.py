@@ -21,6 +21,9 @@ COLUMNS = (
     ("average_edit_recall", "Edit recall ↑", "{:.3f}"),
     ("valid_pixel_samples", "valid", "{}"),
     ("average_changed_fraction", "changed px", "{:.2%}"),
+    ("average_artefact_blobs", "Artefact blobs ↓", "{:.2f}"),
+    ("max_artefact_blobs", "max blobs", "{}"),
+    ("items_with_artefacts", "items w/ artefacts", "{}"),
 )
 
 
@@ -41,7 +44,26 @@ def markdown(payload: dict) -> str:
     for name, method in payload["methods"].items():
         s = method["summary"]
         lines.append(f"| {name} | " + " | ".join(fmt(s.get(k), p) for k, _, p in COLUMNS) + " |")
+    note = artefact_note(payload)
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def artefact_note(payload: dict) -> str:
+    """What the artefact columns mean, with the ground truth's own score where there is one."""
+    summaries = [m["summary"] for m in payload["methods"].values()]
+    scored = [s for s in summaries if s.get("average_artefact_blobs") is not None]
+    if not scored:
+        return ""
+    margin = scored[0].get("artefact_margin", 0)
+    note = ("Artefact blobs: new small dots/discs against the query (no ground truth needed); "
+            f"an item has artefacts with more than {margin} blob(s) beyond its ground truth's.")
+    truth = next((s["average_truth_artefact_blobs"] for s in scored
+                  if s.get("average_truth_artefact_blobs") is not None), None)
+    if truth is not None:
+        note += f" The ground truth itself scores {truth:.2f} on average."
+    return note
 
 
 class ImageSaver:
@@ -95,6 +117,10 @@ def html_report(payload: dict, bench: Benchmark, images: dict[int, dict[str, str
             against = "truth" if item.truth is not None else "query (no ground truth)"
             if item.truth is None and row.get("changed_fraction") is not None:
                 caption = f"changed {100 * row['changed_fraction']:.2f} % of pixels"
+            if not row.get("error") and row.get("artefact_blobs") is not None:
+                caption += f" · blobs {row['artefact_blobs']}"
+                if row.get("truth_artefact_blobs") is not None:
+                    caption += f" (truth {row['truth_artefact_blobs']})"
             cells += [cell(imgs.get(f"pred:{m}"), caption),
                       cell(imgs.get(f"diff:{m}"), f"difference to {against} ×8")]
         rows.append(f"<tr><th>{item.index}<br><small>{html.escape(item.instruction)}</small></th>"
