@@ -698,3 +698,31 @@ def test_cli_says_that_it_measures_the_exemplar(pngs_512, tmp_path):
     assert quiet.exit_code == 0, quiet.output
     assert "measuring" not in quiet.stderr
     json.loads(quiet.stdout)
+
+
+def test_cli_flags_a_damaged_frame_for_review(pngs_512, tmp_path, monkeypatch):
+    """A result with new dots is written, named in the report's ``review`` and on stderr, and
+    the exit code is 7; a clean result is not flagged; --no-check skips the check."""
+    import mirrorppr_cli.retouch_job as job
+
+    clean = job.apply_exemplar
+
+    def speckled(*args, **kwargs):
+        out = clean(*args, **kwargs)
+        for k, (y, x) in enumerate([(300, 200), (320, 260), (280, 300), (340, 220)]):
+            out[y : y + 3, x : x + 3] = 250 if k % 2 else 20  # dots on the cheeks and chin
+        return out
+
+    args = ("retouch", "--ex", pngs_512["before"], pngs_512["after"], "--query",
+            pngs_512["query"], "--json")
+    ok = _run(*args, "-o", tmp_path / "clean.png")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["items"][0]["review"] == []
+    monkeypatch.setattr(job, "apply_exemplar", speckled)
+    flagged = _run(*args, "-o", tmp_path / "dots.png")
+    assert flagged.exit_code == 7, flagged.output
+    report = json.loads(flagged.stdout)
+    assert report["summary"]["to_review"] == 1 and (tmp_path / "dots.png").exists()
+    assert "blobs" in report["items"][0]["review"][0]
+    unchecked = _run(*args, "-o", tmp_path / "unchecked.png", "--no-check")
+    assert unchecked.exit_code == 0 and json.loads(unchecked.stdout)["items"][0]["review"] == []

@@ -132,6 +132,10 @@ def _status(quiet: bool):
     return show
 
 
+#: Exit code when every output was written but some were flagged for review (artefacts).
+REVIEW_EXIT_CODE = 7
+
+
 @contextmanager
 def _stage_line(what: str, *, quiet: bool):
     """A progress line on stderr for one long step: a spinner naming its current stage on a
@@ -175,8 +179,11 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
             reports.append(report)
             progress.advance(task)
     failed = [r for r in reports if r.status != "ok"]
+    flagged = [r for r in reports if r.status == "ok" and getattr(r, "review", None)]
     if as_json:
-        summary = {"ok": len(reports) - len(failed), "failed": len(failed), **(summary_extra or {})}
+        checked = "review" in getattr(report_type, "__dataclass_fields__", {})
+        summary = {"ok": len(reports) - len(failed), "failed": len(failed),
+                   **({"to_review": len(flagged)} if checked else {}), **(summary_extra or {})}
         print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
     else:
         for r in reports:
@@ -186,10 +193,16 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                 for text in getattr(r, "notes", None) or ():
                     err.print(f"[yellow]note:[/] {r.input}: {text}", highlight=False,
                               soft_wrap=True)
+                for text in getattr(r, "review", None) or ():
+                    err.print(f"[bold yellow]review:[/] {r.output}: {text}", highlight=False,
+                              soft_wrap=True)
         if batch:
-            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed")
+            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed"
+                      + (f", {len(flagged)} to review" if flagged else ""))
     if failed:
         raise typer.Exit(1 if batch else failed[0].exit_code)
+    if flagged:
+        raise typer.Exit(REVIEW_EXIT_CODE)
 
 
 def _demo_retouch_inputs(folder: Path) -> tuple[tuple[Path, Path], list[str]]:
@@ -354,6 +367,9 @@ def retouch_command(
     demo: Annotated[
         bool, typer.Option("--demo", help="Use a built-in exemplar pair and query.")
     ] = False,
+    check: Annotated[bool, typer.Option(
+        "--check/--no-check", help="Look for artefacts in each result; a frame with any is "
+        "written, reported for review, and the exit code is 7.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
@@ -418,7 +434,7 @@ def retouch_command(
         plan,
         lambda src, dest: retouch_file(
             measured, src, dest, strength=strength, face_index=face, force=force,
-            output_format=output_format, max_pixels=max_pixels,
+            output_format=output_format, max_pixels=max_pixels, check=check,
         ),
         RetouchReport,
         as_json=as_json,

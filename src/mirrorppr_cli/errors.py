@@ -9,6 +9,8 @@ Exit codes (documented in the README, stable for shell scripts):
 * 4 — an output exists and ``--force`` was not given, or it could not be written.
 * 5 — a needed model or weight file is missing (the message says how to get it).
 * 6 — the accelerator ran out of memory (the message suggests what uses less).
+* 7 — every output was written, but the artefact check flagged some for review (``retouch``;
+  the report says which and where; ``--no-check`` skips the check).
 """
 
 from __future__ import annotations

@@ -297,10 +297,11 @@ def _unfolded(field: np.ndarray, sigma: float) -> np.ndarray:
     Where the backward map's Jacobian determinant is below :data:`MIN_JACOBIAN_DET` (a steep
     measured gradient, e.g. at the edge of a cross-faded edit), the field is replaced, within
     a feathered neighbourhood, by a more strongly blurred copy, with a wider blur each pass;
-    elsewhere it is untouched. Only if that fails is the whole field scaled down.
+    elsewhere it is untouched; likewise where it is steeper than :data:`MAX_FIELD_GRADIENT`.
+    Only if that fails is the whole field scaled down.
     """
     for k in range(UNFOLD_PASSES):
-        folded = jacobian_determinant(field) < MIN_JACOBIAN_DET
+        folded = (jacobian_determinant(field) < MIN_JACOBIAN_DET) | _steep(field)
         if not folded.any():
             return field
         reach = int(np.ceil(2 * sigma * (k + 1))) | 1
@@ -310,6 +311,21 @@ def _unfolded(field: np.ndarray, sigma: float) -> np.ndarray:
         blurred = cv2.GaussianBlur(field, (0, 0), 2 * sigma * (k + 1))
         field = field + mix * (blurred - field)
     return field * _fold_free_scale(field)
+
+
+#: Largest change of the field between neighbouring pixels (px per px, either component):
+#: beyond it an edge is torn into steps even where the map does not yet fold.
+MAX_FIELD_GRADIENT = 0.8
+
+
+def _steep(field: np.ndarray) -> np.ndarray:
+    """``(h, w)`` bool: where a component of ``field`` changes by more than
+    :data:`MAX_FIELD_GRADIENT` px per pixel."""
+    steep = np.zeros(field.shape[:2], bool)
+    for c in range(2):
+        for axis in (0, 1):
+            steep |= np.abs(np.gradient(field[..., c], axis=axis)) > MAX_FIELD_GRADIENT
+    return steep
 
 
 def _fold_free_scale(field: np.ndarray) -> float:
@@ -434,35 +450,36 @@ def _sample(field: np.ndarray, box: Box, points: np.ndarray) -> np.ndarray:
     return out.reshape(*points.shape[:-1], -1)
 
 
-#: The local scale of the correspondence is kept within this factor of its global scale: MLS
-#: between two different faces' noisy landmarks can fold or stretch locally between handles,
-#: and an offset divided by a near-zero local scale would sample the query from far away.
-MAX_LOCAL_SCALE_RATIO = 1.5
+#: Smoothing of the landmark correspondence (query face units): MLS between two faces' noisy
+#: landmarks bends between neighbouring handles (1–3 px of jitter, handles 0.05 units apart);
+#: the edit moves features as wholes, so the correspondence need not follow it finer.
+CORRESPONDENCE_SIGMA = 0.05
 
 
-def _local_similarity_inverse(mapped: np.ndarray, ex_h: np.ndarray,
-                              q_h: np.ndarray) -> np.ndarray:
-    """``(ny, nx, 2, 2)``: the inverse of the correspondence's local similarity on the grid.
+def _smooth_nodes(mapped: np.ndarray, sigma_nodes: float) -> np.ndarray:
+    """``mapped`` ``(ny, nx, 2)`` Gaussian-smoothed over the node grid (σ in nodes; edges
+    replicated), a smooth correspondence with the same large-scale course."""
+    if sigma_nodes < 0.5:
+        return mapped
+    return cv2.GaussianBlur(mapped.astype(np.float64), (0, 0), sigma_nodes,
+                            borderType=cv2.BORDER_REPLICATE)
 
-    ``mapped`` ``(ny, nx, 2)``: T at the query's grid nodes (:data:`GRID` px apart, exemplar
-    ``(x, y)``). The Jacobian J of T (central differences) is replaced by its nearest
-    similarity (rotation and uniform scale: an exemplar offset turns and scales with the
-    face, it is not sheared by the correspondence's local noise), its scale clamped to
-    :data:`MAX_LOCAL_SCALE_RATIO` of the global exemplar/query face scale; the inverse of a
-    similarity always exists.
+
+def _similarity_inverse(ex_h: np.ndarray, q_h: np.ndarray) -> np.ndarray:
+    """``(2, 2)``: the linear part of the similarity that takes exemplar offsets to query
+    offsets, fitted to the correspondence handles (least squares, rotation + uniform scale).
+
+    One rotation and scale for the whole face: the correspondence's own Jacobian, between two
+    different faces' noisy landmarks, folds and stretches locally between handles, and an offset
+    turned or divided by it jumps from one pixel to the next (torn contours, ringed dots).
     """
-    dudx = np.gradient(mapped, GRID, axis=1)
-    dudy = np.gradient(mapped, GRID, axis=0)
-    a = 0.5 * (dudx[..., 0] + dudy[..., 1])  # J ≈ [[a, −b], [b, a]]
-    b = 0.5 * (dudx[..., 1] - dudy[..., 0])
-    scale = np.hypot(a, b)
-    global_scale = float(np.sqrt(np.cov(ex_h.T).trace() / np.cov(q_h.T).trace()))
-    clamped = np.clip(scale, global_scale / MAX_LOCAL_SCALE_RATIO,
-                      global_scale * MAX_LOCAL_SCALE_RATIO)
-    angle = np.arctan2(b, a)
-    inv_scale = 1.0 / clamped
-    cos, sin = np.cos(angle) * inv_scale, np.sin(angle) * inv_scale
-    return np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+    q = q_h - q_h.mean(axis=0)
+    e = ex_h - ex_h.mean(axis=0)
+    # ex ≈ [[a, −b], [b, a]]·q: a = Σ(q·e)/|q|², b = Σ(q × e)/|q|²
+    norm = float((q * q).sum())
+    a = float((q * e).sum()) / norm
+    b = float((q[:, 0] * e[:, 1] - q[:, 1] * e[:, 0]).sum()) / norm
+    return np.array([[a, b], [-b, a]]) / (a * a + b * b)
 
 
 def transfer(
@@ -483,11 +500,16 @@ def transfer(
     if box.empty:
         return query if in_place else query.copy()
     nodes = grid_nodes(box, GRID)
-    mapped = mls_similarity(nodes, q_h, ex_h)  # T(v): query node → exemplar point
+    q_unit = FaceFrame.from_points(query_points).unit
+    mapped = _smooth_nodes(mls_similarity(nodes, q_h, ex_h),  # T(v): query node → exemplar
+                           CORRESPONDENCE_SIGMA * q_unit / GRID)
     sampled = _sample(edit.flow, edit.box, mapped)
-    offsets = np.einsum("yxij,yxj->yxi", _local_similarity_inverse(mapped, ex_h, q_h),
-                        sampled[..., :2]) * strength
+    offsets = (sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T) * strength
     dx, dy = interpolate_planes(box, GRID, offsets)
+    # A safety net: whatever the correspondence did, the query's field is made fold-free.
+    field = _unfolded(np.dstack([dx, dy]).astype(np.float32),
+                      max(SMOOTH_SIGMA * q_unit, MIN_SMOOTH_PX))
+    dx, dy = np.ascontiguousarray(field[..., 0]), np.ascontiguousarray(field[..., 1])
     # The field is smooth and falls to zero by itself: a pixel is either moved by its offset
     # or copied (no cross-fade of moved and unmoved pixels, which would ghost an edge).
     weight = (np.hypot(dx, dy) >= MIN_OFFSET_PX).astype(np.float32)
