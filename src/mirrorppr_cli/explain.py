@@ -413,8 +413,8 @@ def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) 
     reach = np.linalg.norm(rest, axis=-1)
     if reach.max() < RESIDUAL_MIN_PX:  # what the catalog leaves is below visibility: catalog only
         return Edit(np.zeros_like(rest), np.zeros_like(edit.weight), Box(0, 0, 0, 0),
-                    edit.points, 0.0)
-    return Edit(rest, edit.weight, edit.box, edit.points, float(reach.max()))
+                    edit.points, 0.0, edit.appearance)
+    return Edit(rest, edit.weight, edit.box, edit.points, float(reach.max()), edit.appearance)
 
 
 def _body_field(body: Body, requests: list[OpRequest], box: Box, *,

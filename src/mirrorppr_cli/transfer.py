@@ -29,6 +29,8 @@ import numpy as np
 
 from .errors import InputError
 from .face_frame import FaceFrame
+from .io import to_uint8
+from .landmark_mirror import MIRROR
 from .ops.compose import thinned
 from .warp import Box, blend_into, grid_nodes, interpolate_planes, mls_similarity, remap_xy
 
@@ -71,6 +73,7 @@ class Edit:
         box: region of the exemplar image holding every moved pixel.
         points: ``(478, 2)`` exemplar landmarks (on *before*).
         max_motion_px: largest offset, for reports.
+        appearance: see below.
     """
 
     flow: np.ndarray
@@ -78,6 +81,9 @@ class Edit:
     box: Box
     points: np.ndarray
     max_motion_px: float
+    #: :func:`face_patch` of the exemplar's *before*: tells a mirrored query of the same
+    #: photo or person (None: not known, never mirrored).
+    appearance: np.ndarray | None = None
 
     @property
     def empty(self) -> bool:
@@ -189,7 +195,7 @@ def estimate_edit(
     if not weight.any():
         return _no_edit(before_points)
     return Edit(field, weight, box, before_points,
-                float(np.linalg.norm(field, axis=-1).max()))
+                float(np.linalg.norm(field, axis=-1).max()), face_patch(before, before_points))
 
 
 #: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
@@ -419,6 +425,80 @@ def _explained(after: np.ndarray, before: np.ndarray, flow: np.ndarray) -> np.nd
     return 1.0 - moved / np.maximum(still, 1e-6)
 
 
+#: The face patch compared to tell a mirrored query: face units around the eyes' midpoint
+#: (u across, v down towards the chin), sampled every PATCH_STEP units from the face scaled to
+#: a unit of PATCH_UNIT_PX (area-averaged first, so the sampling does not alias).
+PATCH_U = (-1.2, 1.2)
+PATCH_V = (-0.8, 1.8)
+PATCH_STEP = 0.05
+PATCH_UNIT_PX = 20.0
+#: A query is taken as mirrored when its mirrored face patch correlates with the exemplar's by
+#: at least MIRROR_MIN and by MIRROR_MARGIN more than the unmirrored one: only then is there
+#: evidence (the same photo or person, lit from the mirrored side) rather than a coin toss
+#: between two near-symmetric faces.
+MIRROR_MIN = 0.5
+MIRROR_MARGIN = 0.15
+
+
+def _grey_of(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8 grey levels of pixels of any supported dtype and channel count."""
+    pixels = to_uint8(image)
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(pixels)
+    if pixels.shape[2] < 3:
+        return np.ascontiguousarray(pixels[..., 0])
+    return _grey(pixels[..., :3])
+
+
+def face_patch(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``(nv, nu)`` float32 grey levels of ``image`` (``(H, W, C)``, uint8 or float in [0, 1])
+    in the face frame of ``points`` (``(478, 2)`` ``(x, y)`` px), high-passed and normalised
+    (zero mean, unit norm): what :func:`is_mirrored` compares."""
+    frame = FaceFrame.from_points(points)
+    us = np.arange(PATCH_U[0], PATCH_U[1] + 1e-9, PATCH_STEP)
+    vs = np.arange(PATCH_V[0], PATCH_V[1] + 1e-9, PATCH_STEP)
+    local = np.stack(np.meshgrid(us, vs), axis=-1)
+    where = frame.to_image(local)
+    grey = _grey_of(image)
+    scale = min(1.0, PATCH_UNIT_PX / frame.unit)
+    lo = np.floor(where.reshape(-1, 2).min(axis=0)).astype(int) - 2
+    hi = np.ceil(where.reshape(-1, 2).max(axis=0)).astype(int) + 3
+    height, width = grey.shape
+    x0, y0 = max(lo[0], 0), max(lo[1], 0)
+    x1, y1 = min(hi[0], width), min(hi[1], height)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.zeros(local.shape[:2], np.float32)
+    crop = grey[y0:y1, x0:x1]
+    size = (max(2, round(crop.shape[1] * scale)), max(2, round(crop.shape[0] * scale)))
+    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    sx, sy = size[0] / crop.shape[1], size[1] / crop.shape[0]
+    maps = ((where - [x0, y0] + 0.5) * [sx, sy] - 0.5).astype(np.float32)
+    patch = cv2.remap(small, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT)
+    patch -= cv2.GaussianBlur(patch, (0, 0), 3.0)
+    patch -= patch.mean()
+    norm = float(np.linalg.norm(patch))
+    return (patch / norm if norm > 0 else patch).astype(np.float32)
+
+
+def mirror_evidence(appearance: np.ndarray, query: np.ndarray,
+                    query_points: np.ndarray) -> tuple[float, float]:
+    """``(direct, mirrored)``: correlation of the exemplar's face patch with the query's, and
+    with the query's mirrored about its face's vertical axis (``u → −u``)."""
+    patch = face_patch(query, query_points)
+    return float((appearance * patch).sum()), float((appearance * patch[:, ::-1]).sum())
+
+
+def is_mirrored(appearance: np.ndarray | None, query: np.ndarray,
+                query_points: np.ndarray) -> bool:
+    """Whether the query shows the exemplar's face mirrored (:data:`MIRROR_MIN`,
+    :data:`MIRROR_MARGIN`); False without an exemplar patch."""
+    if appearance is None:
+        return False
+    direct, mirrored = mirror_evidence(appearance, query, query_points)
+    return mirrored >= MIRROR_MIN and mirrored >= direct + MIRROR_MARGIN
+
+
 def _correspondence_handles(points: np.ndarray) -> np.ndarray:
     """Indices of the landmarks used as correspondence handles (thinned, same for both faces)."""
     local = FaceFrame.from_points(points).to_local(points)
@@ -426,14 +506,15 @@ def _correspondence_handles(points: np.ndarray) -> np.ndarray:
 
 
 def _query_box(edit: Edit, handles_exemplar: np.ndarray, handles_query: np.ndarray,
-               shape: tuple[int, int]) -> Box:
-    """The query region the edit can reach: the exemplar box mapped through the landmarks."""
+               shape: tuple[int, int], reflect: bool = False) -> Box:
+    """The query region the edit can reach: the exemplar box mapped through the landmarks
+    (``reflect``: ``handles_query`` are reflected, x → −x, and so is what they give)."""
     b = edit.box
     xs = np.linspace(b.x0, b.x1 - 1, 9)
     ys = np.linspace(b.y0, b.y1 - 1, 9)
     outline = np.array([(x, y) for x in xs for y in (ys[0], ys[-1])]
                        + [(x, y) for y in ys for x in (xs[0], xs[-1])], np.float64)
-    mapped = mls_similarity(outline, handles_exemplar, handles_query)
+    mapped = mls_similarity(outline, handles_exemplar, handles_query) * _flip(reflect)
     margin = 0.1 * max(mapped.ptp(axis=0))
     height, width = shape
     x0, y0 = np.floor(mapped.min(axis=0) - margin).astype(int)
@@ -482,29 +563,42 @@ def _similarity_inverse(ex_h: np.ndarray, q_h: np.ndarray) -> np.ndarray:
     return np.array([[a, b], [-b, a]]) / (a * a + b * b)
 
 
+def _flip(reflect: bool) -> np.ndarray:
+    """``(2,)`` factors that reflect ``(x, y)`` points about the vertical axis, or keep them."""
+    return np.array([-1.0, 1.0]) if reflect else np.ones(2)
+
+
 def transfer(
     edit: Edit, query: np.ndarray, query_points: np.ndarray, *, strength: float = 1.0,
-    in_place: bool = False,
+    in_place: bool = False, mirrored: bool | None = None,
 ) -> np.ndarray:
     """Apply ``edit`` to ``query`` (``(H, W, C)``, any dtype cv2 remaps) with ``strength``.
 
-    ``query_points``: the query face's ``(478, 2)`` landmarks. Returns a new array, or with
-    ``in_place`` ``query`` itself, edited (for a caller that owns it: saves a copy of the
-    image); pixels the edit does not reach are bit-identical.
+    ``query_points``: the query face's ``(478, 2)`` landmarks. ``mirrored``: whether the
+    query shows the exemplar's face mirrored (default: :func:`is_mirrored` decides). Returns a
+    new array, or with ``in_place`` ``query`` itself, edited (for a caller that owns it: saves
+    a copy of the image); pixels the edit does not reach are bit-identical.
     """
     if edit.empty or strength == 0:
         return query if in_place else query.copy()
     handles = edit.handles
-    ex_h, q_h = edit.points[handles], query_points[handles]
-    box = _query_box(edit, ex_h, q_h, query.shape[:2])
+    # A mirrored query (the same face, flipped): each exemplar landmark corresponds to the
+    # query's mirror landmark, and the correspondence is a reflection, computed in the query's
+    # reflected coordinates (x → −x) so that MLS similarity and the fitted similarity apply.
+    reflect = mirrored if mirrored is not None else is_mirrored(edit.appearance, query,
+                                                                query_points)
+    flip = _flip(reflect)
+    ex_h = edit.points[handles]
+    q_h = (query_points[MIRROR] if reflect else query_points)[handles] * flip
+    box = _query_box(edit, ex_h, q_h, query.shape[:2], reflect)
     if box.empty:
         return query if in_place else query.copy()
-    nodes = grid_nodes(box, GRID)
+    nodes = grid_nodes(box, GRID) * flip
     q_unit = FaceFrame.from_points(query_points).unit
     mapped = _smooth_nodes(mls_similarity(nodes, q_h, ex_h),  # T(v): query node → exemplar
                            CORRESPONDENCE_SIGMA * q_unit / GRID)
     sampled = _sample(edit.flow, edit.box, mapped)
-    offsets = (sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T) * strength
+    offsets = (sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T) * (flip * strength)
     dx, dy = interpolate_planes(box, GRID, offsets)
     # A safety net: whatever the correspondence did, the query's field is made fold-free.
     field = _unfolded(np.dstack([dx, dy]).astype(np.float32),
