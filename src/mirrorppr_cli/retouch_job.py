@@ -20,7 +20,15 @@ import cv2
 import numpy as np
 
 from .errors import OutputError
-from .explain import BodyExplanation, Explanation, explain, explain_body, residual_edit
+from .explain import (
+    BodyExplanation,
+    BodyResidual,
+    Explanation,
+    body_residual,
+    explain,
+    explain_body,
+    residual_edit,
+)
 from .io import read_image, to_uint8, with_pixels, write_image
 from .landmarks import find_faces, mesh_face_at, select_face
 from .ops import OpRequest, plan_warp
@@ -31,6 +39,7 @@ from .transfer import (
     estimate_body_motion,
     estimate_edit,
     face_window,
+    is_mirrored,
     transfer,
 )
 from .warp import apply_local_warp
@@ -49,6 +58,7 @@ class Exemplar:
     residual: Edit | None = None  # hybrid mode: the motion the catalog does not explain
     body: BodyExplanation | None = None  # None: nothing moved outside the face
     notes: tuple[str, ...] = ()  # about the exemplar's body motion, for reports
+    body_residual: BodyResidual | None = None  # hybrid, flow: body motion the ops leave
 
 
 def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
@@ -64,17 +74,20 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     ``rgb``: the query as ``(H, W, 3)`` uint8 RGB for the body detector (default: made from
     ``pixels``); ``notes``: gets what was skipped of the body edit, and why.
     """
+    mirrored = is_mirrored(exemplar.edit.appearance, pixels, points)
     if exemplar.explanation is None:
-        out = transfer(exemplar.edit, pixels, points, strength=strength)
+        out = transfer(exemplar.edit, pixels, points, strength=strength, mirrored=mirrored)
     else:
         requests = [OpRequest(r.name, _clip(r.strength * strength))
                     for r in exemplar.explanation.ops]
         out = apply_local_warp(pixels, plan_warp(points, requests)) if requests else pixels.copy()
         if exemplar.residual is not None:
-            out = transfer(exemplar.residual, out, points, strength=strength, in_place=True)
-    if exemplar.body is not None and exemplar.body.ops and strength != 0:
+            out = transfer(exemplar.residual, out, points, strength=strength, in_place=True,
+                           mirrored=mirrored)
+    has_ops = exemplar.body is not None and bool(exemplar.body.ops)
+    if (has_ops or exemplar.body_residual is not None) and strength != 0:
         out = apply_body_edit(exemplar.body, out, pixels if rgb is None else rgb, strength,
-                              notes=notes)
+                              notes=notes, residual=exemplar.body_residual, mirrored=mirrored)
     return out
 
 
@@ -92,9 +105,10 @@ def _detector_rgb(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(p[..., :3])
 
 
-def apply_body_edit(fit: BodyExplanation, pixels: np.ndarray, rgb: np.ndarray,
+def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.ndarray,
                     strength: float = 1.0, *, notes: list[str] | None = None,
-                    name: str = "query") -> np.ndarray:
+                    name: str = "query", residual: BodyResidual | None = None,
+                    mirrored: bool = False) -> np.ndarray:
     """``pixels`` with the fitted body operations planned on the body detected in ``rgb``
     (the same image, for the detector; it may be ``pixels`` itself).
 
@@ -106,8 +120,8 @@ def apply_body_edit(fit: BodyExplanation, pixels: np.ndarray, rgb: np.ndarray,
     from .ops.body_catalog import apply_body_warp, get_body_operation, plan_body_warp
 
     notes = [] if notes is None else notes
-    requests = [OpRequest(r.name, _clip(r.strength * strength)) for r in fit.ops]
-    wanted = ", ".join(f"{r.name} {r.strength:+.0f}" for r in requests)
+    requests = [OpRequest(r.name, _clip(r.strength * strength)) for r in (fit.ops if fit else [])]
+    wanted = ", ".join(f"{r.name} {r.strength:+.0f}" for r in requests) or "measured motion"
     rgb = rgb if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8 \
         else _detector_rgb(rgb)
     try:
@@ -115,14 +129,47 @@ def apply_body_edit(fit: BodyExplanation, pixels: np.ndarray, rgb: np.ndarray,
     except NoPersonError as error:
         notes.append(f"body edit not applied ({wanted}): {error}")
         return pixels.copy()
-    warp = plan_body_warp(body, requests, strict=False)
-    done = {stage.name for stage in warp.stages}
-    for r in requests:
-        if r.name not in done:
-            op = get_body_operation(r.name)
-            notes.append(f"{r.name} {r.strength:+.0f} not applied: no {op.region} to edit in "
-                         f"the {name} (needs {op.needs})")
-    return apply_body_warp(pixels, warp)
+    out = pixels
+    if requests:
+        warp = plan_body_warp(body, requests, strict=False)
+        done = {stage.name for stage in warp.stages}
+        for r in requests:
+            if r.name not in done:
+                op = get_body_operation(r.name)
+                notes.append(f"{r.name} {r.strength:+.0f} not applied: no {op.region} to edit "
+                             f"in the {name} (needs {op.needs})")
+        out = apply_body_warp(pixels, warp)
+    if residual is not None:
+        out = carry_body_residual(residual, out, body, strength, mirrored=mirrored, notes=notes,
+                                  in_place=out is not pixels)
+    return out if out is not pixels else pixels.copy()
+
+
+#: Pose landmarks that anchor the body correspondence (shoulders, elbows, wrists, hips, knees,
+#: ankles and the face points: whatever both bodies show).
+MIN_BODY_HANDLES = 3
+
+
+def carry_body_residual(residual: BodyResidual, pixels: np.ndarray, body, strength: float,
+                        *, mirrored: bool = False, notes: list[str] | None = None,
+                        in_place: bool = False) -> np.ndarray:
+    """``pixels`` with the exemplar's residual body motion carried onto the query's ``body``
+    through the pose landmarks both show (mirrored ones for a mirrored query)."""
+    from .transfer import MIN_SMOOTH_PX, POSE_MIRROR, carry_field
+
+    q_points = body.points[POSE_MIRROR] if mirrored else body.points
+    q_seen = np.array([body.seen(int(j)) for j in (POSE_MIRROR if mirrored else range(33))])
+    both = np.nonzero(q_seen & (residual.visibility >= 0.5))[0]
+    if len(both) < MIN_BODY_HANDLES:
+        if notes is not None:
+            notes.append("the body motion the operations do not name was not carried: too few "
+                         "body landmarks seen in both the exemplar and the query")
+        return pixels if in_place else pixels.copy()
+    unit = body.frame.unit
+    return carry_field(residual.flow, residual.box, residual.points[both], q_points[both],
+                       pixels, reflect=mirrored, strength=strength,
+                       correspondence_sigma=0.05 * unit,
+                       smooth_sigma=max(0.015 * unit, MIN_SMOOTH_PX), in_place=in_place)
 
 
 @dataclass
@@ -175,20 +222,22 @@ def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "hybr
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     stage("measuring body edits")
-    body, notes = measure_body(before, after, b_points, name=name, face=face)
+    body, notes, body_rest = measure_body(before, after, b_points, name=name, face=face,
+                                          mode=mode)
     if mode == "flow":
-        return Exemplar(edit, before.shape[:2], body=body, notes=notes)
+        return Exemplar(edit, before.shape[:2], body=body, notes=notes, body_residual=body_rest)
     stage("naming the operations")
     explanation = explain(edit, before.shape[:2])
     residual = residual_edit(edit, explanation, before.shape[:2]) if mode == "hybrid" else None
-    return Exemplar(edit, before.shape[:2], explanation, residual, body, notes)
+    return Exemplar(edit, before.shape[:2], explanation, residual, body, notes, body_rest)
 
 
 def measure_body(before: np.ndarray, after: np.ndarray, points: np.ndarray, *,
-                 name: str = "exemplar",
-                 face: FaceWindow | None = None) -> tuple[BodyExplanation | None, tuple[str, ...]]:
-    """``(fitted body operations or None, notes)`` for an exemplar pair whose face has the
-    landmarks ``points`` (on ``before``).
+                 name: str = "exemplar", face: FaceWindow | None = None, mode: str = "hybrid",
+                 ) -> tuple[BodyExplanation | None, tuple[str, ...], BodyResidual | None]:
+    """``(fitted body operations or None, notes, residual)`` for an exemplar pair whose face
+    has the landmarks ``points`` (on ``before``); the residual (hybrid and flow modes) is the
+    body motion the operations leave, to be carried as measured.
 
     None when no pixel outside the face region changed (an exact comparison, a few ms: the
     body detector and the flow run only when something did) or when what changed there is not
@@ -199,30 +248,34 @@ def measure_body(before: np.ndarray, after: np.ndarray, points: np.ndarray, *,
     face = face or face_window(points, before.shape[:2])
     changed = changed_off_face(before, after, face)
     if changed is None:
-        return None, ()
+        return None, (), None
     try:
         body = detect_body(before, name=f"{name} (before)")
     except NoPersonError as error:
         return None, (f"pixels changed outside the face, but no body to measure them on "
-                      f"({error}); not transferred",)
+                      f"({error}); not transferred",), None
     scale = BODY_FIT_UNIT_PX / body.frame.unit
     if scale < 1.0:  # measured and fitted at the fit scale: strengths are in body units
         before, after, body, face, changed = _at_body_fit_scale(
             before, after, body, points, changed, scale)
     motion = estimate_body_motion(before, after, body.person, body.frame.unit, face, changed)
     if motion.empty:
-        return None, ()
+        return None, (), None
     fit = explain_body(motion, body)
+    residual = body_residual(motion, fit, body) if mode != "catalog" else None
     notes: list[str] = []
-    if not fit.ops:
+    if not fit.ops and residual is not None:
+        notes.append(f"the body motion matches no body operation; it is carried as measured "
+                     f"(up to {residual.max_motion_px / min(scale, 1.0):.1f} px)")
+    elif not fit.ops:
         share = float((motion.weight > 0.5).sum()) / max(int(motion.region.sum()), 1)
         notes.append(f"changes outside the face match no body operation (motion of "
                      f"{fit.motion_px:.2f} px on average over {100 * share:.1f} % of the body "
                      "region; re-encoding noise looks like this); not transferred")
-    elif fit.explained < 0.5:
+    elif fit.explained < 0.5 and residual is None:
         notes.append(f"the body operations explain only {100 * fit.explained:.0f} % of the "
                      "body motion; the rest is not transferred")
-    return fit, tuple(notes)
+    return fit, tuple(notes), residual
 
 
 #: Body motion is measured and fitted with the body unit (shoulder distance) at most this many

@@ -153,6 +153,7 @@ def estimate_edit(
         )
     unit = FaceFrame.from_points(before_points).unit
     face = face or face_window(before_points, before.shape[:2])
+    appearance = face_patch(before, before_points)  # tells mirrored queries, body edits too
     likeness = photo_likeness(before, after, face)
     shift = float(np.median(np.linalg.norm(after_points - before_points, axis=1)))
     if likeness is not None and likeness < MIN_PHOTO_LIKENESS:
@@ -172,7 +173,7 @@ def estimate_edit(
     window, region, pad = face.window, face.region, face.pad
     changed = np.any(before[window.slices()] != after[window.slices()], axis=-1) & region
     if not changed.any():
-        return _no_edit(before_points)
+        return _no_edit(before_points, appearance)
     rows, cols = np.nonzero(changed)
     inner = Box(int(max(cols.min() - pad, 0)), int(max(rows.min() - pad, 0)),
                 int(min(cols.max() + pad + 1, window.width)),
@@ -185,7 +186,7 @@ def estimate_edit(
     magnitude = np.linalg.norm(flow, axis=-1)
     moving = region & (magnitude >= STILL_PX) & (_explained(a, b, flow) >= MIN_EXPLAINED)
     if not moving.any():
-        return _no_edit(before_points)
+        return _no_edit(before_points, appearance)
     if np.percentile(magnitude[moving], 99) > MAX_EDIT * unit:
         raise InputError(
             f"{name}: the edit moves pixels by more than half the eye distance; this is not a "
@@ -193,9 +194,9 @@ def estimate_edit(
         )
     field, weight = smooth_motion(flow, moving, a, region, unit, pad)
     if not weight.any():
-        return _no_edit(before_points)
+        return _no_edit(before_points, appearance)
     return Edit(field, weight, box, before_points,
-                float(np.linalg.norm(field, axis=-1).max()), face_patch(before, before_points))
+                float(np.linalg.norm(field, axis=-1).max()), appearance)
 
 
 #: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
@@ -225,13 +226,15 @@ MIN_JACOBIAN_DET = 0.2
 
 
 def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, region: np.ndarray,
-                  unit: float, pad: int) -> tuple[np.ndarray, np.ndarray]:
+                  unit: float, pad: int, *,
+                  sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(field, weight)``: a smooth, fold-free version of the measured ``flow``.
 
     ``flow`` ``(h, w, 2)`` backward offsets (px) over a box of the *after* image ``image``
     ``(h, w, 3)`` uint8; ``moving`` ``(h, w)`` bool: where the flow is motion that explains the
     before/after difference; ``region`` ``(h, w)`` bool: where edits may be; ``unit``: face unit
-    (px); ``pad``: the box's margin around the changed pixels (px).
+    (px); ``pad``: the box's margin around the changed pixels (px); ``sigma``: the smoothing
+    scale (px; default :data:`SMOOTH_SIGMA` face units).
 
     A per-pixel mask of "moved" pixels switches motion on and off pixel by pixel, which a
     query shows as holes, islands and ringed dots. Instead the field is a normalised Gaussian
@@ -242,7 +245,7 @@ def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, regio
     scaled down if its backward map would fold (:data:`MIN_JACOBIAN_DET`). ``weight`` is 1
     where the field moves a pixel by at least :data:`MIN_OFFSET_PX`, tapering with the field.
     """
-    sigma = max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX)
+    sigma = max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX) if sigma is None else sigma
     flow = flow.astype(np.float32)
     median = np.dstack([cv2.medianBlur(np.ascontiguousarray(flow[..., c]), 5) for c in (0, 1)])
     spread = np.linalg.norm(flow - median, axis=-1)
@@ -394,9 +397,9 @@ def face_window(points: np.ndarray, shape: tuple[int, int]) -> FaceWindow:
     return FaceWindow(window, region, pad)
 
 
-def _no_edit(points: np.ndarray) -> Edit:
+def _no_edit(points: np.ndarray, appearance: np.ndarray | None = None) -> Edit:
     return Edit(np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32),
-                Box(0, 0, 0, 0), points, 0.0)
+                Box(0, 0, 0, 0), points, 0.0, appearance)
 
 
 def _face_region(points: np.ndarray, unit: float, shape: tuple[int, int]) -> np.ndarray:
@@ -505,11 +508,10 @@ def _correspondence_handles(points: np.ndarray) -> np.ndarray:
     return np.asarray(thinned(local, list(range(468)), HANDLE_SPACING))
 
 
-def _query_box(edit: Edit, handles_exemplar: np.ndarray, handles_query: np.ndarray,
+def _query_box(b: Box, handles_exemplar: np.ndarray, handles_query: np.ndarray,
                shape: tuple[int, int], reflect: bool = False) -> Box:
-    """The query region the edit can reach: the exemplar box mapped through the landmarks
-    (``reflect``: ``handles_query`` are reflected, x → −x, and so is what they give)."""
-    b = edit.box
+    """The query region an edit over the exemplar box ``b`` can reach, mapped through the
+    handles (``reflect``: ``handles_query`` are reflected, x → −x, and so is what they give)."""
     xs = np.linspace(b.x0, b.x1 - 1, 9)
     ys = np.linspace(b.y0, b.y1 - 1, 9)
     outline = np.array([(x, y) for x in xs for y in (ys[0], ys[-1])]
@@ -583,27 +585,49 @@ def transfer(
         return query if in_place else query.copy()
     handles = edit.handles
     # A mirrored query (the same face, flipped): each exemplar landmark corresponds to the
-    # query's mirror landmark, and the correspondence is a reflection, computed in the query's
-    # reflected coordinates (x → −x) so that MLS similarity and the fitted similarity apply.
+    # query's mirror landmark.
     reflect = mirrored if mirrored is not None else is_mirrored(edit.appearance, query,
                                                                 query_points)
+    q_points = query_points[MIRROR] if reflect else query_points
+    q_unit = FaceFrame.from_points(query_points).unit
+    return carry_field(edit.flow, edit.box, edit.points[handles], q_points[handles], query,
+                       reflect=reflect, strength=strength,
+                       correspondence_sigma=CORRESPONDENCE_SIGMA * q_unit,
+                       smooth_sigma=max(SMOOTH_SIGMA * q_unit, MIN_SMOOTH_PX),
+                       in_place=in_place)
+
+
+def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.ndarray,
+                query: np.ndarray, *, reflect: bool = False, strength: float = 1.0,
+                correspondence_sigma: float = 0.0, smooth_sigma: float = MIN_SMOOTH_PX,
+                in_place: bool = False) -> np.ndarray:
+    """Carry a backward offset ``field`` ``(h, w, 2)`` (px, over ``field_box`` of the exemplar
+    image, zero outside) into ``query`` through the correspondence of handle points ``ex_h``
+    (exemplar, in the field's pixel frame) ↔ ``q_h`` (query px), both ``(N, 2)`` ``(x, y)``.
+
+    For a query pixel ``v``: its exemplar point ``u = T(v)`` (similarity MLS from ``q_h`` to
+    ``ex_h``, smoothed over ``correspondence_sigma`` px), the offset ``e(u)`` turned and scaled
+    by the one similarity fitted to the handles, so the query is sampled at ``v + S⁻¹·e(u)``.
+    ``reflect``: the correspondence is a reflection (a mirrored query), computed in reflected
+    query coordinates (x → −x) so that MLS similarity and the fitted similarity apply. The
+    resulting field is made fold-free and no steeper than :data:`MAX_FIELD_GRADIENT`
+    (:func:`_unfolded`, ``smooth_sigma`` px). Pixels it moves by less than
+    :data:`MIN_OFFSET_PX` are copied bit for bit; with ``in_place`` ``query`` is changed.
+    """
     flip = _flip(reflect)
-    ex_h = edit.points[handles]
-    q_h = (query_points[MIRROR] if reflect else query_points)[handles] * flip
-    box = _query_box(edit, ex_h, q_h, query.shape[:2], reflect)
+    q_h = q_h * flip
+    box = _query_box(field_box, ex_h, q_h, query.shape[:2], reflect)
     if box.empty:
         return query if in_place else query.copy()
     nodes = grid_nodes(box, GRID) * flip
-    q_unit = FaceFrame.from_points(query_points).unit
     mapped = _smooth_nodes(mls_similarity(nodes, q_h, ex_h),  # T(v): query node → exemplar
-                           CORRESPONDENCE_SIGMA * q_unit / GRID)
-    sampled = _sample(edit.flow, edit.box, mapped)
+                           correspondence_sigma / GRID)
+    sampled = _sample(field, field_box, mapped)
     offsets = (sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T) * (flip * strength)
     dx, dy = interpolate_planes(box, GRID, offsets)
     # A safety net: whatever the correspondence did, the query's field is made fold-free.
-    field = _unfolded(np.dstack([dx, dy]).astype(np.float32),
-                      max(SMOOTH_SIGMA * q_unit, MIN_SMOOTH_PX))
-    dx, dy = np.ascontiguousarray(field[..., 0]), np.ascontiguousarray(field[..., 1])
+    smooth = _unfolded(np.dstack([dx, dy]).astype(np.float32), smooth_sigma)
+    dx, dy = np.ascontiguousarray(smooth[..., 0]), np.ascontiguousarray(smooth[..., 1])
     # The field is smooth and falls to zero by itself: a pixel is either moved by its offset
     # or copied (no cross-fade of moved and unmoved pixels, which would ghost an edge).
     weight = (np.hypot(dx, dy) >= MIN_OFFSET_PX).astype(np.float32)
@@ -612,7 +636,7 @@ def transfer(
     dx += np.arange(box.x0, box.x1)[None, :]  # the sources: + the pixel grid, in place
     dy += np.arange(box.y0, box.y1)[:, None]
     warped = remap_xy(query, dx, dy)
-    return blend_into(query, warped, weight.astype(np.float32), box, in_place=in_place)
+    return blend_into(query, warped, weight, box, in_place=in_place)
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,6 +648,13 @@ def transfer(
 #: outline, by up to the outline's move, across a band up to 3× that move wide (at strength 100
 #: a move of at most 0.06 body units: a band of 0.18; see ops/body_catalog.py).
 BODY_MARGIN = 0.25
+#: Smoothing scale of measured body motion (body units): a body edit reshapes a limb, the
+#: waist or the shoulders as a whole.
+BODY_SMOOTH_SIGMA = 0.015
+#: Pose landmarks mirrored (MediaPipe pose labels left and right by image side in a mirrored
+#: photo, as the face mesh does): the nose is its own mirror, each left point its right one.
+POSE_MIRROR = np.array([0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20,
+                        19, 22, 21, 24, 23, 26, 25, 28, 27, 30, 29, 32, 31], dtype=np.intp)
 
 
 @dataclass(frozen=True)
@@ -645,6 +676,9 @@ class BodyMotion:
     box: Box
     region: np.ndarray
     max_motion_px: float
+    #: The measured motion as a smooth, fold-free field (:func:`smooth_motion`) over ``box``:
+    #: what is carried into a query beyond the fitted body operations. None: not made.
+    smooth: np.ndarray | None = None
 
     @property
     def empty(self) -> bool:
@@ -724,6 +758,8 @@ def estimate_body_motion(before: np.ndarray, after: np.ndarray, person: np.ndarr
     weight = cv2.GaussianBlur(weight.astype(np.float32), (5, 5), 0) * inside
     if not weight.any():
         return BodyMotion.none()
+    smooth, _ = smooth_motion(flow, weight > 0.5, a, inside, unit, pad,
+                              sigma=max(BODY_SMOOTH_SIGMA * unit, MIN_SMOOTH_PX))
     flow = flow * (weight > 0)[..., None]
     return BodyMotion(flow.astype(np.float32), weight.astype(np.float32), box, inside,
-                      float(np.linalg.norm(flow, axis=-1).max()))
+                      float(np.linalg.norm(flow, axis=-1).max()), smooth)
