@@ -20,6 +20,17 @@ Targets from issue #5: ≤ 250 ms for one query and ≤ 100 ms for each further 
 The exemplar is the astronaut (1024², bicubic) with three catalog operations; the queries are
 the same portrait mirrored and rotated/scaled, so their faces differ in place and size.
 Results: a table and JSON (``--out``, default ``bench-results/retouch.json``).
+
+With ``--real DIR`` it measures instead real before/after JPEG pairs (the survey's
+``survey-qNN-example-source.jpg``, ``-example-retouched.jpg``, ``-query-source.jpg``), each in
+child processes: a cold ``mirrorppr retouch`` process (wall, CPU, peak RSS), a warm exemplar
+and further queries (CPU and wall, medians of ``--repeats``), the peak RSS of one exemplar +
+one query, and a further query on a ~24 MP upscaled query. ``--baseline TREE`` measures another
+source tree (e.g. ``git worktree add /tmp/wt-base COMMIT``) interleaved with this one and prints
+ratios current/baseline; ``--pairs q20,q27`` limits the pairs. JSON: ``--out``, default
+``bench-results/retouch_real.json``. Details: ``benchmarks/_real_speed.py``::
+
+    python benchmarks/bench_retouch.py --real DIR [--baseline TREE] [--pairs q20,q27] [--repeats N]
 """
 
 from __future__ import annotations
@@ -106,8 +117,37 @@ def retouch_one(before: Path, after: Path, query: Path, out: Path, exemplar=None
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/retouch.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON (default bench-results/retouch.json, with --real "
+                        "bench-results/retouch_real.json)")
+    parser.add_argument("--real", type=Path, metavar="DIR",
+                        help="measure the real JPEG pairs in DIR (child processes) instead")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="with --real: also measure this source tree, interleaved")
+    parser.add_argument("--pairs", help="with --real: comma-separated pair names (q20,q27)")
+    parser.add_argument("--cold-repeats", type=int, default=1,
+                        help="with --real: cold processes per pair and tree (median)")
+    parser.add_argument("--big-repeats", type=int, default=1,
+                        help="with --real: 24 MP queries timed per tree (median)")
+    parser.add_argument("--big-pair", help="with --real: the pair whose query is upscaled "
+                        "to 24 MP (default: the query nearest 3:2)")
+    parser.add_argument("--no-snapshot", action="store_true",
+                        help="with --real: import the trees in place instead of copying their "
+                        "src/ and backends/ at the start")
     args = parser.parse_args()
+    if min(args.repeats, args.cold_repeats, args.big_repeats) < 1:
+        parser.error("repeats must be at least 1")
+    if args.real is not None:
+        from _real_speed import run_real  # benchmarks/ is sys.path[0] when run as a script
+
+        wanted = [p.strip() for p in args.pairs.split(",") if p.strip()] if args.pairs else None
+        return run_real(args.real, baseline=args.baseline, pairs=wanted, repeats=args.repeats,
+                        cold_repeats=args.cold_repeats, big_repeats=args.big_repeats,
+                        big_pair=args.big_pair, snapshot=not args.no_snapshot,
+                        out=args.out or Path("bench-results/retouch_real.json"))
+    if args.baseline or args.pairs or args.big_pair or args.no_snapshot:
+        parser.error("--baseline, --pairs, --big-pair and --no-snapshot need --real")
+    args.out = args.out or Path("bench-results/retouch.json")
     cv2.setNumThreads(1)
     keep_freed_memory()  # as `mirrorppr` does at start-up (mirrorppr_cli.memory)
     runs: dict[str, tuple[list, list]] = {}
