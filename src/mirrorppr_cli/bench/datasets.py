@@ -102,12 +102,7 @@ def load_benchmark(dataset: str, data: Path | None = None, limit: int | None = N
     index_file = root / "dataset.json"
     if not index_file.is_file():
         raise InputError(f"{index_file}: not found; DATASET must be a folder with dataset.json")
-    try:
-        entries = json.loads(index_file.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{index_file}: not valid JSON ({error})") from None
-    if not isinstance(entries, list):
-        raise InputError(f"{index_file}: expected a list of items")
+    entries = read_index(index_file)
     indexed = list(enumerate(entries))
     if split is not None:
         if not any(isinstance(e, dict) and "split" in e for e in entries):
@@ -128,3 +123,14 @@ def load_benchmark(dataset: str, data: Path | None = None, limit: int | None = N
         items.append(Item(i, *paths, instruction=str(entry.get("edit_instruction", "")),
                           split=entry.get("split")))
     return Benchmark(name, root, items)
+
+
+def read_index(index_file: Path) -> list:
+    """The item list of an official-layout ``dataset.json``; InputError when it is not one."""
+    try:
+        entries = json.loads(index_file.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{index_file}: not valid JSON ({error})") from None
+    if not isinstance(entries, list):
+        raise InputError(f"{index_file}: expected a list of items")
+    return entries

@@ -172,13 +172,9 @@ def _subfolder_pairs(folder: Path, skipped: dict[str, str]) -> list[Pair]:
 
 def _dataset_pairs(folder: Path, skipped: dict[str, str]) -> list[Pair]:
     """The exemplar pairs (and query/truth pairs where present) of an official dataset.json."""
-    index_file = folder / "dataset.json"
-    try:
-        entries = json.loads(index_file.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{index_file}: not valid JSON ({error})") from None
-    if not isinstance(entries, list):
-        raise InputError(f"{index_file}: expected a list of items")
+    from ..bench.datasets import read_index
+
+    entries = read_index(folder / "dataset.json")
     pairs, seen = [], set()
     for entry in entries:
         if not isinstance(entry, dict):
