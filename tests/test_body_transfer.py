@@ -397,12 +397,14 @@ def _lift_shoulder(image: np.ndarray, body, index: int) -> np.ndarray:
 
 def test_body_motion_no_operation_names_is_carried_as_measured(astronaut_512, exemplar_body,
                                                                query):
-    """Hybrid mode: what the body operations leave of the exemplar's body motion is carried
-    through the pose landmarks. The query is the astronaut mirrored and 0.8×: the same
-    (person's) shoulder is lifted there, through the mirrored correspondence (pose landmarks,
-    like the face mesh, are labelled by image side). Measured recall 0.81 with the carried
-    motion, 0.49 without (the shoulder operations name part of it), 0.49 with the carried
-    motion put on the other shoulder (the query not taken as mirrored)."""
+    """Hybrid mode: body motion the body operations do not name is carried through the pose
+    landmarks. The query is the astronaut mirrored and 0.8×: the same (person's) shoulder is
+    lifted there, through the mirrored correspondence (pose landmarks, like the face mesh, are
+    labelled by image side). A shoulder operation names 39 % of the motion: too little to
+    name the edit, so it is not planned on the query and the motion is carried whole (with
+    the operation planned and the rest carried, recall was 0.81). Measured recall 0.90 with
+    the carried motion, 0.0 without it, 0.0 with it put on the other shoulder (the query not
+    taken as mirrored)."""
     from mirrorppr_cli.transfer import POSE_MIRROR
 
     before = np.asarray(astronaut_512)
@@ -411,9 +413,11 @@ def test_body_motion_no_operation_names_is_carried_as_measured(astronaut_512, ex
     truth = _lift_shoulder(q, q_body, int(POSE_MIRROR[12]))  # the same shoulder, mirrored
     exemplar = measure_exemplar(before, after, mode="hybrid")
     assert exemplar.body_residual is not None and exemplar.edit.empty
+    assert exemplar.body is not None and not exemplar.body.ops
+    assert any("carried as measured" in note for note in exemplar.notes)
     with_rest = edit_fidelity(q, apply_exemplar(exemplar, q, points), truth).recall
     without = edit_fidelity(
         q, apply_exemplar(replace(exemplar, body_residual=None), q, points), truth).recall
     unmirrored = replace(exemplar, edit=replace(exemplar.edit, appearance=None))
     other_side = edit_fidelity(q, apply_exemplar(unmirrored, q, points), truth).recall
-    assert with_rest > 0.65 and with_rest > without + 0.15 and with_rest > other_side + 0.3
+    assert with_rest > 0.8 and with_rest > without + 0.5 and with_rest > other_side + 0.5
