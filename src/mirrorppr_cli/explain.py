@@ -511,6 +511,8 @@ class BodyResidual:
         points: ``(33, 2)`` the exemplar's pose landmarks ``(x, y)`` there.
         visibility: ``(33,)`` their MediaPipe visibilities.
         max_motion_px: the largest offset (those pixels).
+        face_points: ``(478, 2)`` the exemplar's face mesh there (None: carried through the
+            pose landmarks only).
     """
 
     flow: np.ndarray
@@ -518,6 +520,7 @@ class BodyResidual:
     points: np.ndarray
     visibility: np.ndarray
     max_motion_px: float
+    face_points: np.ndarray | None = None
 
 
 def body_residual(motion: BodyMotion, fit: BodyExplanation, body: Body) -> BodyResidual | None:

@@ -89,7 +89,8 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     has_ops = exemplar.body is not None and bool(exemplar.body.ops)
     if (has_ops or exemplar.body_residual is not None) and strength != 0:
         out = apply_body_edit(exemplar.body, out, pixels if rgb is None else rgb, strength,
-                              notes=notes, residual=exemplar.body_residual, mirrored=mirrored)
+                              notes=notes, residual=exemplar.body_residual, mirrored=mirrored,
+                              face_points=points)
     return out
 
 
@@ -114,13 +115,14 @@ def _detector_rgb(pixels: np.ndarray) -> np.ndarray:
 def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.ndarray,
                     strength: float = 1.0, *, notes: list[str] | None = None,
                     name: str = "query", residual: BodyResidual | None = None,
-                    mirrored: bool = False) -> np.ndarray:
+                    mirrored: bool = False, face_points: np.ndarray | None = None) -> np.ndarray:
     """``pixels`` with the fitted body operations planned on the body detected in ``rgb``
     (the same image, for the detector; it may be ``pixels`` itself).
 
     No body found, or an operation's part not visible: that is skipped (a note says so), the
     pixels are returned as they are; the face edit already made stays. Pixels the body warp
-    does not reach are bit-identical.
+    does not reach are bit-identical. ``face_points``: the query's face mesh, for carrying
+    ``residual`` (:func:`carry_body_residual`).
     """
     from .body import NoPersonError, detect_body
     from .ops.body_catalog import apply_body_warp, get_body_operation, plan_body_warp
@@ -147,7 +149,7 @@ def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.nda
         out = apply_body_warp(pixels, warp)
     if residual is not None:
         out = carry_body_residual(residual, out, body, strength, mirrored=mirrored, notes=notes,
-                                  in_place=out is not pixels)
+                                  in_place=out is not pixels, face_points=face_points)
     return out if out is not pixels else pixels.copy()
 
 
@@ -158,9 +160,18 @@ MIN_BODY_HANDLES = 3
 
 def carry_body_residual(residual: BodyResidual, pixels: np.ndarray, body, strength: float,
                         *, mirrored: bool = False, notes: list[str] | None = None,
-                        in_place: bool = False) -> np.ndarray:
+                        in_place: bool = False,
+                        face_points: np.ndarray | None = None) -> np.ndarray:
     """``pixels`` with the exemplar's residual body motion carried onto the query's ``body``
-    through the pose landmarks both show (mirrored ones for a mirrored query)."""
+    (mirrored for a mirrored query): through the face meshes (``face_points``, the query's)
+    while the query's pose agrees with them, else through the pose landmarks both show
+    (:mod:`mirrorppr_cli.body_correspondence`)."""
+    from .body_correspondence import (
+        CHECK_JOINTS,
+        POSE_AGREEMENT,
+        face_handles,
+        pose_disagreement,
+    )
     from .transfer import MIN_SMOOTH_PX, POSE_MIRROR, carry_field
 
     q_points = body.points[POSE_MIRROR] if mirrored else body.points
@@ -172,7 +183,13 @@ def carry_body_residual(residual: BodyResidual, pixels: np.ndarray, body, streng
                          "body landmarks seen in both the exemplar and the query")
         return pixels if in_place else pixels.copy()
     unit = body.frame.unit
-    return carry_field(residual.flow, residual.box, residual.points[both], q_points[both],
+    ex_h, q_h = residual.points[both], q_points[both]
+    if face_points is not None and residual.face_points is not None:
+        checked = np.intersect1d(both, CHECK_JOINTS)
+        if pose_disagreement(residual.face_points, face_points, residual.points, q_points,
+                             checked, unit, mirrored) <= POSE_AGREEMENT:
+            ex_h, q_h = face_handles(residual.face_points, face_points, mirrored)
+    return carry_field(residual.flow, residual.box, ex_h, q_h,
                        pixels, reflect=mirrored, strength=strength,
                        correspondence_sigma=0.05 * unit,
                        smooth_sigma=max(0.015 * unit, MIN_SMOOTH_PX), in_place=in_place)
@@ -262,7 +279,7 @@ def measure_body(before: np.ndarray, after: np.ndarray, points: np.ndarray, *,
                       f"({error}); not transferred",), None
     scale = BODY_FIT_UNIT_PX / body.frame.unit
     if scale < 1.0:  # measured and fitted at the fit scale: strengths are in body units
-        before, after, body, face, changed = _at_body_fit_scale(
+        before, after, body, face, changed, points = _at_body_fit_scale(
             before, after, body, points, changed, scale)
     motion = estimate_body_motion(before, after, body.person, body.frame.unit, face, changed)
     if motion.empty:
@@ -283,6 +300,8 @@ def measure_body(before: np.ndarray, after: np.ndarray, points: np.ndarray, *,
                          "measured")
             fit = replace(fit, ops=())
         residual = body_residual(motion, fit, body)
+        if residual is not None:  # the face mesh where the residual was measured
+            residual = replace(residual, face_points=np.array(points, np.float64))
     if notes and residual is None:
         notes[-1] = notes[-1].replace("it is carried as measured",
                                       "it moves less than a quarter pixel: not transferred")
@@ -313,7 +332,8 @@ BODY_FIT_UNIT_PX = 128.0
 
 def _at_body_fit_scale(before: np.ndarray, after: np.ndarray, body, face_points_px: np.ndarray,
                        changed: np.ndarray, scale: float):
-    """``(before, after, body, face window, changed)`` resampled by ``scale`` (< 1).
+    """``(before, after, body, face window, changed, face points)`` resampled by ``scale``
+    (< 1).
 
     Pixel centres map as ``(p + ½)·s − ½``; the person mask is resampled like the images;
     ``changed`` is the union of the changed pixels each fit pixel covers.
@@ -328,8 +348,9 @@ def _at_body_fit_scale(before: np.ndarray, after: np.ndarray, body, face_points_
     to_small = lambda pts: (pts + 0.5) * [sx, sy] - 0.5  # noqa: E731
     small_body = Body.from_landmarks(to_small(body.points), body.visibility, shrink(body.mask))
     small_changed = shrink(changed.astype(np.float32)) > 0
-    small_face = face_window(to_small(face_points_px), small_before.shape[:2])
-    return small_before, small_after, small_body, small_face, small_changed
+    small_points = to_small(face_points_px)
+    small_face = face_window(small_points, small_before.shape[:2])
+    return small_before, small_after, small_body, small_face, small_changed, small_points
 
 
 def load_exemplar(before: Path, after: Path, *, mode: str = "hybrid",
