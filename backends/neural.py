@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mirrorppr_cli.errors import MirrorError, MissingWeightsError, OutOfMemory, UsageError
+from mirrorppr_cli.extras import extra_imports, missing_module, needs_extra, require_extra
 
 WEIGHTS_ENV = "MIRRORPPR_WEIGHTS"
 COMPILE_CACHE_ENV = "MIRRORPPR_COMPILE_CACHE"
@@ -59,7 +60,13 @@ class NeuralBackend:
         self._condition_cache: tuple[str, object] | None = None
 
     # -- where it can run ---------------------------------------------------------------
+    def require_extra(self) -> None:
+        """MissingExtraError (exit 5, one line naming ``mirrorppr[neural]``) unless the neural
+        extra is installed."""
+        require_extra("neural", f"backend {self.name!r}")
+
     def device(self) -> str:
+        self.require_extra()
         import torch
 
         if self.device_request not in ("auto", "cpu", "cuda") and not \
@@ -75,11 +82,14 @@ class NeuralBackend:
 
     def availability(self) -> tuple[bool, str]:
         """Whether this backend can run here, and why (not)."""
+        missing = missing_module("neural")
+        if missing is not None:
+            return False, needs_extra("neural", missing)
         try:
             import diffusers  # noqa: F401
             import torch
         except ImportError as exc:
-            return False, f"needs the neural extra: pip install 'mirrorppr[neural]' ({exc.name})"
+            return False, needs_extra("neural", exc.name)
         try:
             device = self.device()
         except MirrorError as exc:
@@ -105,7 +115,9 @@ class NeuralBackend:
     def engine(self):
         """The loaded, prepared engine (loaded once per backend instance)."""
         if self._engine is None:
-            from mirrorppr_cli.model.engine import NeuralEngine
+            self.require_extra()  # before the weights: without the extra they are no use
+            with extra_imports("neural", f"backend {self.name!r}"):
+                from mirrorppr_cli.model.engine import NeuralEngine
 
             if not self.weights:
                 raise MissingWeightsError(
@@ -113,9 +125,10 @@ class NeuralBackend:
                     f"(the weights/ folder `mirrorppr train joint` writes) or set {WEIGHTS_ENV}")
             device = self.device()
             self.status(f"{self.name}: loading weights from {self.weights} onto {device}")
-            engine = NeuralEngine.load(self.weights, mae=self.mae, dit=self.dit,
-                                       device=device, dtype=self.dtype(device))
-            self._engine = self.prepare(engine)
+            with extra_imports("neural", f"backend {self.name!r}"):
+                engine = NeuralEngine.load(self.weights, mae=self.mae, dit=self.dit,
+                                           device=device, dtype=self.dtype(device))
+                self._engine = self.prepare(engine)
         return self._engine
 
     def attach(self, engine) -> None:
@@ -144,6 +157,8 @@ class NeuralBackend:
         """Apply the exemplar's operation to ``query``; ``(H', W', 3)`` uint8 at the official
         output size. The exemplar's conditioning is computed once for a batch."""
         import cv2
+
+        self.require_extra()
         import torch
 
         if strength != 1.0:

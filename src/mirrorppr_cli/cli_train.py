@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from .errors import MirrorError, UsageError
+from .extras import extra_imports, require_extra
 
 train_app = typer.Typer(
     help="Train the neural engine: `extractor` pre-training, then `joint` LoRA fine-tuning.",
@@ -42,25 +43,34 @@ CkptOpt = Annotated[bool, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
 
-def _options(**kwargs):
-    from .train.loops import TrainOptions
+def _options(kind: str, **kwargs):
+    """The loop's options; without the neural extra, its one-line error (exit 5)."""
+    from .cli import _fail
 
+    try:
+        with extra_imports("neural", f"mirrorppr train {kind}"):
+            require_extra("neural", f"mirrorppr train {kind}")
+            from .train.loops import TrainOptions
+    except MirrorError as error:
+        raise _fail(error) from None
     steps = kwargs.pop("steps") or None
     return TrainOptions(steps=steps, **kwargs)
 
 
 def _execute(kind: str, config_spec: str, options, as_json: bool) -> None:
-    from .cli import _fail, _progress, out
+    from .cli import _fail, _plain, _progress, out
     from .model.config import ConfigError, load_config
-    from .train import loops
 
+    what = f"mirrorppr train {kind}"
     try:
         try:
             config = load_config(config_spec)
         except ConfigError as exc:
             raise UsageError(str(exc)) from exc
+        with extra_imports("neural", what):
+            from .train import loops
         run = loops.train_extractor if kind == "extractor" else loops.train_joint
-        with _progress(disable=False) as progress:
+        with extra_imports("neural", what), _progress(disable=False) as progress:
             task = progress.add_task(f"train {kind}", total=None)
 
             def on_step(step: int, total: int, record: dict) -> None:
@@ -79,7 +89,7 @@ def _execute(kind: str, config_spec: str, options, as_json: bool) -> None:
         return
     last = result["last"]
     terms = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "mse", "lpips") if k in last)
-    out.print(f"{kind}: {result['steps']} steps ({terms}) → {result['weights']}",
+    out.print(f"{kind}: {result['steps']} steps ({terms}) → {_plain(result['weights'])}",
               highlight=False, soft_wrap=True)
 
 
@@ -92,8 +102,8 @@ def train_extractor_command(
     gradient_checkpointing: CkptOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Pre-train the operation extractor (R-Former + decoder; MSE + λ·LPIPS)."""
-    options = _options(data=data, out=out_dir, steps=steps, seed=seed, device=device,
-                       mixed_precision=mixed_precision, batch_size=batch_size,
+    options = _options("extractor", data=data, out=out_dir, steps=steps, seed=seed,
+                       device=device, mixed_precision=mixed_precision, batch_size=batch_size,
                        micro_batch=micro_batch, save_every=save_every, resume=resume,
                        force=force, mae=mae, gradient_checkpointing=gradient_checkpointing)
     _execute("extractor", config, options, as_json)
@@ -112,8 +122,8 @@ def train_joint_command(
     gradient_checkpointing: CkptOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune R-Former, connector and DiT LoRA end to end (flow matching)."""
-    options = _options(data=data, out=out_dir, steps=steps, seed=seed, device=device,
-                       mixed_precision=mixed_precision, batch_size=batch_size,
+    options = _options("joint", data=data, out=out_dir, steps=steps, seed=seed,
+                       device=device, mixed_precision=mixed_precision, batch_size=batch_size,
                        micro_batch=micro_batch, save_every=save_every, resume=resume,
                        force=force, mae=mae, dit=dit, extractor=extractor,
                        gradient_checkpointing=gradient_checkpointing)

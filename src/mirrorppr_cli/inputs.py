@@ -176,3 +176,15 @@ def check_unique_outputs(pairs: Iterable[tuple[Path, Path]]) -> None:
                 f"{source}: its output {output} is also an input; choose another --out or suffix"
             )
         seen[key] = source
+
+
+def check_detectable_file(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> None:
+    """`InputError` (exit 3, one line naming the file) when the image at ``path`` is too small
+    or too thin for the face and body detectors, judged from its header alone (cheap; see
+    `mirrorppr_cli.landmarks.detectable`). A file that cannot be read fails as `read_image`
+    would. Called on exemplar and query files before any work is done on them."""
+    from mirrorppr_cli.io import header_size
+    from mirrorppr_cli.landmarks import check_detectable
+
+    width, height = header_size(path, max_pixels=max_pixels)
+    check_detectable(width, height, name=os.fspath(path))

@@ -248,6 +248,26 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     )
 
 
+def header_size(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` of an image file as stored, read from its header (nothing decoded).
+
+    EXIF orientation is not applied (a quarter turn swaps the two). The same checks as
+    `read_image` that need no decoding: `InputError` for a missing, empty or unreadable file,
+    a header that is not an image, no pixels, or more than ``max_pixels``.
+    """
+    file = Path(path)
+    limit = resolve_max_pixels(max_pixels)
+    data = _read_file_bytes(file)
+    with _pillow_guarded() as set_pillow_limit:
+        set_pillow_limit(None)
+        im = _open_header(file, data)
+        try:
+            _check_pixel_limit(file, im.size, limit)
+            return int(im.size[0]), int(im.size[1])
+        finally:
+            im.close()
+
+
 def _read_file_bytes(file: Path) -> bytes:
     """Return the whole file, or raise `InputError` saying why it cannot be read."""
     if file.is_dir():
@@ -279,7 +299,8 @@ class _Decoded:
 
 @contextlib.contextmanager
 def _pillow_guarded() -> Iterator[Callable[[int | None], None]]:
-    """Hold the Pillow lock with truncated loading off and bomb warnings as errors.
+    """Hold the Pillow lock with truncated loading off, bomb warnings as errors and Pillow's
+    other warnings silenced.
 
     Yields a setter for Pillow's ``MAX_IMAGE_PIXELS`` (None while only the
     header is parsed; our limit while decoding).  All globals are restored.
@@ -295,6 +316,9 @@ def _pillow_guarded() -> Iterator[Callable[[int | None], None]]:
             PIL.ImageFile.LOAD_TRUNCATED_IMAGES = False
             with warnings.catch_warnings():
                 warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+                # Pillow's notes on damaged metadata it read around ("Corrupt EXIF data",
+                # "Truncated File Read"): the image is used or refused on its own merits.
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
                 yield set_limit
         finally:
             PIL.Image.MAX_IMAGE_PIXELS = saved_limit

@@ -23,7 +23,7 @@ from functools import cache
 import cv2
 import numpy as np
 
-from .errors import NoFaceError
+from .errors import InputError, NoFaceError
 
 # MediaPipe's C++ side logs warnings to stderr through glog/absl; keep the CLI's output clean.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -42,6 +42,23 @@ MIN_DETECTION_CONFIDENCE = 0.6
 #: faces in group or full-body shots vanish).
 TILE_WHEN_FACES_BELOW = 0.2
 TILE_FRACTION = 0.6
+#: Images with a shorter side than this, or sides more than :data:`MAX_DETECT_ASPECT` to 1
+#: apart, are not given to the detectors: no face can be found in them. Measured with the
+#: astronaut's face cropped tightly (1.4-2× its box) and shrunk: the detectors and the mesh
+#: find it down to an 18 px image, never at 17 px or below; 16 keeps a margin below that, so
+#: no image in which a face could be found is refused. (Below 2 px the full-range detector's
+#: tiles are empty and MediaPipe fails with a RuntimeError instead of finding nothing.)
+MIN_DETECT_SIDE = 16
+#: The detectors letterbox an image into a square input (128² and 192²), so in a long strip a
+#: face that fills the short side shrinks with the aspect ratio. Measured with that face in
+#: strips 64 and 256 px high, at the start, middle and end, wide and tall: found in some
+#: placements up to 18:1, in none at 20:1, 24:1 or 32:1.
+MAX_DETECT_ASPECT = 20
+#: MediaPipe 0.10.21 aborts the whole process (SIGABRT, no exception) when any of its graphs
+#: (face detectors, mesh, pose) is given an image with a side of 32767 pixels or more; found
+#: by the fuzz harness (a JPEG whose flipped header byte declared 64×55864), bisected to
+#: 32766 ok, 32767 abort, for any width.
+MAX_DETECT_SIDE = 32766
 
 _lock = threading.Lock()  # MediaPipe graphs are not re-entrant
 
@@ -67,9 +84,45 @@ def _native_stderr_silenced():
 
 
 def _run(graph, rgb: np.ndarray):
-    """``graph.process(rgb)`` under the lock, quietly."""
+    """``graph.process(rgb)`` under the lock, quietly.
+
+    Every MediaPipe graph goes through here (the pose graph of :mod:`.body` too), so this is
+    where an image that would abort the process or fail inside MediaPipe is refused
+    (:class:`InputError`): an empty one, or one with a side over :data:`MAX_DETECT_SIDE`.
+    """
+    height, width = rgb.shape[:2]
+    if min(height, width) < 1 or max(height, width) > MAX_DETECT_SIDE:
+        check_detectable(width, height)  # raises: too small (empty) or too large
     with _lock, _native_stderr_silenced():
         return graph.process(rgb)
+
+
+def _undetectable_why(width: int, height: int) -> str | None:
+    short, long = sorted((int(width), int(height)))
+    if short < MIN_DETECT_SIDE:
+        return (f"too small for the face and body detectors (they need at least "
+                f"{MIN_DETECT_SIDE}×{MIN_DETECT_SIDE}); pass the full-size photo")
+    if long > MAX_DETECT_SIDE:
+        return (f"too large for the face and body detectors (at most {MAX_DETECT_SIDE} pixels "
+                "a side); pass a smaller copy")
+    if long > MAX_DETECT_ASPECT * short:
+        return (f"too thin for the face and body detectors (sides at most {MAX_DETECT_ASPECT}:1 "
+                "apart); crop it closer to the person")
+    return None
+
+
+def detectable(width: int, height: int) -> bool:
+    """Whether an image of ``width`` × ``height`` pixels can be given to the detectors: see
+    :data:`MIN_DETECT_SIDE`, :data:`MAX_DETECT_ASPECT` and :data:`MAX_DETECT_SIDE`."""
+    return _undetectable_why(width, height) is None
+
+
+def check_detectable(width: int, height: int, name: str = "image") -> None:
+    """:class:`InputError` (exit 3), one line naming ``name`` and saying what is wrong,
+    unless :func:`detectable`."""
+    why = _undetectable_why(width, height)
+    if why is not None:
+        raise InputError(f"{name}: {width}×{height} pixels is {why}")
 
 
 @dataclass(frozen=True, eq=False)  # identity semantics: faces hold arrays
@@ -145,13 +198,17 @@ def detect_face_boxes(rgb: np.ndarray) -> list[np.ndarray]:
         rgb: ``(H, W, 3)`` uint8 RGB.
 
     Returns:
-        Boxes sorted by descending score; duplicates (IoU > :data:`SAME_FACE_IOU`) removed.
+        Boxes sorted by descending score; duplicates (IoU > :data:`SAME_FACE_IOU`) removed;
+        none for an image too small, too thin or too large for the detectors
+        (:func:`detectable`).
     """
     height, width = rgb.shape[:2]
+    if not detectable(width, height):
+        return []
     found = _detections(rgb, 0) + _detections(rgb, 1)
     largest = max((max(b[2] - b[0], b[3] - b[1]) for _, b in found), default=0.0)
-    if largest < TILE_WHEN_FACES_BELOW * min(height, width):
-        th, tw = int(height * TILE_FRACTION), int(width * TILE_FRACTION)
+    th, tw = int(height * TILE_FRACTION), int(width * TILE_FRACTION)
+    if largest < TILE_WHEN_FACES_BELOW * min(height, width) and min(th, tw) > 0:
         for y0 in (0, height - th):
             for x0 in (0, width - tw):
                 tile = rgb[y0 : y0 + th, x0 : x0 + tw]
@@ -224,9 +281,13 @@ def _points_box(points: np.ndarray) -> tuple[float, float, float, float]:
 def find_faces(rgb: np.ndarray) -> list[Face]:
     """All faces in ``rgb`` (``(H, W, 3)`` uint8 RGB), each with 478 landmarks, largest first.
 
-    Deterministic: the same pixels give the same points.
+    Deterministic: the same pixels give the same points. An image too small, too thin or too
+    large for the detectors (:func:`detectable`) has no faces; :func:`check_detectable` says
+    why.
     """
     rgb = np.ascontiguousarray(rgb)
+    if not detectable(rgb.shape[1], rgb.shape[0]):
+        return []
     faces: list[Face] = []
     for box in detect_face_boxes(rgb):
         face = _mesh_in_box(rgb, box)

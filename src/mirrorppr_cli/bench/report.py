@@ -47,6 +47,10 @@ def markdown(payload: dict) -> str:
     note = artefact_note(payload)
     if note:
         lines += ["", note]
+    skipped = payload.get("skipped_metrics") or {}
+    if skipped:
+        lines += ["", "Not scored (this install cannot): "
+                  + "; ".join(f"{metric}: {why}" for metric, why in skipped.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,16 @@ from ..metrics.pixel import PixelScores, match_size
 from .datasets import Benchmark, Item
 
 ALL_METRICS = ("psnr", "ssim", "lpips", "face", "edit", "artefacts")
+#: What ``bench`` scores without ``--metrics``: everything, except that a metric whose extra
+#: (or weights) this install lacks is skipped with a one-line note naming what to install,
+#: and the run goes on; a metric named in ``--metrics`` must be scored (exit 5 otherwise).
+#: Why not put LPIPS in the base install: it needs torch, and ``mirrorppr[metrics]`` adds
+#: 4.4 GiB (20 distributions: torch 1.1 GiB, the CUDA libraries and triton that PyPI's Linux
+#: torch wheel pulls in) to the base install's 1.0 GiB (56 distributions), measured from the
+#: installed files' RECORDs; PSNR, SSIM, edit fidelity and the artefact check need only numpy
+#: and OpenCV, which the base already has. Face similarity likewise needs ``mirrorppr[face]``
+#: (dlib, 144 MiB) or ``mirrorppr[arcface]`` (insightface and downloaded weights).
+DEFAULT_METRICS = ALL_METRICS
 #: Identical images have infinite PSNR; reports write this value instead (JSON has no inf).
 PSNR_CAP = 100.0
 #: A row "has artefacts" when it shows more than this many new blobs beyond its item's

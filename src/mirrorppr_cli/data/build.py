@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import OutputError, UsageError
+from ..extras import extra_imports
 from ..inputs import expand_inputs
 from .filters import PROFESSIONAL_FACE_FILTER, FaceFilter
 from .pairs import PairSettings, make_professional_samples, make_samples
@@ -192,12 +193,8 @@ def run_ray(
     address: str | None = None, num_cpus: int | None = None,
 ) -> None:
     """Build ``todo`` shards as Ray tasks (a running cluster at ``address``, or a local one)."""
-    try:
+    with extra_imports("ray", "--engine ray"):
         import ray
-    except ImportError:
-        raise UsageError(
-            "--engine ray needs Ray: pip install 'mirrorppr[ray]'"
-        ) from None
     started = not ray.is_initialized()
     if started:
         local = {} if address else {"_node_ip_address": "127.0.0.1"}  # stay on loopback

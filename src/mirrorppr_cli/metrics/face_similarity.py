@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from ..errors import MissingWeightsError
+from ..extras import missing_extra, missing_module
 from .pixel import match_size, to_unit_float
 
 ARCFACE_NAME = "arcface-buffalo_l"
@@ -46,8 +47,6 @@ ARCFACE_DET_SIZE = (640, 640)
 ARCFACE_FILES = ("det_10g.onnx", "w600k_r50.onnx")  # buffalo_l's detector and recogniser
 ARCFACE_ENV = "MIRRORPPR_ARCFACE_DIR"
 ARCFACE_ZIP_URL = "https://github.com/deepinsight/insightface/releases/download/model-zoo/buffalo_l.zip"
-ARCFACE_PIP = "pip install insightface==2.1 onnxruntime protobuf==4.25.9 opencv-python==4.11.0.86"
-DLIB_PIP = 'pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 "setuptools<81"'
 DLIB_FILES = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
 
 #: ``rgb (H, W, 3) uint8 → [(detection score, embedding), …]`` for every face found.
@@ -198,9 +197,8 @@ def _arcface_embedder(model_dir: Path, ctx_id: int) -> FaceEmbedder:
     try:
         from insightface.app import FaceAnalysis
     except ImportError as exc:
-        raise MissingWeightsError(
-            f"ArcFace needs the insightface package ({type(exc).__name__}: {exc}): {ARCFACE_PIP}"
-        ) from exc
+        raise missing_extra("arcface", "ArcFace face similarity",
+                            (exc.name or "insightface").partition(".")[0]) from exc
     providers = ["CPUExecutionProvider"] if ctx_id < 0 else ["CUDAExecutionProvider", "CPUExecutionProvider"]
     try:
         # An existing absolute folder as ``name``: insightface 2.x loads it directly, 0.7.x joins
@@ -231,15 +229,14 @@ def _dlib_embedder() -> FaceEmbedder:
     try:
         import dlib
     except ImportError as exc:
-        raise MissingWeightsError(f"the dlib face embedding needs dlib: {DLIB_PIP}") from exc
+        raise missing_extra("face", "the dlib face embedding", "dlib") from exc
     # Locate the model files without importing face_recognition_models (its __init__ imports
     # the deprecated pkg_resources).
     spec = importlib.util.find_spec("face_recognition_models")
     models = Path(spec.origin).parent / "models" if spec and spec.origin else None
     if models is None or not all((models / f).is_file() for f in DLIB_FILES):
-        raise MissingWeightsError(
-            f"the dlib face embedding needs face-recognition-models ({', '.join(DLIB_FILES)}): {DLIB_PIP}"
-        )
+        raise missing_extra("face", "the dlib face embedding",
+                            f"face-recognition-models with {', '.join(DLIB_FILES)}")
     detector = dlib.get_frontal_face_detector()
     shapes = dlib.shape_predictor(str(models / DLIB_FILES[0]))
     recogniser = dlib.face_recognition_model_v1(str(models / DLIB_FILES[1]))
@@ -273,6 +270,9 @@ def load_embedder(
         raise ValueError(f"unknown face embedder {kind!r} (auto, arcface, dlib)")
     if kind == "dlib":
         return _dlib_embedder()
+    if kind == "arcface" and missing_module("arcface", ("insightface",)) is not None:
+        # Say the package first: without it the weights alone are of no use.
+        raise missing_extra("arcface", "ArcFace face similarity", "insightface")
 
     env = os.environ.get(ARCFACE_ENV)
     if arcface_dir is not None:

