@@ -726,3 +726,24 @@ def test_cli_flags_a_damaged_frame_for_review(pngs_512, tmp_path, monkeypatch):
     assert "blobs" in report["items"][0]["review"][0]
     unchecked = _run(*args, "-o", tmp_path / "unchecked.png", "--no-check")
     assert unchecked.exit_code == 0 and json.loads(unchecked.stdout)["items"][0]["review"] == []
+
+
+def test_large_faces_are_measured_at_the_flow_scale(astronaut_1024, monkeypatch):
+    """A face larger than FLOW_UNIT_PX is measured shrunk and its field returned at full size:
+    the same field as measured at full size, to a fraction of a pixel."""
+    from mirrorppr_cli import transfer as T
+
+    before = cv2.resize(np.asarray(astronaut_1024), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    points = _points(before)
+    assert FaceFrame.from_points(points).unit > 1.2 * T.FLOW_UNIT_PX
+    after = apply_local_warp(before, plan_warp(points, [OpRequest("eye_resize", 60),
+                                                         OpRequest("nose_alar", -50)]))
+    after_points = _points(after)
+    shrunk = estimate_edit(before, after, points, after_points)
+    monkeypatch.setattr(T, "FLOW_UNIT_PX", float("inf"))
+    full = estimate_edit(before, after, points, after_points)
+    assert shrunk.box == full.box and shrunk.flow.shape == full.flow.shape
+    moving = np.linalg.norm(full.flow, axis=-1) > 0.5
+    error = np.linalg.norm(shrunk.flow - full.flow, axis=-1)[moving]
+    assert moving.sum() > 2000 and np.median(error) < 0.15 and np.percentile(error, 95) < 0.5
+    assert shrunk.max_motion_px == pytest.approx(full.max_motion_px, rel=0.1)
