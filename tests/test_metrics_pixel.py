@@ -76,3 +76,20 @@ def test_pooled_psnr_is_over_all_pixels_not_the_mean_of_psnrs(pair):
     assert scores.pooled_psnr == pytest.approx(single + 10 * math.log10(2), abs=1e-9)
     assert scores.psnr_values == [pytest.approx(single), math.inf]
     assert scores.mean_ssim == pytest.approx((ssim(pred, truth) + 1.0) / 2)
+
+
+@pytest.mark.parametrize("shape, dtype", [((37, 53, 3), np.uint8), ((37, 53, 4), np.uint8),
+                                          ((37, 53), np.uint8), ((37, 53, 3), np.uint16),
+                                          ((37, 53, 3), np.float32)])
+def test_changed_mask_matches_numpy_down_to_one_level_in_one_channel(shape, dtype):
+    from mirrorppr_cli.metrics.pixel import changed_mask
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(1, 200, size=shape).astype(dtype)
+    b = a.copy()
+    flat = b.reshape(-1)
+    flat[rng.choice(flat.size, 40, replace=False)] += 1  # one level, one channel each
+    expected = np.any(a != b, axis=-1) if a.ndim == 3 else a != b
+    got = changed_mask(a, b)
+    assert got.shape == shape[:2] and got.dtype == bool and np.array_equal(got, expected)
+    assert not changed_mask(a, a.copy()).any()

@@ -33,6 +33,7 @@ from .explain import (
 )
 from .io import read_image, to_uint8, with_pixels, write_image
 from .landmarks import find_faces, mesh_face_at, select_face
+from .metrics.pixel import changed_mask
 from .ops import OpRequest, plan_warp
 from .transfer import (
     Edit,
@@ -388,7 +389,7 @@ def retouch_file(
     written = write_image(result, dest, force=force, format=output_format)
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,
-        changed_pixels=int(np.any(pixels != picture.pixels, axis=-1).sum()),
+        changed_pixels=int(np.count_nonzero(changed_mask(pixels, picture.pixels))),
         strength=strength, seconds=round(time.perf_counter() - start, 4), notes=notes,
         review=review,
     )

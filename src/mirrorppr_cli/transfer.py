@@ -31,6 +31,7 @@ from .errors import InputError
 from .face_frame import FaceFrame
 from .io import to_uint8
 from .landmark_mirror import MIRROR
+from .metrics.pixel import changed_mask
 from .ops.compose import thinned
 from .warp import Box, blend_into, grid_nodes, interpolate_planes, mls_similarity, remap_xy
 
@@ -178,7 +179,7 @@ def estimate_edit(
     # The face engine edits faces: look for motion only around the face (re-encoding noise
     # elsewhere, e.g. a JPEG export of "after", is not an edit); work inside that window.
     window, region, pad = face.window, face.region, face.pad
-    changed = np.any(before[window.slices()] != after[window.slices()], axis=-1) & region
+    changed = changed_mask(before[window.slices()], after[window.slices()]) & region
     if not changed.any():
         return _no_edit(before_points, appearance)
     rows, cols = np.nonzero(changed)

@@ -67,6 +67,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .pixel import changed_mask
+
 #: Median window sizes (px) of the impulse response: 5 sees 1–3-px dots, 11 discs up to ~8 px.
 MEDIAN_SIZES = (5, 11)
 #: The reference (query) responses are dilated by this radius (px): a highlight moved by
@@ -174,7 +176,7 @@ class BlobScore:
 
 
 def _changed_box(query: np.ndarray, output: np.ndarray, margin: int) -> tuple[slice, slice] | None:
-    changed = np.any(query != output, axis=-1) if query.ndim == 3 else query != output
+    changed = changed_mask(query, output)
     rows, cols = np.any(changed, axis=1), np.any(changed, axis=0)
     if not rows.any():
         return None

@@ -32,6 +32,19 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def changed_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: pixels where ``a`` and ``b`` (same shape, ``(H, W)`` or ``(H, W, C)``)
+    differ in any channel. OpenCV for uint8 images of up to 4 channels (about 3× faster than
+    NumPy's ``any`` over the channel axis on a 2 MP frame), NumPy otherwise."""
+    if a.ndim == 2:
+        return a != b
+    if a.dtype == np.uint8 and b.dtype == np.uint8 and a.shape[2] <= 4:
+        diff = cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b))
+        # the channel sum saturates at 255 for uint8: still > 0 wherever one channel differs
+        return cv2.transform(diff, np.ones((1, a.shape[2]), np.float32)) > 0
+    return np.any(a != b, axis=-1)
+
+
 def match_size(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """``prediction`` resized bilinearly to ``truth``'s height and width (if they differ)."""
     if prediction.shape[:2] == truth.shape[:2]:
@@ -108,13 +121,23 @@ class PixelScores:
 
     def add(self, prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
         """Score one pair; returns its ``(psnr, ssim)``."""
+        return self.record(*self.measure(prediction, truth))
+
+    @staticmethod
+    def measure(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, int, float]:
+        """``(sum of squared errors, values, ssim)`` of one pair, recorded nowhere: a caller
+        that may still fail on the pair records it (:meth:`record`) once it cannot."""
         sse, n = squared_error(prediction, truth)
+        return sse, n, ssim(prediction, truth)
+
+    def record(self, sse: float, n: int, ssim_value: float) -> tuple[float, float]:
+        """Add a measured pair to the set; returns its ``(psnr, ssim)``."""
         self.sse += sse
         self.count += n
-        p, s = psnr_from_mse(sse / n), ssim(prediction, truth)
+        p = psnr_from_mse(sse / n)
         self.psnr_values.append(p)
-        self.ssim_values.append(s)
-        return p, s
+        self.ssim_values.append(ssim_value)
+        return p, ssim_value
 
     @property
     def pooled_psnr(self) -> float:
