@@ -424,3 +424,45 @@ def test_body_motion_no_operation_names_is_carried_as_measured(astronaut_512, ex
     other_side = recall(replace(exemplar, edit=replace(exemplar.edit, appearance=None)))
     assert with_rest > 0.8 and with_rest > pose_only + 0.2
     assert with_rest > without + 0.5 and with_rest > other_side + 0.5
+
+
+def test_body_confinement_is_the_person_grown_off_the_face(astronaut_512, astronaut_512_points,
+                                                          exemplar_body):
+    """Carried body motion may move the person and a margin around it, never the face region
+    nor the background far from the person."""
+    from mirrorppr_cli.transfer import BODY_MARGIN, body_confinement
+
+    unit = exemplar_body.frame.unit
+    face = face_window(astronaut_512_points, astronaut_512.shape[:2])
+    confine = body_confinement(exemplar_body.person, unit, face, 3.0)
+    assert confine.shape == astronaut_512.shape[:2] and confine.min() >= 0 and confine.max() <= 1
+    assert not confine[face.mask(confine.shape)].any()
+    distance = exemplar_body.outside_distance
+    assert not confine[distance > BODY_MARGIN * unit].any()
+    deep = cv2.erode(exemplar_body.person.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    near_face = cv2.dilate(face.mask(confine.shape).astype(np.uint8), np.ones((15, 15), np.uint8))
+    deep &= near_face == 0
+    assert deep.sum() > 1000 and confine[deep].min() == 1.0
+
+
+def test_body_motion_carried_off_the_person_is_left_out_and_flagged(
+        astronaut_512, exemplar_body, query, monkeypatch):
+    """A query whose person (as detected) ends at the neck: the shoulder motion carried to it
+    lands off the person; it is left out and the frame is flagged for review."""
+    import mirrorppr_cli.body as body_mod
+
+    before = np.asarray(astronaut_512)
+    exemplar = measure_exemplar(before, _lift_shoulder(before, exemplar_body, 12), mode="hybrid")
+    q, points, q_body = query
+    head_only = q_body.mask.copy()
+    head_only[int(q_body.points[:, 1][[11, 12]].min() - 0.3 * q_body.frame.unit):] = 0
+    cut = body_mod.Body(q_body.points, q_body.visibility, head_only, q_body.frame)
+    monkeypatch.setattr(body_mod, "detect_body", lambda rgb, **kw: cut)
+    review: list[str] = []
+    out = apply_exemplar(exemplar, q, points, review=review)
+    assert any("fell off the query's person" in line for line in review)
+    monkeypatch.setattr(body_mod, "detect_body", lambda rgb, **kw: q_body)
+    review = []
+    moved = apply_exemplar(exemplar, q, points, review=review)
+    assert not review
+    assert psnr(out, q) > psnr(moved, q) + 6  # most of the motion was left out

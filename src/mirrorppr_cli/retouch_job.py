@@ -66,7 +66,8 @@ class Exemplar:
 
 def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
                    strength: float = 1.0, *, rgb: np.ndarray | None = None,
-                   notes: list[str] | None = None) -> np.ndarray:
+                   notes: list[str] | None = None,
+                   review: list[str] | None = None) -> np.ndarray:
     """The query's new pixels.
 
     flow: the measured motion carried over through the landmark correspondence; catalog: the
@@ -75,7 +76,8 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     the fitted body operations re-planned on the query's own body (:func:`apply_body_edit`).
 
     ``rgb``: the query as ``(H, W, 3)`` uint8 RGB for the body detector (default: made from
-    ``pixels``); ``notes``: gets what was skipped of the body edit, and why.
+    ``pixels``); ``notes``: gets what was skipped of the body edit, and why; ``review``: gets
+    why the frame should be looked at (:func:`carry_body_residual`).
     """
     mirrored = is_mirrored(exemplar.edit.appearance, pixels, points)
     if exemplar.explanation is None:
@@ -91,7 +93,7 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     if (has_ops or exemplar.body_residual is not None) and strength != 0:
         out = apply_body_edit(exemplar.body, out, pixels if rgb is None else rgb, strength,
                               notes=notes, residual=exemplar.body_residual, mirrored=mirrored,
-                              face_points=points)
+                              face_points=points, review=review)
     return out
 
 
@@ -116,7 +118,8 @@ def _detector_rgb(pixels: np.ndarray) -> np.ndarray:
 def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.ndarray,
                     strength: float = 1.0, *, notes: list[str] | None = None,
                     name: str = "query", residual: BodyResidual | None = None,
-                    mirrored: bool = False, face_points: np.ndarray | None = None) -> np.ndarray:
+                    mirrored: bool = False, face_points: np.ndarray | None = None,
+                    review: list[str] | None = None) -> np.ndarray:
     """``pixels`` with the fitted body operations planned on the body detected in ``rgb``
     (the same image, for the detector; it may be ``pixels`` itself).
 
@@ -150,30 +153,37 @@ def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.nda
         out = apply_body_warp(pixels, warp)
     if residual is not None:
         out = carry_body_residual(residual, out, body, strength, mirrored=mirrored, notes=notes,
-                                  in_place=out is not pixels, face_points=face_points)
+                                  in_place=out is not pixels, face_points=face_points,
+                                  review=review)
     return out if out is not pixels else pixels.copy()
 
 
 #: Pose landmarks that anchor the body correspondence (shoulders, elbows, wrists, hips, knees,
 #: ankles and the face points: whatever both bodies show).
 MIN_BODY_HANDLES = 3
+#: Carried body motion of which less than this share lands on the query's person (off its
+#: face) is reported: the correspondence put the rest where the query has no body.
+MIN_KEPT_BODY_MOTION = 0.7
 
 
 def carry_body_residual(residual: BodyResidual, pixels: np.ndarray, body, strength: float,
                         *, mirrored: bool = False, notes: list[str] | None = None,
                         in_place: bool = False,
-                        face_points: np.ndarray | None = None) -> np.ndarray:
+                        face_points: np.ndarray | None = None,
+                        review: list[str] | None = None) -> np.ndarray:
     """``pixels`` with the exemplar's residual body motion carried onto the query's ``body``
     (mirrored for a mirrored query): through the face meshes (``face_points``, the query's)
     while the query's pose agrees with them, else through the pose landmarks both show
-    (:mod:`mirrorppr_cli.body_correspondence`)."""
+    (:mod:`mirrorppr_cli.body_correspondence`). Motion that lands off the query's person or
+    on its face is left out (:func:`~mirrorppr_cli.transfer.body_confinement`); when that is
+    more than ``1 −`` :data:`MIN_KEPT_BODY_MOTION` of it, ``review`` is told."""
     from .body_correspondence import (
         CHECK_JOINTS,
         POSE_AGREEMENT,
         face_handles,
         pose_disagreement,
     )
-    from .transfer import MIN_SMOOTH_PX, POSE_MIRROR, carry_field
+    from .transfer import MIN_SMOOTH_PX, POSE_MIRROR, body_confinement, carry_field
 
     q_points = body.points[POSE_MIRROR] if mirrored else body.points
     q_seen = np.array([body.seen(int(j)) for j in (POSE_MIRROR if mirrored else range(33))])
@@ -190,10 +200,20 @@ def carry_body_residual(residual: BodyResidual, pixels: np.ndarray, body, streng
         if pose_disagreement(residual.face_points, face_points, residual.points, q_points,
                              checked, unit, mirrored) <= POSE_AGREEMENT:
             ex_h, q_h = face_handles(residual.face_points, face_points, mirrored)
-    return carry_field(residual.flow, residual.box, ex_h, q_h,
-                       pixels, reflect=mirrored, strength=strength,
-                       correspondence_sigma=0.05 * unit,
-                       smooth_sigma=max(0.015 * unit, MIN_SMOOTH_PX), in_place=in_place)
+    smooth = max(0.015 * unit, MIN_SMOOTH_PX)
+    confine = None
+    if face_points is not None:
+        confine = body_confinement(body.person, unit, face_window(face_points, body.shape),
+                                   3 * smooth)
+    report: dict = {}
+    out = carry_field(residual.flow, residual.box, ex_h, q_h, pixels, reflect=mirrored,
+                      strength=strength, correspondence_sigma=0.05 * unit, smooth_sigma=smooth,
+                      in_place=in_place, confine=confine, report=report)
+    if review is not None and report.get("kept", 1.0) < MIN_KEPT_BODY_MOTION:
+        review.append(f"{100 * (1 - report['kept']):.0f} % of the carried body motion fell off "
+                     "the query's person or onto its face and was left out; look at the frame "
+                     "before it ships")
+    return out
 
 
 @dataclass
@@ -382,10 +402,11 @@ def retouch_file(
     picture = read_image(source, max_pixels=max_pixels)
     points, chosen, found = face_points(picture.rgb8(), face_index, str(source))
     notes: list[str] = []
+    doubts: list[str] = []
     pixels = apply_exemplar(exemplar, picture.pixels, points, strength, rgb=picture.rgb8(),
-                            notes=notes)
+                            notes=notes, review=doubts)
     result = with_pixels(picture, pixels)
-    review = review_reasons(picture.rgb8(), result.rgb8()) if check else []
+    review = (review_reasons(picture.rgb8(), result.rgb8()) + doubts) if check else []
     written = write_image(result, dest, force=force, format=output_format)
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,

@@ -646,7 +646,8 @@ def transfer(
 def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.ndarray,
                 query: np.ndarray, *, reflect: bool = False, strength: float = 1.0,
                 correspondence_sigma: float = 0.0, smooth_sigma: float = MIN_SMOOTH_PX,
-                in_place: bool = False) -> np.ndarray:
+                in_place: bool = False, confine: np.ndarray | None = None,
+                report: dict | None = None) -> np.ndarray:
     """Carry a backward offset ``field`` ``(h, w, 2)`` (px, over ``field_box`` of the exemplar
     image, zero outside) into ``query`` through the correspondence of handle points ``ex_h``
     (exemplar, in the field's pixel frame) ↔ ``q_h`` (query px), both ``(N, 2)`` ``(x, y)``.
@@ -659,6 +660,9 @@ def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.nda
     resulting field is made fold-free and no steeper than :data:`MAX_FIELD_GRADIENT`
     (:func:`_unfolded`, ``smooth_sigma`` px). Pixels it moves by less than
     :data:`MIN_OFFSET_PX` are copied bit for bit; with ``in_place`` ``query`` is changed.
+    ``confine``: ``(H, W)`` float in [0, 1] over the query, multiplied into the carried offsets
+    (where the query may move: :func:`body_confinement`); ``report`` then gets ``"kept"``, the
+    share of the carried motion (sum of squared offsets) that it keeps.
     """
     flip = _flip(reflect)
     q_h = q_h * flip
@@ -669,6 +673,12 @@ def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.nda
     sampled = _sample(field, field_box, mapped)
     offsets = (sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T) * (flip * strength)
     dx, dy = interpolate_planes(box, GRID, offsets)
+    if confine is not None:
+        inside = confine[box.slices()].astype(np.float32)
+        before = float(np.sum(dx * dx + dy * dy))
+        dx, dy = dx * inside, dy * inside
+        if report is not None:
+            report["kept"] = float(np.sum(dx * dx + dy * dy)) / before if before > 0 else 1.0
     # A safety net: whatever the correspondence did, the query's field is made fold-free.
     smooth = _unfolded(np.dstack([dx, dy]).astype(np.float32), smooth_sigma)
     dx, dy = np.ascontiguousarray(smooth[..., 0]), np.ascontiguousarray(smooth[..., 1])
@@ -769,6 +779,21 @@ def changed_off_face(before: np.ndarray, after: np.ndarray,
     if not large.any():
         return None
     return large[labels]
+
+
+def body_confinement(person: np.ndarray, unit: float, face: FaceWindow,
+                     sigma: float) -> np.ndarray:
+    """``(H, W)`` float32 in [0, 1]: where carried body motion may move a query's pixels —
+    its person (``person``, ``(H, W)`` bool; body unit ``unit`` px) grown by
+    :data:`BODY_MARGIN`, off its face region (``face``), tapered over ``sigma`` px. The
+    exemplar's body motion is measured in the same region of the exemplar
+    (:func:`estimate_body_motion`): motion a loose correspondence puts into the query's
+    background or onto its face is not an edit of its body."""
+    region = cv2.distanceTransform((~person).astype(np.uint8), cv2.DIST_L2,
+                                   cv2.DIST_MASK_PRECISE) <= BODY_MARGIN * unit
+    region &= ~face.mask(region.shape)
+    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(sigma, 0.5))
+    return np.minimum(taper * 2.0, 1.0) * region  # full value a sigma or so inside
 
 
 def estimate_body_motion(before: np.ndarray, after: np.ndarray, person: np.ndarray,
