@@ -319,7 +319,7 @@ def measure_body(before: np.ndarray, after: np.ndarray, points: np.ndarray, *,
             notes.append(f"the body operations ({_named(fit.ops)}) explain "
                          f"{100 * fit.explained:.0f} % of the body motion; it is carried as "
                          "measured")
-            fit = replace(fit, ops=())
+            fit = replace(fit, ops=[])
         residual = body_residual(motion, fit, body)
         if residual is not None:  # the face mesh where the residual was measured
             residual = replace(residual, face_points=np.array(points, np.float64))
