@@ -747,3 +747,21 @@ def test_large_faces_are_measured_at_the_flow_scale(astronaut_1024, monkeypatch)
     error = np.linalg.norm(shrunk.flow - full.flow, axis=-1)[moving]
     assert moving.sum() > 2000 and np.median(error) < 0.15 and np.percentile(error, 95) < 0.5
     assert shrunk.max_motion_px == pytest.approx(full.max_motion_px, rel=0.1)
+
+
+def test_large_smoothing_scales_are_unfolded_at_a_reduced_resolution():
+    """A field smooth on a 30 px scale with a fold: worked at a reduced resolution, the fold
+    is gone at full size (the Jacobian is the same at both scales); a fold-free field comes
+    back untouched."""
+    from mirrorppr_cli import transfer as T
+
+    h, w = 600, 800
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    bump = np.exp(-(((xs - 400) / 60) ** 2 + ((ys - 300) / 60) ** 2)).astype(np.float32)
+    folded = np.dstack([-120 * bump * (xs - 400) / 60, np.zeros_like(bump)]).astype(np.float32)
+    assert T.jacobian_determinant(folded).min() < 0
+    fixed = T._unfolded_coarse(folded.copy(), 30.0)
+    assert T.jacobian_determinant(fixed).min() >= 0.9 * T.MIN_JACOBIAN_DET
+    gentle = folded * 0.05
+    assert T.jacobian_determinant(gentle).min() > 0.5
+    assert np.array_equal(T._unfolded_coarse(gentle.copy(), 30.0), gentle)

@@ -344,6 +344,32 @@ def _unfolded(field: np.ndarray, sigma: float) -> np.ndarray:
     return field * _fold_free_scale(field)
 
 
+#: Smoothing scales above this many pixels are worked at a reduced resolution that brings
+#: them down to it (:func:`_unfolded_coarse`, :func:`body_confinement`): OpenCV's Gaussian
+#: costs in proportion to its width, and on a 24 MP query a body's smoothing scale is ~30 px
+#: (the carry took 22 s of CPU; the fields are smooth on that scale, so nothing is lost).
+WORK_SIGMA_PX = 4.0
+
+
+def _unfolded_coarse(field: np.ndarray, sigma: float) -> np.ndarray:
+    """:func:`_unfolded` worked at a resolution where ``sigma`` is :data:`WORK_SIGMA_PX`
+    (offsets scaled with it, so gradients and Jacobians are the same), the change it makes
+    brought back to full size; below that scale it is :func:`_unfolded` itself."""
+    if sigma <= WORK_SIGMA_PX:
+        return _unfolded(field, sigma)
+    factor = WORK_SIGMA_PX / sigma
+    height, width = field.shape[:2]
+    small_size = (max(2, round(width * factor)), max(2, round(height * factor)))
+    small = cv2.resize(field, small_size, interpolation=cv2.INTER_AREA)
+    fx, fy = small_size[0] / width, small_size[1] / height
+    scaled = small * np.array([fx, fy], np.float32)
+    fixed = _unfolded(scaled, WORK_SIGMA_PX)
+    if fixed is scaled:  # nothing folded at this scale
+        return field
+    change = (fixed - scaled) / np.array([fx, fy], np.float32)
+    return field + cv2.resize(change, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 #: Largest change of the field between neighbouring pixels (px per px, either component):
 #: beyond it an edge is torn into steps even where the map does not yet fold.
 MAX_FIELD_GRADIENT = 0.8
@@ -569,16 +595,16 @@ CORRESPONDENCE_STEP_SIGMAS = 0.5
 
 
 def _correspondence(box: Box, q_h: np.ndarray, ex_h: np.ndarray, flip: np.ndarray,
-                    sigma: float) -> np.ndarray:
-    """``(ny, nx, 2)``: T at the :data:`GRID` nodes of ``box`` (:func:`grid_nodes`), T the
+                    sigma: float, grid: int = GRID) -> np.ndarray:
+    """``(ny, nx, 2)``: T at the ``grid`` nodes of ``box`` (:func:`grid_nodes`), T the
     similarity MLS from the query handles ``q_h`` (already multiplied by ``flip``) to the
     exemplar handles ``ex_h``, smoothed over ``sigma`` px."""
-    step = GRID * max(1, int(CORRESPONDENCE_STEP_SIGMAS * sigma / GRID))
+    step = grid * max(1, int(CORRESPONDENCE_STEP_SIGMAS * sigma / grid))
     coarse = mls_similarity(grid_nodes(box, step) * flip, q_h, ex_h)
     coarse = _smooth_nodes(coarse, sigma / step)
-    if step == GRID:
+    if step == grid:
         return coarse
-    fine = grid_nodes(box, GRID)
+    fine = grid_nodes(box, grid)
     where = ((fine - [box.x0, box.y0]) / step).astype(np.float32)
     coarse = coarse.astype(np.float32)
     return cv2.remap(coarse, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
@@ -669,10 +695,12 @@ def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.nda
     box = _query_box(field_box, ex_h, q_h, query.shape[:2], reflect)
     if box.empty:
         return query if in_place else query.copy()
-    mapped = _correspondence(box, q_h, ex_h, flip, correspondence_sigma)
+    # Nodes GRID px apart, wider where the field is smooth on a larger scale (big images).
+    grid = GRID * max(1, int(smooth_sigma / (2 * WORK_SIGMA_PX)))
+    mapped = _correspondence(box, q_h, ex_h, flip, correspondence_sigma, grid)
     sampled = _sample(field, field_box, mapped)
     offsets = (sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T) * (flip * strength)
-    dx, dy = interpolate_planes(box, GRID, offsets)
+    dx, dy = interpolate_planes(box, grid, offsets)
     if confine is not None:
         inside = confine[box.slices()].astype(np.float32)
         before = float(np.sum(dx * dx + dy * dy))
@@ -680,7 +708,7 @@ def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.nda
         if report is not None:
             report["kept"] = float(np.sum(dx * dx + dy * dy)) / before if before > 0 else 1.0
     # A safety net: whatever the correspondence did, the query's field is made fold-free.
-    smooth = _unfolded(np.dstack([dx, dy]).astype(np.float32), smooth_sigma)
+    smooth = _unfolded_coarse(np.dstack([dx, dy]).astype(np.float32), smooth_sigma)
     dx, dy = np.ascontiguousarray(smooth[..., 0]), np.ascontiguousarray(smooth[..., 1])
     # The field is smooth and falls to zero by itself: a pixel is either moved by its offset
     # or copied (no cross-fade of moved and unmoved pixels, which would ghost an edge).
@@ -789,11 +817,23 @@ def body_confinement(person: np.ndarray, unit: float, face: FaceWindow,
     exemplar's body motion is measured in the same region of the exemplar
     (:func:`estimate_body_motion`): motion a loose correspondence puts into the query's
     background or onto its face is not an edit of its body."""
-    region = cv2.distanceTransform((~person).astype(np.uint8), cv2.DIST_L2,
-                                   cv2.DIST_MASK_PRECISE) <= BODY_MARGIN * unit
-    region &= ~face.mask(region.shape)
-    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(sigma, 0.5))
-    return np.minimum(taper * 2.0, 1.0) * region  # full value a sigma or so inside
+    height, width = person.shape
+    factor = min(1.0, WORK_SIGMA_PX / max(sigma, 0.5))
+    size = (max(2, round(width * factor)), max(2, round(height * factor)))
+    shrink = lambda m: cv2.resize(m.astype(np.float32), size,  # noqa: E731
+                                  interpolation=cv2.INTER_AREA) > 0.5
+    small_person = shrink(person) if factor < 1 else person
+    face_mask = face.mask(person.shape)
+    small_face = shrink(face_mask) if factor < 1 else face_mask
+    region = cv2.distanceTransform((~small_person).astype(np.uint8), cv2.DIST_L2,
+                                   cv2.DIST_MASK_PRECISE) <= BODY_MARGIN * unit * factor
+    region &= ~small_face
+    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(sigma * factor, 0.5))
+    confine = np.minimum(taper * 2.0, 1.0) * region  # full value a sigma or so inside
+    if factor < 1:
+        confine = cv2.resize(confine, (width, height), interpolation=cv2.INTER_LINEAR)
+        confine[face_mask] = 0.0  # the face stays exactly untouched at full size
+    return confine.astype(np.float32)
 
 
 def estimate_body_motion(before: np.ndarray, after: np.ndarray, person: np.ndarray,
