@@ -67,7 +67,8 @@ class Exemplar:
 def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
                    strength: float = 1.0, *, rgb: np.ndarray | None = None,
                    notes: list[str] | None = None,
-                   review: list[str] | None = None) -> np.ndarray:
+                   review: list[str] | None = None,
+                   mirrored: bool | None = None) -> np.ndarray:
     """The query's new pixels.
 
     flow: the measured motion carried over through the landmark correspondence; catalog: the
@@ -77,9 +78,11 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
 
     ``rgb``: the query as ``(H, W, 3)`` uint8 RGB for the body detector (default: made from
     ``pixels``); ``notes``: gets what was skipped of the body edit, and why; ``review``: gets
-    why the frame should be looked at (:func:`carry_body_residual`).
+    why the frame should be looked at (:func:`carry_body_residual`); ``mirrored``: whether the
+    query shows the exemplar's face mirrored (default: told from ``pixels``).
     """
-    mirrored = is_mirrored(exemplar.edit.appearance, pixels, points)
+    if mirrored is None:
+        mirrored = is_mirrored(exemplar.edit.appearance, pixels, points)
     if exemplar.explanation is None:
         out = transfer(exemplar.edit, pixels, points, strength=strength, mirrored=mirrored)
     else:
@@ -95,6 +98,26 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
                               notes=notes, residual=exemplar.body_residual, mirrored=mirrored,
                               face_points=points, review=review)
     return out
+
+
+def sampling_map(exemplar: Exemplar, rgb: np.ndarray, points: np.ndarray,
+                 strength: float = 1.0) -> np.ndarray:
+    """``(H, W, 2)`` float32: for every pixel of the retouched query, the query position
+    ``(x, y)`` (px, pixel centres at integers) it takes its colour from — the inverse map of
+    :func:`apply_exemplar` on the query ``rgb`` (``(H, W, 3)`` uint8) with landmarks
+    ``points``. Untouched pixels map to themselves.
+
+    Made by retouching an image of coordinates with the very same steps: every step resamples
+    bilinearly (exact for coordinates) and moves or copies pixels, except the catalog
+    operations' feathered edge, where a colour mix becomes a coordinate mix (resampling the
+    query through the map there differs from the output by a grey level or so).
+    """
+    height, width = rgb.shape[:2]
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    coords = np.dstack([xs, ys, np.zeros_like(xs)])
+    mirrored = is_mirrored(exemplar.edit.appearance, rgb, points)
+    moved = apply_exemplar(exemplar, coords, points, strength, rgb=rgb, mirrored=mirrored)
+    return np.ascontiguousarray(moved[..., :2], dtype=np.float32)
 
 
 def _named(ops) -> str:
@@ -233,6 +256,8 @@ class RetouchReport:
     notes: list[str] = field(default_factory=list)
     #: Why the written frame should be looked at before it ships (empty: nothing found).
     review: list[str] = field(default_factory=list)
+    #: Files written beside the output (``--export``).
+    exports: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -390,15 +415,19 @@ def load_exemplar(before: Path, after: Path, *, mode: str = "hybrid",
 def retouch_file(
     exemplar: Exemplar, source: Path, dest: Path, *, strength: float = 1.0,
     face_index: int | None = None, force: bool = False, output_format: str | None = None,
-    max_pixels: int | None = None, check: bool = True,
+    max_pixels: int | None = None, check: bool = True, exports: tuple[str, ...] = (),
 ) -> RetouchReport:
     """Apply ``exemplar`` to the query ``source``; write ``dest`` atomically; errors propagate.
 
     ``check``: look for artefacts in the result (:func:`review_reasons`); what is found is in
-    the report's ``review`` (the frame is written: the retoucher decides)."""
+    the report's ``review`` (the frame is written: the retoucher decides). ``exports``: kinds
+    of :mod:`mirrorppr_cli.exports` written beside ``dest`` (the edit as a map, layers…)."""
+    from .exports import encode_exports, export_paths, write_exports
+
     start = time.perf_counter()
-    if not force and dest.exists():
-        raise OutputError(f"{dest}: exists; pass --force to overwrite")
+    for path in [dest, *export_paths(dest, exports)]:
+        if not force and path.exists():
+            raise OutputError(f"{path}: exists; pass --force to overwrite")
     picture = read_image(source, max_pixels=max_pixels)
     points, chosen, found = face_points(picture.rgb8(), face_index, str(source))
     notes: list[str] = []
@@ -407,12 +436,17 @@ def retouch_file(
                             notes=notes, review=doubts)
     result = with_pixels(picture, pixels)
     review = (review_reasons(picture.rgb8(), result.rgb8()) + doubts) if check else []
+    encoded = []
+    if exports:  # made before anything is written: a failure leaves no output behind
+        inverse_map = sampling_map(exemplar, picture.rgb8(), points, strength)
+        encoded = encode_exports(exports, inverse_map, picture.pixels, pixels, dest)
     written = write_image(result, dest, force=force, format=output_format)
+    exported = write_exports(encoded, force=force)
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,
         changed_pixels=int(np.count_nonzero(changed_mask(pixels, picture.pixels))),
         strength=strength, seconds=round(time.perf_counter() - start, 4), notes=notes,
-        review=review,
+        review=review, exports=[str(p) for p in exported],
     )
 
 

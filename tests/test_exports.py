@@ -1,0 +1,154 @@
+"""The edit exported beside the output reproduces the output: resampling the query through
+each exported map (read back from the file, converted with the convention the docs state,
+resampled by OpenCV's remap) gives the tool's own pixels to within interpolation error."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from mirrorppr_cli.errors import OutputError, UsageError
+from mirrorppr_cli.exports import parse_kinds
+from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.ops import OpRequest, plan_warp
+from mirrorppr_cli.retouch_job import measure_exemplar, retouch_file, sampling_map
+from mirrorppr_cli.warp import apply_local_warp
+
+ALL = ("stmap", "displace", "npy", "layers")
+
+
+@pytest.fixture(scope="module")
+def job(astronaut_512, astronaut_512_points, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exports")
+    before = np.asarray(astronaut_512)
+    after = apply_local_warp(before, plan_warp(astronaut_512_points,
+                                               [OpRequest("eye_resize", 60),
+                                                OpRequest("mouth_resize", -50)]))
+    exemplar = measure_exemplar(before, after, mode="hybrid")
+    query = np.ascontiguousarray(np.fliplr(before)[30:, 10:])
+    Image.fromarray(query).save(folder / "q.png")
+    report = retouch_file(exemplar, folder / "q.png", folder / "q_out.png", strength=0.9,
+                          exports=ALL)
+    out = np.asarray(Image.open(folder / "q_out.png"))
+    return exemplar, query, out, report, folder
+
+
+def _remap(query: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    return cv2.remap(query, map_x.astype(np.float32), map_y.astype(np.float32),
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _reproduces(query: np.ndarray, out: np.ndarray, resampled: np.ndarray) -> None:
+    changed = np.any(out != query, axis=-1)
+    diff = np.abs(resampled.astype(int) - out.astype(int))
+    assert changed.sum() > 500
+    assert diff[changed].mean() < 0.5 and diff.max() <= 12
+    assert np.array_equal(resampled[~changed], query[~changed]) or diff[~changed].max() <= 1
+
+
+def test_every_kind_is_written_beside_the_output(job):
+    _, _, _, report, folder = job
+    names = sorted(os.path.basename(p) for p in report.exports)
+    assert names == sorted(["q_out.stmap.exr", "q_out.displace-x.png", "q_out.displace-y.png",
+                            "q_out.displace.json", "q_out.map.npy", "q_out.layers.tif"])
+    assert not list(folder.glob("*.part"))
+
+
+def test_npy_is_the_tools_inverse_map(job, astronaut_512):
+    exemplar, query, out, _, folder = job
+    saved = np.load(folder / "q_out.map.npy", allow_pickle=False)
+    assert saved.dtype == np.float32 and saved.shape == query.shape[:2] + (2,)
+    own = sampling_map(exemplar, query, find_faces(query)[0].points, 0.9)
+    assert np.abs(saved - own).max() < 0.05
+    _reproduces(query, out, _remap(query, saved[..., 0], saved[..., 1]))
+
+
+def test_stmap_read_back_by_opencv_reproduces_the_output(job):
+    """s = (x + 0.5) / W, t = 1 − (y + 0.5) / H, red and green; OpenCV reads EXR as BGR."""
+    _, query, out, _, folder = job
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    bgr = cv2.imread(str(folder / "q_out.stmap.exr"), cv2.IMREAD_UNCHANGED)
+    assert bgr.dtype == np.float32 and bgr.shape == query.shape[:2] + (3,)
+    height, width = query.shape[:2]
+    s, t = bgr[..., 2].astype(np.float64), bgr[..., 1].astype(np.float64)
+    map_x, map_y = s * width - 0.5, (1.0 - t) * height - 0.5
+    npy = np.load(folder / "q_out.map.npy")
+    assert max(np.abs(map_x - npy[..., 0]).max(), np.abs(map_y - npy[..., 1]).max()) < 0.05
+    # an untouched corner is the identity: s, t at pixel centres, t counted from the bottom
+    assert s[0, 0] == pytest.approx(0.5 / width) and t[0, 0] == pytest.approx(1 - 0.5 / height)
+    _reproduces(query, out, _remap(query, map_x, map_y))
+
+
+def test_displacement_maps_with_their_sidecar_reproduce_the_output(job):
+    _, query, out, _, folder = job
+    x16 = cv2.imread(str(folder / "q_out.displace-x.png"), cv2.IMREAD_UNCHANGED)
+    y16 = cv2.imread(str(folder / "q_out.displace-y.png"), cv2.IMREAD_UNCHANGED)
+    meta = json.loads((folder / "q_out.displace.json").read_text())
+    assert x16.dtype == np.uint16 and x16.shape == query.shape[:2]
+    scale, neutral = meta["scale_px"], meta["neutral"]
+    height, width = x16.shape
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    map_x = xs + (x16 - neutral) / neutral * scale
+    map_y = ys + (y16 - neutral) / neutral * scale
+    npy = np.load(folder / "q_out.map.npy")
+    assert np.abs(map_x - npy[..., 0]).max() <= scale / 32767 + 1e-4
+    assert np.abs(map_y - npy[..., 1]).max() <= scale / 32767 + 1e-4
+    _reproduces(query, out, _remap(query, map_x, map_y))
+
+
+def test_layers_hold_query_retouched_and_mask(job):
+    import tifffile
+
+    _, query, out, _, folder = job
+    with tifffile.TiffFile(folder / "q_out.layers.tif") as tif:
+        pages = [page.asarray() for page in tif.pages]
+        names = [page.tags[285].value for page in tif.pages]
+    assert names == ["query", "retouched", "changed mask"]
+    assert np.array_equal(pages[0], query) and np.array_equal(pages[1], out)
+    assert np.array_equal(pages[2] == 255, np.any(out != query, axis=-1))
+
+
+def test_strength_is_in_the_map(job):
+    exemplar, query, _, _, _ = job
+    points = find_faces(query)[0].points
+    grid = np.dstack(np.meshgrid(np.arange(query.shape[1]), np.arange(query.shape[0])))
+    full = np.abs(sampling_map(exemplar, query, points, 1.0) - grid).max()
+    half = np.abs(sampling_map(exemplar, query, points, 0.5) - grid).max()
+    assert full > 1.0 and half == pytest.approx(full / 2, rel=0.25)
+
+
+def test_an_existing_export_stops_the_job_before_anything_is_written(job, tmp_path):
+    exemplar, query, _, _, _ = job
+    Image.fromarray(query).save(tmp_path / "q.png")
+    (tmp_path / "o.map.npy").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="exists"):
+        retouch_file(exemplar, tmp_path / "q.png", tmp_path / "o.png", exports=("npy",))
+    assert not (tmp_path / "o.png").exists() and (tmp_path / "o.map.npy").read_bytes() == b"mine"
+
+
+def test_kinds_are_checked():
+    assert parse_kinds("npy, stmap,npy") == ("npy", "stmap") and parse_kinds(None) == ()
+    with pytest.raises(UsageError, match="msh"):
+        parse_kinds("stmap,msh")
+
+
+def test_body_edits_are_in_the_map(astronaut_512, astronaut_512_points):
+    """A carried body edit (moved or copied pixels, no feather) is reproduced by the map to
+    within a grey level."""
+    from test_body_transfer import _lift_shoulder
+
+    from mirrorppr_cli.body import detect_body
+    from mirrorppr_cli.retouch_job import apply_exemplar
+
+    before = np.asarray(astronaut_512)
+    exemplar = measure_exemplar(before, _lift_shoulder(before, detect_body(before), 12))
+    query = np.ascontiguousarray(cv2.resize(before, (448, 448), interpolation=cv2.INTER_AREA))
+    points = find_faces(query)[0].points
+    out = apply_exemplar(exemplar, query, points)
+    inverse = sampling_map(exemplar, query, points)
+    _reproduces(query, out, _remap(query, inverse[..., 0], inverse[..., 1]))
