@@ -99,8 +99,9 @@ class NeuralBackend:
                  if device.startswith("cuda") else "cpu (no CUDA: slow at full size)")
         if not self.weights:
             return False, f"no weights: pass --weights DIR or set {WEIGHTS_ENV}; device {where}"
-        if not (Path(self.weights) / "config.json").is_file():
-            return False, f"weights folder {self.weights} has no config.json; device {where}"
+        if not (Path(self.weights) / "config.json").is_file() and not _is_release(self.weights):
+            return False, (f"weights folder {self.weights} has no config.json and is not the "
+                           f"official release layout (mirrorppr_face/); device {where}")
         return True, f"weights {self.weights}; device {where}{self.mode_note(device)}"
 
     def mode_note(self, device: str) -> str:
@@ -127,7 +128,8 @@ class NeuralBackend:
             self.status(f"{self.name}: loading weights from {self.weights} onto {device}")
             with extra_imports("neural", f"backend {self.name!r}"):
                 engine = NeuralEngine.load(self.weights, mae=self.mae, dit=self.dit,
-                                           device=device, dtype=self.dtype(device))
+                                           device=device, dtype=self.dtype(device),
+                                           host_cast=self.host_cast(device))
                 self._engine = self.prepare(engine)
         return self._engine
 
@@ -138,6 +140,11 @@ class NeuralBackend:
     def prepare(self, engine):
         """Change how ``engine`` executes (eager: nothing)."""
         return engine
+
+    def host_cast(self, device: str):
+        """A cast of the DiT's storage to run on the host before it moves to ``device``
+        (``None``: load in :meth:`dtype` as is)."""
+        return None
 
     def run_size(self, width: int, height: int) -> tuple[int, int]:
         """The size the DiT samples at for a query of ``width`` × ``height``."""
@@ -278,13 +285,22 @@ class Fp8Backend(NeuralBackend):
         return ("; fp8 via torchao float8 dynamic activation+weight" if mode == "torchao"
                 else "; fp8 via layerwise casting (fp8 storage, bf16 compute)")
 
+    def host_cast(self, device: str):
+        """Layerwise mode: cast to float8 storage on the host, so the device never holds the
+        bf16 DiT (41 GB at the real size); torchao quantises on the device."""
+        if self.choose_mode(device) != "layerwise":
+            return None
+        return _layerwise_fp8
+
     def prepare(self, engine):
         import torch
-        from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
         transformer = engine.dit.transformer
         self.mode = self.choose_mode(str(engine.device))
-        if self.mode == "torchao":
+        if self.mode == "layerwise" and engine.host_cast:
+            self.status("fp8: layerwise casting (float8 e4m3 storage, bf16 compute), cast on "
+                        "the host before the move")
+        elif self.mode == "torchao":
             from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
             quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(),
@@ -292,8 +308,22 @@ class Fp8Backend(NeuralBackend):
                       and "lora_" not in fqn)
             self.status("fp8: torchao float8 dynamic activation+weight quantisation")
         else:
-            transformer.enable_layerwise_casting(
-                storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16,
-                skip_modules_pattern=(*DEFAULT_SKIP_MODULES_PATTERN, "lora_"))
+            _layerwise_fp8(transformer)
             self.status("fp8: layerwise casting (float8 e4m3 storage, bf16 compute)")
         return engine
+
+
+def _layerwise_fp8(transformer) -> None:
+    """diffusers' layerwise casting: float8 e4m3 storage, bf16 compute, LoRA left alone."""
+    import torch
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    transformer.enable_layerwise_casting(
+        storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16,
+        skip_modules_pattern=(*DEFAULT_SKIP_MODULES_PATTERN, "lora_"))
+
+
+def _is_release(folder) -> bool:
+    """The official release layout (``mirrorppr_face/`` or its ``rformer/``), without torch."""
+    folder = Path(folder)
+    return (folder / "mirrorppr_face").is_dir() or (folder / "rformer").is_dir()

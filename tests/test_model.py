@@ -59,17 +59,21 @@ def test_paper_preset_builds_on_meta_with_the_architectures_parameter_counts():
     assert next(extractor.parameters()).is_meta
     # ViT-L/16 encoder (facebook/vit-mae-large without its decoder).
     assert count(extractor.mae) == 303_301_632
-    # 4 ViT blocks of width 768 (7,087,872 each) + 1024→768 projection + 8 queries + 2 image
-    # embeddings + final norm.
-    assert count(extractor.rformer) == 4 * 7_087_872 + (1024 * 768 + 768) + 8 * 768 + 2 * 768 + 2 * 768
+    # The official R-Former (qwen_image_rformer.py): 4 ViT blocks of width 768 (7,087,872
+    # each) + 1024→768 projection + 8 queries + sep token + 2·4097+1+8 = 8203 positions +
+    # 2 token types + final norm.
+    assert count(extractor.rformer) == (4 * 7_087_872 + (1024 * 768 + 768) + 8 * 768 + 768
+                                        + 8203 * 768 + 2 * 768 + 2 * 768)
     # 12 ViT blocks + edit MLP (8·768 → 768 → 768) + 16² patch embedding + 196 positions + head.
     assert count(decoder) == (12 * 7_087_872 + (8 * 768 * 768 + 768) + (768 * 768 + 768)
                               + (3 * 256 * 768 + 768) + 196 * 768 + 2 * 768
                               + (768 * 512 + 512))  # flow head: (dx, dy) for 16² pixels
-    # 6 Qwen2 layers (q/k/v with bias, o without, SwiGLU 768→3072, two RMSNorms), final norm,
-    # a 1-token embedding (never used: the connector reads embeddings) and the 768→3584 map.
-    layer = 3 * (768 * 768 + 768) + 768 * 768 + 3 * 768 * 3072 + 2 * 768
-    assert count(connector) == 6 * layer + 768 + 768 + (768 * 3584 + 3584)
+    # The official connector (qwen_image_connector.py): 6 Qwen2 layers (q/k/v with bias, o
+    # without, q/k head norms 12×64 each, SwiGLU 768→3072, two RMSNorms) and the projection
+    # 768→3584 → GELU → 3584→3584 → RMSNorm.
+    layer = 3 * (768 * 768 + 768) + 768 * 768 + 2 * 12 * 64 + 3 * 768 * 3072 + 2 * 768
+    assert count(connector) == (6 * layer + (768 * 3584 + 3584) + (3584 * 3584 + 3584)
+                                + 3584)
 
 
 def test_shapes_through_extractor_decoder_connector(tiny):
@@ -117,12 +121,23 @@ def test_mae_keeps_patches_in_natural_order(tiny):
     extractor = OperationExtractor(tiny.mae, tiny.rformer)
     images = torch.rand(2, 3, 32, 32)
     mae = extractor.mae
-    pixels = (images - mae.mean) / mae.std
+    pixels = (images - mae.mean) / (mae.std + 1e-6)
     n = mae.num_patches
-    out = mae.model(pixel_values=pixels, noise=torch.arange(n, dtype=torch.float32).expand(2, -1))
+    out = mae.model(pixel_values=pixels, noise=torch.arange(n, dtype=torch.float32).expand(2, -1),
+                    interpolate_pos_encoding=True)
     assert torch.equal(out.ids_restore, torch.arange(n).expand(2, -1))
     assert out.last_hidden_state.shape[1] == n + 1  # nothing masked: CLS + every patch
-    assert torch.equal(mae(images), out.last_hidden_state[:, 1:])
+    assert torch.equal(mae(images), out.last_hidden_state)  # the official keeps CLS
+
+
+def test_mae_runs_above_its_position_grid_with_interpolated_embeddings(tiny):
+    """As the official encoder: position embeddings of a 16² grid (2×2 patches) interpolated
+    to the 32² input (4×4 patches); the paper preset reads 1024² inputs with 224² embeddings."""
+    extractor = OperationExtractor(tiny.mae, tiny.rformer)
+    assert extractor.mae.model.embeddings.position_embeddings.shape[1] == 2 * 2 + 1
+    assert extractor.mae(torch.rand(1, 3, 50, 40)).shape == (1, 4 * 4 + 1, tiny.mae.hidden_size)
+    paper = paper_config()
+    assert (paper.mae.image_size, paper.mae.pos_embed_size, paper.mae.keep_cls) == (1024, 224, True)
 
 
 def test_frozen_mae_stays_in_eval_and_gets_no_gradient(tiny):
@@ -195,7 +210,7 @@ def test_difference_tokens_option(tiny):
     extractor = OperationExtractor(tiny.mae, tiny.rformer)
     same = torch.rand(1, 3, 32, 32)
     assert extractor(same, same).shape == (1, tiny.rformer.num_queries, tiny.rformer.hidden_size)
-    assert extractor.rformer.image_embed.shape[0] == 3
+    assert extractor.rformer.extra_type_embed.shape[0] == 1
 
 
 def test_pixel_difference_stream_sees_a_subtle_change(tiny):
@@ -205,7 +220,7 @@ def test_pixel_difference_stream_sees_a_subtle_change(tiny):
     torch.manual_seed(0)
     tiny.rformer.pixel_difference = True
     extractor = OperationExtractor(tiny.mae, tiny.rformer).eval()
-    assert extractor.rformer.image_embed.shape[0] == 3
+    assert extractor.rformer.extra_type_embed.shape[0] == 1
     before = torch.rand(1, 3, 32, 32)
     weak, strong = before.clone(), before.clone()
     weak[..., :8, :8] += 1 / 255

@@ -230,27 +230,39 @@ def test_cosine_lr_schedule():
     assert cosine_lr(0, 100, 1e-4, 5e-5, warmup=10) == pytest.approx(1e-5)
 
 
-def test_two_process_ddp_matches_one_process(shards, tmp_path):
-    """`accelerate launch` with 2 CPU processes (gloo DDP) trains the same weights as one
-    process: each takes half of the global batch and gradients are averaged (float error
-    only: measured 1.2e-7)."""
+@pytest.mark.parametrize("kind", ["extractor", "joint"])
+def test_torchrun_two_processes_match_one_process(shards, tmp_path, kind):
+    """`torchrun --nproc_per_node 2` (gloo DDP on the CPU) with a global batch of 2 trains the
+    same weights as one process with the same global batch: each process takes one sample,
+    every sample's noise comes from its own (seed, step, index) generator, gradients are
+    averaged. Tolerance: float reduction order, amplified by AdamW's division by √v for
+    near-zero gradients (measured max |Δ| 5.7e-5 for the extractor after 4 steps at lr 1e-3;
+    bound 2e-4; one AdamW step moves a parameter by up to lr = 1e-3). The frozen last-block
+    text LoRA no longer stops DDP at step 2."""
+    import os
     import subprocess
     import sys
 
     one = tmp_path / "one"
-    assert train("extractor", shards, one).exit_code == 0
+    assert train(kind, shards, one, "--batch-size", "2").exit_code == 0
     two = tmp_path / "two"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "mirrorppr_cli", "train", "extractor", "--data", str(shards), "--out", str(two),
-           "--config", "tiny", "--steps", "4", "--save-every", "2", "--seed", "3", "--json"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29500 + os.getpid() % 1000 + (kind == "joint")),
+           "-m", "mirrorppr_cli", "train", kind, "--data", str(shards), "--out", str(two),
+           "--config", "tiny", "--steps", "4", "--save-every", "2", "--seed", "3",
+           "--batch-size", "2", "--device", "cpu", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    a = load_file(str(one / "extractor.safetensors"))
-    b = load_file(str(two / "extractor.safetensors"))
-    assert a.keys() == b.keys()
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {r["world"] for r in losses(two)} == {2}  # two processes really ran
+    assert {r["world"] for r in losses(one)} == {1}
+    name = "extractor.safetensors" if kind == "extractor" else "weights/connector.safetensors"
+    files = [name] if kind == "extractor" else [name, "weights/extractor.safetensors",
+                                                "weights/lora/pytorch_lora_weights.safetensors"]
+    for name in files:
+        a, b = load_file(str(one / name)), load_file(str(two / name))
+        assert a.keys() == b.keys()
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 2e-4, name
     assert [r["step"] for r in losses(two)] == [1, 2, 3, 4]
     for x, y in zip(losses(one), losses(two), strict=True):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-9)

@@ -29,7 +29,19 @@ class MAEConfig:
     num_heads: int = 16
     intermediate_size: int = 4096
     patch_size: int = 16
-    image_size: int = 224  # not in the paper (its input area is illegible in our copy)
+    # Input side: the official encoder resizes both exemplar images to 1024 × 1024 (bicubic,
+    # antialiased) before the MAE (SJTU-DENG-Lab/MirrorPPR, diffsynth/pipelines/qwen_image.py,
+    # QwenImageUnit_MirrorPPROperationEncoder). A 2–20 px edit stays 2–20 px instead of
+    # shrinking to 0.4–4 px at 224².
+    image_size: int = 1024
+    # The checkpoint's position-embedding grid (ViT-MAE-L was pre-trained at 224²); the
+    # embeddings are interpolated (bicubic, transformers' ``interpolate_pos_encoding``) to the
+    # input grid, as the official QwenImageMAE does (diffsynth/models/qwen_image_mae.py).
+    pos_embed_size: int = 224
+    # The official features keep the CLS token (64² + 1 = 4097 tokens per image: the R-Former's
+    # ``num_patches=4097``, diffsynth/models/qwen_image_rformer.py).
+    keep_cls: bool = True
+    resize: str = "bicubic"  # official: bicubic with antialiasing; "bilinear" also accepted
     frozen: bool = True  # False only for runs without pretrained weights (a trainable substitute)
 
 
@@ -41,7 +53,12 @@ class RFormerConfig:
     num_layers: int = 4
     hidden_size: int = 768
     num_heads: int = 12
-    mlp_ratio: float = 4.0  # not in the paper: the standard ViT ratio
+    mlp_ratio: float = 4.0  # official: intermediate 3072 = 4 × 768 (qwen_image_rformer.py)
+    layer_norm_eps: float = 1e-12  # official RFormer ViTConfig
+    # The two options below are not in the paper nor the official code; they exist for
+    # from-scratch experiments on small data (a trainable MAE substitute sees subtle edits
+    # poorly). Both are off in ``paper``; a checkpoint trained with them has extra tensors and
+    # cannot be read by the official code.
     # Not in the paper: also give the R-Former the per-patch difference (after − before) of
     # the MAE features as a third token stream, a shortcut to the subtle change.
     difference_tokens: bool = False
@@ -70,14 +87,21 @@ class DecoderConfig:
 
 @dataclass
 class ConnectorConfig:
-    """Enc-Proj connector: bidirectional Qwen2 encoder, then a linear map to the DiT width."""
+    """Enc-Proj connector (diffsynth/models/qwen_image_connector.py, input_dim 768): Qwen2
+    decoder layers with bidirectional attention and per-head q/k RMS norms, then
+    Linear → GELU(tanh) → Linear → RMSNorm to the DiT's text width."""
 
     hidden_size: int = 768
     num_layers: int = 6
-    num_heads: int = 12
-    num_kv_heads: int = 12  # not in the paper
-    intermediate_size: int = 3072  # not in the paper
+    num_heads: int = 12  # official: hidden // 64
+    num_kv_heads: int = 12  # official: hidden // 64
+    intermediate_size: int = 3072  # official: 4 × hidden
     output_dim: int = 3584
+    rms_norm_eps: float = 1e-6  # Qwen2Config's default (the layers' norms)
+    out_norm_eps: float = 1e-5  # the projection's final RMSNorm
+    # The official pipeline runs the connector's layers without position embeddings (it calls
+    # each layer with its default ``position_embeddings=None``): no RoPE over the 8 tokens.
+    rope: bool = False
 
 
 @dataclass
@@ -93,7 +117,11 @@ class DiTConfig:
     num_attention_heads: int = 24
     joint_attention_dim: int = 3584
     axes_dims_rope: tuple[int, int, int] = (16, 56, 56)
-    zero_cond_t: bool = True
+    # Qwen-Image-Edit-2511's config says true (the condition image's tokens are modulated
+    # with timestep 0); the official MirrorPPR inference leaves it off (its pipeline's
+    # ``zero_cond_t=False`` default; mirrorppr/inference/simface100.py does not set it), so
+    # the paper preset turns it off at run time whatever the loaded config says.
+    zero_cond_t: bool = False
     # The VAE (AutoencoderKLQwenImage); used as-is from the hub for ``paper``.
     vae_base_dim: int = 96
     vae_z_dim: int = 16
@@ -102,6 +130,24 @@ class DiTConfig:
     vae_temporal_downsample: tuple[bool, ...] = (False, True, True)
     vae_latents_mean: tuple[float, ...] | None = None  # None: the class defaults
     vae_latents_std: tuple[float, ...] | None = None
+
+
+@dataclass
+class VLConfig:
+    """The frozen Qwen2.5-VL stream on the query (paper §3.3): its last hidden states of the
+    query under the single-image edit template, first ``drop_idx`` tokens dropped, to which the
+    operation tokens are *concatenated* (diffsynth/pipelines/qwen_image.py, model_fn_qwen_image:
+    ``cat([prompt_emb, operation_emb], dim=1)``). Weights: ``text_encoder/`` and ``processor/``
+    of the Qwen-Image-Edit folder."""
+
+    enabled: bool = True
+    hidden_size: int = 3584
+    drop_idx: int = 64
+    prompt: str = ""  # the official inference passes an empty prompt
+    # "qwen2_5_vl": the real encoder; "patch": a frozen random patch embedding with the same
+    # interface, for the ``tiny`` preset only (no Qwen2.5-VL weights or tokenizer offline).
+    kind: str = "qwen2_5_vl"
+    patch_size: int = 16  # "patch" kind only
 
 
 @dataclass
@@ -171,6 +217,7 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
+    vl: VLConfig = field(default_factory=VLConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     extractor_training: ExtractorTrainingConfig = field(default_factory=ExtractorTrainingConfig)
     joint_training: JointTrainingConfig = field(default_factory=JointTrainingConfig)
@@ -193,7 +240,7 @@ def tiny_config() -> ModelConfig:
     return ModelConfig(
         name="tiny",
         mae=MAEConfig(hub_id="", hidden_size=32, num_layers=2, num_heads=2,
-                      intermediate_size=64, patch_size=8, image_size=32),
+                      intermediate_size=64, patch_size=8, image_size=32, pos_embed_size=16),
         rformer=RFormerConfig(num_queries=4, num_layers=2, hidden_size=32, num_heads=2),
         decoder=DecoderConfig(patch_size=8, num_layers=2, hidden_size=32, num_heads=2,
                               image_size=32),
@@ -201,10 +248,11 @@ def tiny_config() -> ModelConfig:
                                   intermediate_size=64, output_dim=64),
         dit=DiTConfig(hub_id="", patch_size=2, in_channels=16, out_channels=4, num_layers=2,
                       attention_head_dim=16, num_attention_heads=3, joint_attention_dim=64,
-                      axes_dims_rope=(8, 4, 4), zero_cond_t=True, vae_base_dim=24, vae_z_dim=4,
+                      axes_dims_rope=(8, 4, 4), zero_cond_t=False, vae_base_dim=24, vae_z_dim=4,
                       vae_dim_mult=(1, 2, 4), vae_num_res_blocks=1,
                       vae_temporal_downsample=(False, True), vae_latents_mean=(0.0,) * 4,
                       vae_latents_std=(1.0,) * 4),
+        vl=VLConfig(hidden_size=64, drop_idx=0, kind="patch", patch_size=16),
         lora=LoRAConfig(rank=4, alpha=4),
         extractor_training=ExtractorTrainingConfig(batch_size=2, batch_size_professional=2,
                                                    lr_max=1e-3, lr_min=1e-4, steps=4),

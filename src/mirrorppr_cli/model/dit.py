@@ -2,10 +2,11 @@
 
 The paper's generator is Qwen-Image-Edit-2511: diffusers' ``QwenImageTransformer2DModel``
 (frozen, with peft LoRA on the attention projections), ``AutoencoderKLQwenImage`` and
-``FlowMatchEulerDiscreteScheduler``. There is no text encoder, tokenizer or processor: the
-connector's tokens ``cond`` (B, L, joint_attention_dim) and their mask (B, L) take the place of
-the pipeline's ``prompt_embeds`` / ``prompt_embeds_mask``, and the query photo is the edit
-(condition) image.
+``FlowMatchEulerDiscreteScheduler``. ``cond`` (B, L, joint_attention_dim) and its mask (B, L)
+are passed as the pipeline's ``prompt_embeds`` / ``prompt_embeds_mask``: in the paper's
+conditioning (§3.3) that is the frozen Qwen2.5-VL stream of the query *followed by* the
+connector's operation tokens (built by :func:`.vl.join_condition`); the query photo is also
+the edit (condition) image.
 
 Conventions. Images are float tensors in [0, 1] of shape (B, 3, H, W), H and W multiples of 16.
 Latents are the VAE's, normalised as the pipeline does (``(z - latents_mean) / latents_std``),
@@ -52,8 +53,8 @@ from .weights import resolve_weights
 
 __all__ = [
     "DiT", "MissingWeightsError", "QWEN_IMAGE_SCHEDULER_CONFIG", "LORA_WEIGHT_NAME",
-    "build_dit", "add_lora", "lora_state_dict", "save_lora", "load_lora", "encode_images",
-    "pack_latents", "sample_sigmas", "flow_matching_loss", "generate", "count_parameters",
+    "build_dit", "set_zero_cond_t", "freeze_dead_lora", "add_lora", "lora_state_dict", "save_lora", "load_lora", "encode_images",
+    "load_lora_state", "pack_latents", "sample_sigmas", "flow_matching_loss", "generate", "count_parameters",
 ]
 
 # The hub repo's scheduler/scheduler_config.json (Qwen-Image and its Edit variants): dynamic,
@@ -88,6 +89,7 @@ class DiT:
     transformer: QwenImageTransformer2DModel
     vae: AutoencoderKLQwenImage | None
     scheduler: FlowMatchEulerDiscreteScheduler
+    root: Path | None = None  # the Qwen-Image-Edit folder it was loaded from (None: random)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -136,6 +138,7 @@ def _vae_kwargs(cfg: DiTConfig) -> dict:
 def _check_loaded(transformer: QwenImageTransformer2DModel, cfg: DiTConfig, where: Path) -> None:
     """The loaded transformer must be the architecture the config describes."""
     wanted = _transformer_kwargs(cfg)
+    wanted.pop("zero_cond_t")  # a run-time switch (set_zero_cond_t), not an architecture
     wrong = []
     for key, value in wanted.items():
         have = transformer.config.get(key)
@@ -146,6 +149,31 @@ def _check_loaded(transformer: QwenImageTransformer2DModel, cfg: DiTConfig, wher
         raise MissingWeightsError(
             f"Qwen-Image-Edit DiT: {where} does not match the config: {'; '.join(wrong)}; "
             "set dit.* in the config to match the weights")
+
+
+def set_zero_cond_t(transformer: QwenImageTransformer2DModel, value: bool) -> None:
+    """Switch the condition image's timestep-0 modulation on or off (no parameters change)."""
+    transformer.zero_cond_t = bool(value)
+    for block in transformer.transformer_blocks:
+        block.zero_cond_t = bool(value)
+    transformer.register_to_config(zero_cond_t=bool(value))
+
+
+def freeze_dead_lora(transformer: QwenImageTransformer2DModel) -> list[str]:
+    """Freeze the LoRA tensors that cannot get a gradient, and return their names.
+
+    Only the image stream of the last block reaches the output: that block's text-stream
+    output projection (``attn.to_add_out``) and text MLP (``txt_mlp``) feed nothing. Their
+    LoRA would stay exactly as initialised in one process, and DDP (which expects a gradient
+    for every trainable parameter) stops at the second step. They stay in the adapter (and in
+    saved files: the official LoRA has them too)."""
+    last = f"transformer_blocks.{len(transformer.transformer_blocks) - 1}."
+    dead = []
+    for name, param in transformer.named_parameters():
+        if "lora_" in name and name.startswith((last + "attn.to_add_out", last + "txt_mlp")):
+            param.requires_grad_(False)
+            dead.append(name)
+    return dead
 
 
 def build_dit(cfg: DiTConfig, *, weights: str | Path | None = None, device="cpu",
@@ -169,6 +197,7 @@ def build_dit(cfg: DiTConfig, *, weights: str | Path | None = None, device="cpu"
             transformer = QwenImageTransformer2DModel(**_transformer_kwargs(cfg))
         _place(transformer, "meta", dtype)
         _freeze(transformer)
+        set_zero_cond_t(transformer, cfg.zero_cond_t)
         return DiT(transformer=transformer, vae=None, scheduler=scheduler_from_config)
 
     if weights is None:
@@ -192,10 +221,14 @@ def build_dit(cfg: DiTConfig, *, weights: str | Path | None = None, device="cpu"
                 f"Qwen-Image-Edit DiT: {root} lacks {', '.join(missing)}; "
                 f"{_fetch_hint(weights, cfg)}")
         try:
+            # Built on the meta device and filled shard by shard, each tensor cast to
+            # ``dtype`` as it is read: never a float32 copy of the 20 B model.
             transformer = QwenImageTransformer2DModel.from_pretrained(
-                root, subfolder="transformer", torch_dtype=dtype, local_files_only=True)
+                root, subfolder="transformer", torch_dtype=dtype, local_files_only=True,
+                low_cpu_mem_usage=True)
             vae = AutoencoderKLQwenImage.from_pretrained(
-                root, subfolder="vae", torch_dtype=dtype, local_files_only=True)
+                root, subfolder="vae", torch_dtype=dtype, local_files_only=True,
+                low_cpu_mem_usage=True)
             scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(
                 root, subfolder="scheduler", local_files_only=True)
         except OSError as exc:  # incomplete download: a shard or config missing
@@ -207,7 +240,9 @@ def build_dit(cfg: DiTConfig, *, weights: str | Path | None = None, device="cpu"
     _place(vae, device, dtype)
     _freeze(transformer)
     _freeze(vae)
-    return DiT(transformer=transformer, vae=vae, scheduler=scheduler)
+    set_zero_cond_t(transformer, cfg.zero_cond_t)
+    return DiT(transformer=transformer, vae=vae, scheduler=scheduler,
+               root=None if weights is None else root)
 
 
 def _place(module: torch.nn.Module, device, dtype: torch.dtype) -> None:
@@ -295,7 +330,6 @@ def load_lora(transformer: QwenImageTransformer2DModel, directory_or_file: str |
     ``transformer`` must have no adapter yet. Every LoRA tensor must be in the file and the
     file must hold nothing else; a rank or alpha different from ``cfg`` is an error.
     """
-    from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     path = Path(directory_or_file)
@@ -313,15 +347,30 @@ def load_lora(transformer: QwenImageTransformer2DModel, directory_or_file: str |
     state = load_file(str(path))
     prefix = "transformer."
     state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+    load_lora_state(transformer, state, cfg, where=str(path))
+
+
+def load_lora_state(transformer: QwenImageTransformer2DModel, state: dict[str, Tensor],
+                    cfg: LoRAConfig, *, where: str = "LoRA") -> None:
+    """Add a LoRA adapter shaped by ``cfg`` and fill it from peft-named tensors (keys
+    ``transformer_blocks.N.<module>.lora_{A,B}.weight``); every tensor must fit."""
+    from peft.utils import set_peft_model_state_dict
+
     add_lora(transformer, cfg)
-    expected = set(lora_state_dict(transformer))
-    missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    expected = lora_state_dict(transformer)
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
-        raise ValueError(f"LoRA {path} does not fit the config: {len(missing)} tensors missing "
+        raise ValueError(f"LoRA {where} does not fit the config: {len(missing)} tensors missing "
                          f"(e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")
+    wrong = [k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)]
+    if wrong:
+        raise ValueError(f"LoRA {where}: {wrong[0]} has shape {list(state[wrong[0]].shape)}, "
+                         f"expected {list(expected[wrong[0]].shape)}")
+    param = next(transformer.parameters())
+    state = {k: v.to(device=param.device) for k, v in state.items()}
     result = set_peft_model_state_dict(transformer, state)
     if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"LoRA {path}: unexpected keys {result.unexpected_keys[:3]}")
+        raise ValueError(f"LoRA {where}: unexpected keys {result.unexpected_keys[:3]}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +442,8 @@ def _pipeline_mask(cond_mask: Tensor | None) -> Tensor | None:
 
 
 def flow_matching_loss(dit: DiT, cond: Tensor, cond_mask: Tensor | None, query: Tensor,
-                       target: Tensor, *, generator: torch.Generator) -> Tensor:
+                       target: Tensor, *,
+                       generator: torch.Generator | list[torch.Generator]) -> Tensor:
     """Scalar flow-matching MSE for retouching ``query`` into ``target`` under ``cond``.
 
     ``cond`` (B, L, joint_attention_dim) and ``cond_mask`` (B, L) (1 = token, 0 = padding) come
@@ -401,7 +451,9 @@ def flow_matching_loss(dit: DiT, cond: Tensor, cond_mask: Tensor | None, query: 
     multiples of 16). σ (see :func:`sample_sigmas`) and ε ~ N(0, I) are drawn from
     ``generator``. The noisy target's tokens come first and the query's latents after them, as
     in the pipeline; the loss is the mean of (prediction − (ε − x0))² over the noisy tokens.
-    Gradients reach ``cond`` and the LoRA parameters.
+    Gradients reach ``cond`` and the LoRA parameters. ``generator`` may be a list, one per
+    sample: each sample's σ and ε then come from its own generator, so a batch split across
+    processes draws the same noise as the whole batch in one process.
     """
     _check_images(query, "query")
     _check_images(target, "target")
@@ -413,9 +465,17 @@ def flow_matching_loss(dit: DiT, cond: Tensor, cond_mask: Tensor | None, query: 
     batch, _, _, height, width = x0.shape
     seq_len = (height // 2) * (width // 2)
 
-    sigma = sample_sigmas(dit.scheduler, batch, seq_len, generator=generator)
-    noise = torch.randn(x0.shape, generator=generator, device=generator.device,
-                        dtype=torch.float32)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators for a batch of {batch}")
+        sigma = torch.cat([sample_sigmas(dit.scheduler, 1, seq_len, generator=g)
+                           for g in generator])
+        noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g, device=g.device,
+                                       dtype=torch.float32) for g in generator])
+    else:
+        sigma = sample_sigmas(dit.scheduler, batch, seq_len, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device,
+                            dtype=torch.float32)
     sigma = sigma.to(x0.device)
     noise = noise.to(device=x0.device, dtype=x0.dtype)
     s = sigma.view(batch, 1, 1, 1, 1).to(x0.dtype)

@@ -14,6 +14,14 @@ A *weights folder* is what ``mirrorppr train joint`` writes (``OUT/weights``):
 
 The pretrained bases (MAE, Qwen-Image-Edit) otherwise come from ``--mae`` / ``--dit`` or the
 config's hub ids, through :mod:`.weights` (local folder or cache, never a download).
+
+``--weights`` may also be the *official release* folder (``mirrorppr_face/{mae,rformer,
+connector,lora}`` beside ``qwen_image_edit/``, see :mod:`.official`): every tensor is checked
+and mapped onto these modules; ``mirrorppr convert-weights`` writes it once in the layout above.
+
+Memory: the DiT (and the Qwen2.5-VL stream) are built on the ``meta`` device and filled shard
+by shard in the compute dtype (bf16 on a GPU), never as a float32 copy first; see
+:mod:`.memory` for the plan at the real size.
 Images cross this module's boundary as ``(H, W, 3)`` uint8 RGB numpy arrays.
 """
 
@@ -103,16 +111,26 @@ class NeuralEngine:
     dit: object  # model.dit.DiT
     device: torch.device
     dtype: torch.dtype
+    vl: torch.nn.Module | None = None  # the frozen Qwen2.5-VL stream on the query
+    host_cast: bool = False  # the DiT's storage was cast on the host (fp8): move, never re-cast
 
     @classmethod
     def load(cls, folder: str | Path, *, mae: str | None = None, dit: str | None = None,
-             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-             ) -> NeuralEngine:
-        """Build the model from a weights folder; the bases from the folder, ``mae``/``dit``
-        or the config's hub ids. Raises :class:`MissingWeightsError` naming what is missing."""
+             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+             host_cast=None) -> NeuralEngine:
+        """Build the model from a weights folder (ours or the official release); the bases
+        from the folder, ``mae``/``dit`` or the config's hub ids. Raises
+        :class:`MissingWeightsError` naming what is missing. The DiT is loaded on the host in
+        ``dtype``; ``host_cast(transformer)`` (the fp8 backend's storage cast) runs there
+        before anything moves to ``device``."""
         from .dit import build_dit, load_lora
+        from .official import is_release
+        from .vl import build_vl_stream
 
         folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file() and is_release(folder):
+            return cls._load_release(folder, dit=dit, device=device, dtype=dtype,
+                                     host_cast=host_cast)
         if not (folder / CONFIG_FILE).is_file():
             raise MissingWeightsError(
                 f"{folder}: not a mirrorppr weights folder (no {CONFIG_FILE}); pass --weights "
@@ -143,11 +161,43 @@ class NeuralEngine:
         connector = Connector(config.connector, config.rformer.hidden_size)
         connector.load_state_dict({k.removeprefix("connector."): v for k, v in
                                    load_file(str(folder / CONNECTOR_FILE)).items()})
-        model = build_dit(config.dit, weights=dit_spec, device="cpu", dtype=torch.float32)
+        model = build_dit(config.dit, weights=dit_spec, device="cpu", dtype=dtype)
         load_lora(model.transformer, folder / LORA_DIR, config.lora)
+        vl = build_vl_stream(config.vl, model.root, dtype=dtype)
+        return cls._finish(config, extractor, connector, model, vl, device, dtype, host_cast)
+
+    @classmethod
+    def _finish(cls, config, extractor, connector, model, vl, device, dtype, host_cast
+                ) -> NeuralEngine:
+        if host_cast is not None:
+            host_cast(model.transformer)
         engine = cls(config, extractor.eval(), connector.eval(), model, torch.device("cpu"),
-                     torch.float32)
+                     dtype, vl, host_cast is not None)
         return engine.to(device, dtype)
+
+    @classmethod
+    def _load_release(cls, folder: Path, *, dit: str | None, device, dtype, host_cast
+                      ) -> NeuralEngine:
+        """The official release layout, every tensor checked (see :mod:`.official`)."""
+        from .dit import build_dit, load_lora_state
+        from .official import find_release, load_release_state, release_config
+        from .vl import build_vl_stream
+
+        release = find_release(folder)
+        config = release_config(release)
+        # qwen_image_edit/ beside the release, else --dit, else the hub id in the cache.
+        dit_spec = dit or config.dit.hub_id
+        state = load_release_state(release, config)
+        extractor = OperationExtractor(config.mae, config.rformer)
+        extractor.mae.model.load_state_dict(state["mae"])
+        extractor.rformer.load_state_dict(state["rformer"])
+        connector = Connector(config.connector, config.rformer.hidden_size)
+        connector.load_state_dict(state["connector"])
+        model = build_dit(config.dit, weights=dit_spec, device="cpu", dtype=dtype)
+        load_lora_state(model.transformer, state["lora"], config.lora,
+                        where=str(release.files["lora"]))
+        vl = build_vl_stream(config.vl, model.root, dtype=dtype)
+        return cls._finish(config, extractor, connector, model, vl, device, dtype, host_cast)
 
     @classmethod
     def random(cls, config: ModelConfig, *, device: str | torch.device = "cpu",
@@ -161,10 +211,14 @@ class NeuralEngine:
         with torch.device(device):
             extractor = OperationExtractor(config.mae, config.rformer)
             connector = Connector(config.connector, config.rformer.hidden_size)
+        from .vl import PatchVLStream
+
         model = build_dit(config.dit, device=device, dtype=dtype)
         add_lora(model.transformer, config.lora)
+        # A random stand-in of the query stream's shape contract (no 7 B random Qwen2.5-VL).
+        vl = PatchVLStream(config.vl) if config.vl.enabled else None
         engine = cls(config, extractor.eval(), connector.eval(), model, torch.device(device),
-                     dtype)
+                     dtype, vl)
         return engine.to(device, dtype)
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> NeuralEngine:
@@ -172,8 +226,12 @@ class NeuralEngine:
         pipeline hands the VAE the condition image in the transformer's dtype)."""
         self.device, self.dtype = torch.device(device), dtype
         vae_dtype = dtype
-        for module, want in ((self.extractor, None), (self.connector, None),
-                             (self.dit.transformer, dtype), (self.dit.vae, vae_dtype)):
+        parts = [(self.extractor, None), (self.connector, None),
+                 (self.dit.transformer, None if self.host_cast else dtype),
+                 (self.dit.vae, vae_dtype)]
+        if self.vl is not None:
+            parts.append((self.vl, dtype))
+        for module, want in parts:
             first = next(module.parameters())
             if first.device != self.device or (want is not None and first.dtype != want):
                 module.to(self.device) if want is None else module.to(self.device, want)
@@ -193,11 +251,16 @@ class NeuralEngine:
         """Retouch ``query`` under ``cond``: ``(H', W', 3)`` uint8, H', W' = the query's sides
         floored to multiples of 16 (or ``size`` = (width, height))."""
         from .dit import generate
+        from .vl import join_condition
 
         steps = steps or self.config.inference.steps
         seed = self.config.inference.seed if seed is None else seed
         width, height = size if size is not None else (None, None)
-        image = generate(self.dit, cond, mask, to_tensor(query).to(self.device), steps=steps,
+        pixels = to_tensor(query).to(self.device)
+        if self.vl is not None:  # paper §3.3: [Qwen2.5-VL stream of the query; operation tokens]
+            vl, vl_mask = self.vl(pixels)
+            cond, mask = join_condition(vl, vl_mask, cond, mask)
+        image = generate(self.dit, cond, mask, pixels, steps=steps,
                          seed=seed, height=height, width=width)
         return to_rgb8(image)
 

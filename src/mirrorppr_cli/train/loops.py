@@ -91,6 +91,15 @@ def _accelerator(options: TrainOptions):
     return Accelerator(cpu=cpu, mixed_precision=precision)
 
 
+def _bf16_run(options: TrainOptions) -> bool:
+    """Whether this run computes in bf16 (the mixed-precision setting ``_accelerator`` uses)."""
+    if options.mixed_precision == "bf16":
+        return True
+    if options.mixed_precision != "auto":
+        return False
+    return torch.cuda.is_available() and options.device != "cpu"
+
+
 def _stage_plan(options: TrainOptions, default_steps: int) -> list[int]:
     steps = options.steps or [default_steps]
     if len(steps) == 1 and len(options.data) > 1:
@@ -136,10 +145,15 @@ def _trim_metrics(out: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def _step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed((seed * 1_000_003 + step) * 1009 + rank)
-    return gen
+def _sample_generators(seed: int, step: int, indices: list[int]) -> list[torch.Generator]:
+    """One generator per sample of the step, seeded by (seed, step, sample index): the noise
+    of a sample does not depend on which process (or micro-batch) takes it."""
+    gens = []
+    for index in indices:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(((seed * 1_000_003 + step) * 1009 + index) % (2 ** 63))
+        gens.append(gen)
+    return gens
 
 
 class PretrainModel(nn.Module):
@@ -155,23 +169,36 @@ class PretrainModel(nn.Module):
 
 
 class JointModel(nn.Module):
-    """Extractor (frozen MAE) + connector + DiT with LoRA (frozen base): flow-matching loss."""
+    """Extractor (frozen MAE) + connector + DiT with LoRA (frozen base): flow-matching loss.
 
-    def __init__(self, config: ModelConfig, dit, mae=None):
+    Every module the step uses is a submodule (the frozen VAE and Qwen2.5-VL stream too), so
+    ``accelerate.prepare`` / ``.to`` moves them with the rest; frozen tensors are not in the
+    checkpoint (it holds the trainable ones only)."""
+
+    def __init__(self, config: ModelConfig, dit, mae=None, vl=None):
         super().__init__()
         self.extractor = OperationExtractor(config.mae, config.rformer, mae)
         self.connector = Connector(config.connector, config.rformer.hidden_size)
         self.transformer = dit.transformer
-        self._dit = dit  # plain attribute: the VAE is frozen and not part of the state
+        self.vae = dit.vae
+        self.vl = vl
+        self._dit = dit  # the same transformer / VAE objects, plus the scheduler
 
-    def condition(self, before, after):
-        """The DiT conditioning ``(cond, mask)`` of an exemplar pair."""
-        return self.connector(self.extractor(before, after))
+    def condition(self, before, after, query=None):
+        """The DiT conditioning ``(cond, mask)``: the query's VL stream (when there is one)
+        followed by the exemplar pair's operation tokens (paper §3.3)."""
+        from ..model.vl import join_condition
+
+        ops, ops_mask = self.connector(self.extractor(before, after))
+        if self.vl is None or query is None:
+            return ops, ops_mask
+        vl, vl_mask = self.vl(query)
+        return join_condition(vl, vl_mask, ops, ops_mask)
 
     def forward(self, before, after, query, target, generator):
         from ..model.dit import flow_matching_loss
 
-        cond, mask = self.condition(before, after)
+        cond, mask = self.condition(before, after, query)
         return flow_matching_loss(self._dit, cond, mask, query, target, generator=generator)
 
 
@@ -224,13 +251,13 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
             model.train()
             optimizer.zero_grad(set_to_none=True)
             terms: dict[str, float] = {}
-            gen = _step_generator(options.seed, step, rank, accelerator.device)
             for start_i in range(0, len(indices), micro):
                 chunk = indices[start_i:start_i + micro]
+                gens = _sample_generators(options.seed, step, chunk)
                 tensors = {k: v.to(accelerator.device)
                            for k, v in sources[stage].batch(chunk).items()}
                 with accelerator.autocast():
-                    result = loss_fn(model, tensors, gen)
+                    result = loss_fn(model, tensors, gens)
                 weight = len(chunk) / len(indices)
                 accelerator.backward(result["loss"] * weight)
                 for k, v in result.items():
@@ -243,7 +270,7 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
                     reduction="mean")
                 terms = dict(zip(keys, values.tolist(), strict=True))
             elapsed = time.perf_counter() - tick
-            last = {"step": step + 1, "stage": stage, "batch": batch, "lr": lr,
+            last = {"step": step + 1, "stage": stage, "batch": batch, "lr": lr, "world": world,
                     **{k: round(v, 7) for k, v in terms.items()},
                     "samples_per_s": round(batch / elapsed, 3)}
             if log is not None:
@@ -261,7 +288,7 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
     finally:
         if log is not None:
             log.close()
-    return {"steps": total, "resumed_from": start, "last": last,
+    return {"steps": total, "resumed_from": start, "last": last, "world_size": world,
             "model": accelerator.unwrap_model(model)}
 
 
@@ -321,15 +348,22 @@ def _load_extractor_init(model: JointModel, spec: str) -> None:
 def train_joint(config: ModelConfig, options: TrainOptions,
                 on_step: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train R-Former, connector and LoRA end to end with the flow-matching loss."""
-    from ..model.dit import add_lora, build_dit
+    from ..model.dit import add_lora, build_dit, freeze_dead_lora
+    from ..model.vl import build_vl_stream
 
     torch.manual_seed(options.seed)
+    # The frozen bases in the dtype they compute in under bf16 mixed precision, from the first
+    # allocation (built on the meta device and filled shard by shard): a float32 copy of the
+    # 20 B DiT would need ~82 GB.
+    base_dtype = torch.bfloat16 if _bf16_run(options) else torch.float32
     dit = build_dit(config.dit, weights=options.dit if options.dit is not None
-                    else (config.dit.hub_id or None))
+                    else (config.dit.hub_id or None), dtype=base_dtype)
     add_lora(dit.transformer, config.lora)
+    freeze_dead_lora(dit.transformer)
     if options.gradient_checkpointing:
         dit.transformer.enable_gradient_checkpointing()
-    model = JointModel(config, dit, load_mae(_mae_spec(options, config), config.mae))
+    vl = build_vl_stream(config.vl, dit.root, dtype=base_dtype)
+    model = JointModel(config, dit, load_mae(_mae_spec(options, config), config.mae), vl)
     if options.extractor:
         _load_extractor_init(model, options.extractor)
     if options.gradient_checkpointing:
@@ -337,8 +371,8 @@ def train_joint(config: ModelConfig, options: TrainOptions,
     tcfg = config.joint_training
     side = max(16, int(math.sqrt(tcfg.image_area)) // 16 * 16)
 
-    def loss_fn(model, batch, gen):
-        loss = model(batch["before"], batch["after"], batch["query"], batch["target"], gen)
+    def loss_fn(model, batch, gens):
+        loss = model(batch["before"], batch["after"], batch["query"], batch["target"], gens)
         return {"loss": loss}
 
     result = _run(
