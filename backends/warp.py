@@ -50,14 +50,16 @@ class WarpBackend:
         warp = plan_warp(face_points, requests)
         return apply_local_warp(pixels, warp, method=self.method, grid=self.grid)
 
-    def apply_body_ops(self, pixels: np.ndarray, requests: list[OpRequest]) -> np.ndarray:
-        """Body operations (pose + person mask, one confined warp per op) on ``pixels``."""
+    def apply_body_ops(self, pixels: np.ndarray, requests: list[OpRequest], *,
+                       name: str = "image") -> np.ndarray:
+        """Body operations (pose + person mask, one confined warp per op) on ``pixels``;
+        ``name`` names the image in errors (no person found)."""
         from mirrorppr_cli.body import detect_body
         from mirrorppr_cli.ops.body_catalog import apply_body_ops
 
         rgb = pixels if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8 \
             else _rgb8(pixels)
-        return apply_body_ops(pixels, detect_body(rgb), requests)
+        return apply_body_ops(pixels, detect_body(rgb, name=name), requests)
 
     def retouch(
         self, before: np.ndarray, after: np.ndarray, query: np.ndarray, strength: float = 1.0

@@ -695,6 +695,76 @@ def test_resume_removes_stale_temp_files(portraits, reference_build, tmp_path):
     assert not stale.exists()
 
 
+def test_resume_removes_the_temp_files_of_a_killed_finalize(portraits, reference_build,
+                                                            tmp_path):
+    """A kill while the manifest or summary is written (found by the kill campaign,
+    benchmarks/kill_campaign_dataset.py) leaves their hidden temporaries beside them."""
+    out = tmp_path / "out"
+    shutil.copytree(reference_build[0], out)
+    (out / "summary.json").unlink()
+    stale = [out / ".manifest.jsonl.k1ll3d.part", out / ".summary.json.k1ll3d.part"]
+    for path in stale:
+        path.write_bytes(b"{")
+    assert _cli("--faces", portraits, "--out", out, *SMALL, "--seed", 0).exit_code == 0
+    assert not any(path.exists() for path in stale) and _part_files(out) == []
+    _assert_same_files(_files(out), _files(reference_build[0]))
+
+
+def _live_in_group(pgid: int) -> list[str]:
+    """Command lines of the live (not zombie) processes of group ``pgid``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(cmdline.decode(errors="replace")[:120])
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes in /proc")
+def test_workers_die_with_the_main_process(portraits, tmp_path):
+    """SIGKILL of the CLI's process alone (a crash, the OOM killer, ``kill -9 PID``; not its
+    process group): the pool workers and multiprocessing's resource tracker end within
+    seconds. They used to wait for work for ever, ~240 MB each."""
+    args = [sys.executable, "-m", "mirrorppr_cli", "build-dataset", "--faces", str(portraits),
+            "--out", str(tmp_path / "out"), "--workers", "2", *map(str, KILL_SETTINGS)]
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "out" / "shards").glob("shard-*.json")):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "no shard finished in 120 s"
+            time.sleep(0.005)
+        assert len(_live_in_group(proc.pid)) >= 3  # the CLI, two workers (and the tracker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while left := _live_in_group(proc.pid):
+            assert time.monotonic() < deadline, f"outlived their parent by 10 s: {left}"
+            time.sleep(0.05)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+
+def test_die_with_parent_ends_a_worker_whose_parent_is_already_gone():
+    """The pool initializer, run in a process whose parent is not the one named: it exits
+    at once (the parent died before the worker got this far)."""
+    code = "from mirrorppr_cli.data.workers import die_with_parent; die_with_parent(1); print('on')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", "")
+
+
 _FORK_CHECK = """
 import sys
 from pathlib import Path

@@ -129,7 +129,7 @@ def test_train_without_the_neural_extra(images, stage, tmp_path):
 def test_retouch_with_a_neural_backend_without_the_extra(images, backend, tmp_path):
     p = images["portrait"]
     proc = _base_install("retouch", "--backend", backend, "--ex", p, p, "--query", p,
-                         "-o", tmp_path / "out/", cwd=tmp_path)
+                         "-o", f"{tmp_path / 'out'}/", cwd=tmp_path)
     assert f"backend '{backend}'" in _refused(proc, "neural")
     assert not (tmp_path / "out").exists()
 

@@ -287,6 +287,9 @@ def test_a_handful_through_the_real_cli(tmp_path):
         assert "Traceback" not in proc.stderr, (case.name, proc.stderr)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and case.name in errors[0], (case.name, proc.stderr)
+        # nothing but the tool's lines: no decoder's or detector's own warnings (issue 22)
+        assert all(line.startswith(("error: ", "measuring ")) for line in
+                   proc.stderr.splitlines()), (case.name, proc.stderr)
         assert not out.exists() or not any(out.iterdir()), case.name
 
 

@@ -861,10 +861,14 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     path = tmp_path / "locked.png"
     PIL.Image.fromarray(np.zeros((2, 2), np.uint8)).save(path)
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    def denied(file: object, flags: int, *args: object, **kwargs: object) -> int:
+        if os.fspath(file) == str(path):  # type: ignore[arg-type]
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", denied)
 
     with pytest.raises(InputError, match="permission denied"):
         read_image(path)
@@ -1055,19 +1059,24 @@ def test_jpeg_fast_path_matches_pillow(tmp_path: Path, astro: np.ndarray, kind: 
     image.save(path, **options)
     data = path.read_bytes()
     with PIL.Image.open(BytesIO(data)) as opened:
-        assert mio._decode_jpeg_fast(opened, data) is not None  # the fast path is taken
+        assert mio._decode_jpeg_fast(path, opened, data) is not None  # the fast path is taken
         expected = np.asarray(ImageOps.exif_transpose(opened).convert(opened.mode))
     picture = mio.read_image(path)
     assert picture.mode == ("L" if kind == "grey" else "RGB")
     np.testing.assert_array_equal(picture.pixels.reshape(expected.shape), expected)
 
 
-def test_jpeg_fast_path_leaves_truncated_files_to_pillow(tmp_path: Path, astro: np.ndarray) -> None:
+def test_jpeg_fast_path_never_passes_truncated_files(tmp_path: Path, astro: np.ndarray) -> None:
+    """A JPEG cut short is refused by the fast path or left to Pillow, which refuses it."""
     data = BytesIO()
     PIL.Image.fromarray(astro).save(data, "JPEG", quality=90)
     cut = data.getvalue()[: len(data.getvalue()) * 2 // 3]
     with PIL.Image.open(BytesIO(cut)) as opened:
-        assert mio._decode_jpeg_fast(opened, cut) is None
+        try:
+            fast = mio._decode_jpeg_fast(tmp_path / "cut.jpg", opened, cut)
+        except InputError:
+            fast = None
+        assert fast is None
     (tmp_path / "cut.jpg").write_bytes(cut)
     with pytest.raises(InputError, match="truncated or corrupt"):
         mio.read_image(tmp_path / "cut.jpg")

@@ -129,10 +129,13 @@ def test_linear_heads_equal_the_lpips_package_v01_weights():
 
 
 def test_restricted_unpickler_refuses_code(tmp_path):
+    """Refused with exit 5 (unusable weights) and one line naming the file, not a traceback."""
     evil = tmp_path / "evil.ckpt"
     evil.write_bytes(pickle.dumps({"x": print}))
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(MissingWeightsError, match="refusing to load builtins.print") as info:
         perceptual.load_numpy_pickle(evil)
+    assert str(evil) in str(info.value) and "\n" not in str(info.value)
+    assert info.value.exit_code == 5
 
 
 def test_missing_carrier_is_a_clear_error(monkeypatch):

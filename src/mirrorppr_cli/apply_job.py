@@ -6,6 +6,7 @@ progress and prints the reports.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from .backend import Backend, require
 from .errors import OutputError, UsageError
-from .io import Picture, read_image, with_pixels, write_image
+from .io import Picture, frames_note, read_image, with_pixels, write_image
 from .landmarks import check_detectable, find_faces, select_face
 from .ops import OpRequest
 
@@ -25,7 +26,7 @@ class ApplyReport:
 
     input: str
     output: str | None = None
-    status: str = "ok"  # "ok" or "failed"
+    status: str = "ok"  # "ok", "failed" or "skipped" (--skip-existing: the output exists)
     error: str | None = None
     exit_code: int = 0
     faces_found: int = 0
@@ -35,6 +36,7 @@ class ApplyReport:
     changed_pixels: int = 0
     size: list[int] | None = None
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # for the user: what was not as asked
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +66,9 @@ def apply_ops_to_picture(
     if body_requests:
         if not hasattr(backend, "apply_body_ops"):
             raise UsageError(f"backend {backend.name!r} has no body operations")
-        pixels = backend.apply_body_ops(pixels, body_requests)
+        takes_name = "name" in inspect.signature(backend.apply_body_ops).parameters
+        pixels = (backend.apply_body_ops(pixels, body_requests, name=name) if takes_name
+                  else backend.apply_body_ops(pixels, body_requests))
     changed = int(np.any(pixels != picture.pixels, axis=-1).sum())
     report = ApplyReport(
         input=name,
@@ -99,5 +103,7 @@ def apply_ops_to_file(
     )
     written = write_image(result, dest, force=force, format=output_format)
     report.output = str(written)
+    if (note := frames_note(picture.frames, picture.format)) is not None:
+        report.notes.append(note)
     report.seconds = round(time.perf_counter() - start, 4)
     return report

@@ -7,7 +7,13 @@ Conventions:
 * Folder and glob results skip hidden files (leading ``.``) and the ``.part``
   temporary files that `mirrorppr_cli.io.write_image` creates.
 * Output names are ``<stem><suffix><ext>``; ``ext`` follows the output
-  format when one is given, else the source suffix in lower case.
+  format when one is given, else the source suffix in lower case (a source
+  without an image suffix gets its format's, read from its first bytes).
+* An output named by the user (``-o``) for one input is a folder when it
+  exists as one or ends with a path separator (``-o out/``), else a file
+  whose suffix names the format written (``--format``, if given, must agree);
+  a name without an image suffix (``x.gif``, ``result``) is refused (exit 2):
+  the bytes written always match the name.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mirrorppr_cli.errors import InputError, UsageError
-from mirrorppr_cli.io import FORMAT_SUFFIX, normalise_format
+from mirrorppr_cli.io import FORMAT_SUFFIX, SUFFIX_FORMAT, normalise_format, sniff_format
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 DEFAULT_SUFFIX = "_retouched"
@@ -95,10 +101,38 @@ def is_batch(spec: str | os.PathLike[str]) -> bool:
 
 def output_suffix(source: Path, format: str | None = None) -> str:
     """Return the output extension: the format's (".jpg", ".png", ".tif", ".webp",
-    ".bmp") when ``format`` is given, else the source suffix in lower case."""
+    ".bmp") when ``format`` is given, else the source suffix in lower case when it names
+    a format written, else the extension of the source's format as its first bytes say
+    (".png" when they say nothing: the file will be refused when read)."""
     if format:
         return FORMAT_SUFFIX[normalise_format(format)]
-    return source.suffix.lower()
+    suffix = source.suffix.lower()
+    if suffix in SUFFIX_FORMAT:
+        return suffix
+    return FORMAT_SUFFIX[sniff_format(source) or "PNG"]
+
+
+def _suffix_names() -> str:
+    """The output suffixes, for messages: ".bmp, .jpe, .jpeg, ... or .webp"."""
+    names = sorted(SUFFIX_FORMAT)
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+def check_output_name(path: Path, format: str | None = None) -> None:
+    """`UsageError` (exit 2) unless the file name ``path`` ends with an image suffix that
+    names the format to write, agreeing with ``format`` when that is given."""
+    named = SUFFIX_FORMAT.get(path.suffix.lower())
+    if named is None:
+        what = f"{path.suffix} files" if path.suffix else "a file without an image suffix"
+        raise UsageError(
+            f"{path}: cannot write {what}; name the output {_suffix_names()} (the format "
+            "follows it), or end it with / for a folder"
+        )
+    if format and normalise_format(format) != named:
+        raise UsageError(
+            f"{path}: the name says {named} but --format says {normalise_format(format)}; "
+            "make them agree"
+        )
 
 
 def output_path_for(
@@ -116,7 +150,8 @@ def output_path_for(
     ``<out>/<stem><suffix><ext>``; ``out=None`` writes next to the source.
     Batch: ``out`` is a folder (created when writing); ``out=None`` writes next
     to each source.  Raises `UsageError` if the result would be the source
-    itself, or if a batch ``out`` is an existing file.
+    itself, if a batch ``out`` is an existing file, or if a file ``out`` is not
+    named with an image suffix that agrees with ``format`` (`check_output_name`).
     """
     name = f"{source.stem}{suffix}{output_suffix(source, format)}"
     if out is None:
@@ -129,7 +164,11 @@ def output_path_for(
             raise UsageError(
                 f"{out_path}: is a file, but several inputs need an output folder; pass a folder"
             )
-        target = out_path / name if batch or names_folder else out_path
+        if batch or names_folder:
+            target = out_path / name
+        else:
+            check_output_name(out_path, format)
+            target = out_path
     if _same_file(target, source):
         raise UsageError(
             f"{source}: the output would overwrite the input; choose another output or suffix"
@@ -178,13 +217,20 @@ def check_unique_outputs(pairs: Iterable[tuple[Path, Path]]) -> None:
         seen[key] = source
 
 
-def check_detectable_file(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> None:
+def check_detectable_file(path: str | os.PathLike[str], *, max_pixels: int | None = None
+                          ) -> str | None:
     """`InputError` (exit 3, one line naming the file) when the image at ``path`` is too small
     or too thin for the face and body detectors, judged from its header alone (cheap; see
     `mirrorppr_cli.landmarks.detectable`). A file that cannot be read fails as `read_image`
-    would. Called on exemplar and query files before any work is done on them."""
-    from mirrorppr_cli.io import header_size
+    would (a FIFO, a device or a folder too). Called on exemplar and query files before any
+    work is done on them.
+
+    Returns a note for the user when the file holds several frames or pages (only the first
+    is used: `mirrorppr_cli.io.frames_note`), else None.
+    """
+    from mirrorppr_cli.io import frames_note, header_info
     from mirrorppr_cli.landmarks import check_detectable
 
-    width, height = header_size(path, max_pixels=max_pixels)
+    width, height, frames, fmt = header_info(path, max_pixels=max_pixels)
     check_detectable(width, height, name=os.fspath(path))
+    return frames_note(frames, fmt)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
+import stat
 import struct
 import threading
 import warnings
@@ -34,6 +36,12 @@ import PIL.Image
 import PIL.ImageFile
 from PIL import UnidentifiedImageError, features
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+from mirrorppr_cli import native_stderr
 from mirrorppr_cli.errors import InputError, OutputError, UsageError
 
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -52,6 +60,10 @@ _FORMAT_ALIASES = {
     "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "tif": "TIFF",
     "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP",
 }  # fmt: skip
+#: Output file suffixes and the format each names (".jpg" → "JPEG", ...).
+SUFFIX_FORMAT = {f".{alias}": fmt for alias, fmt in _FORMAT_ALIASES.items()}
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
+          (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
 _MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}  # libjpeg and libwebp limits
 _JPEG_MAX_MARKER = 65_533  # bytes in one JPEG marker segment (EXIF must fit in one)
 
@@ -82,6 +94,8 @@ class Picture:
     C=4 "RGBA" or "CMYK" (CMYK is always ``uint8``, 0 = no ink).
     Alpha is straight (not premultiplied).  ``format`` is the Pillow format
     name of the source ("PNG" for arrays); ``exif`` has orientation 1.
+    ``frames``: how many frames or pages the source file holds (animated PNG
+    and WebP, multi-page TIFF); only the first is in ``pixels``.
     """
 
     pixels: np.ndarray
@@ -90,6 +104,7 @@ class Picture:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     source: Path | None = None
+    frames: int = 1
 
     def __post_init__(self) -> None:
         _check_pixels(self.pixels, self.mode)
@@ -177,7 +192,8 @@ def with_pixels(img: Picture, pixels: np.ndarray) -> Picture:
             f"got {pixels.shape} {pixels.dtype}"
         )
     return Picture(
-        np.ascontiguousarray(pixels), img.mode, img.format, img.icc_profile, img.exif, img.source
+        np.ascontiguousarray(pixels), img.mode, img.format, img.icc_profile, img.exif, img.source,
+        img.frames,
     )
 
 
@@ -233,7 +249,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     """
     file = Path(path)
     limit = resolve_max_pixels(max_pixels)
-    data = _read_file_bytes(file)
+    data = _read_file_bytes(file, limit)
     decoded = _decode(file, data, limit)
     pixels, exif = decoded.pixels, _normalise_exif(decoded.exif)
     if not decoded.oriented:
@@ -245,7 +261,20 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         icc_profile=decoded.icc_profile or None,
         exif=exif_with_orientation_reset(exif),
         source=file,
+        frames=decoded.frames,
     )
+
+
+def frames_note(frames: int, format: str) -> str | None:
+    """The line to tell the user when a file of ``format`` holds several ``frames`` or pages
+    (only the first is used: `Picture.frames`, `header_info`), else None."""
+    if frames <= 1 or format not in _MULTI:
+        return None
+    kind = "pages" if format == "TIFF" else "frames"
+    return f"used the first of {frames} {kind} (the file is {_MULTI[format]})"
+
+
+_MULTI = {"PNG": "an animated PNG", "WEBP": "an animated WebP", "TIFF": "a multi-page TIFF"}
 
 
 def header_size(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> tuple[int, int]:
@@ -255,31 +284,106 @@ def header_size(path: str | os.PathLike[str], *, max_pixels: int | None = None) 
     `read_image` that need no decoding: `InputError` for a missing, empty or unreadable file,
     a header that is not an image, no pixels, or more than ``max_pixels``.
     """
+    width, height, _, _ = header_info(path, max_pixels=max_pixels)
+    return width, height
+
+
+def header_info(path: str | os.PathLike[str], *, max_pixels: int | None = None
+                ) -> tuple[int, int, int, str]:
+    """``(width, height, frames, format)`` from an image file's header, with the checks of
+    `header_size`; ``frames`` counts the frames or pages (animated PNG and WebP, multi-page
+    TIFF; 1 otherwise), see `frames_note`."""
     file = Path(path)
     limit = resolve_max_pixels(max_pixels)
-    data = _read_file_bytes(file)
+    data = _read_file_bytes(file, limit)
     with _pillow_guarded() as set_pillow_limit:
         set_pillow_limit(None)
         im = _open_header(file, data)
         try:
             _check_pixel_limit(file, im.size, limit)
-            return int(im.size[0]), int(im.size[1])
+            fmt = "JPEG" if im.format == "MPO" else str(im.format)
+            return int(im.size[0]), int(im.size[1]), _frame_count(im, fmt), fmt
         finally:
             im.close()
 
 
-def _read_file_bytes(file: Path) -> bytes:
-    """Return the whole file, or raise `InputError` saying why it cannot be read."""
+def sniff_format(path: str | os.PathLike[str]) -> str | None:
+    """The format an image file's first bytes name ("JPEG", "PNG", "TIFF", "WEBP", "BMP"), or
+    None (not a regular file, unreadable, or no known signature). Reads 16 bytes, never
+    blocks (a FIFO is not read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.read(fd, 16)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
+
+#: Bytes per pixel of the largest uncompressed layout read (16-bit RGBA): with the pixel
+#: limit, it bounds how much of a file is worth reading (see `_read_file_bytes`).
+_MAX_BYTES_PER_PIXEL = 8
+_MAX_OVERHEAD_BYTES = 64 * 1024 * 1024  # metadata, thumbnails, a second MPO image, ...
+
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+)  # fmt: skip
+
+
+def _read_file_bytes(file: Path, limit: int | None = None) -> bytes:
+    """Return the whole file, or raise `InputError` saying why it cannot be read.
+
+    Regular files only: a FIFO would block, a device such as ``/dev/zero`` would be read
+    without end. The file is opened without blocking and checked on the open descriptor
+    (no window between the check and the read). At most ``limit`` pixels' worth of bytes
+    (`_MAX_BYTES_PER_PIXEL` each, plus `_MAX_OVERHEAD_BYTES`) are read: a larger file cannot
+    be an image within the pixel limit.
+    """
     if file.is_dir():
         raise InputError(f"{file}: is a folder, not an image file; pass an image file")
+    max_bytes = resolve_max_pixels(limit) * _MAX_BYTES_PER_PIXEL + _MAX_OVERHEAD_BYTES
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        data = file.read_bytes()
+        fd = os.open(file, flags | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                what = next((f"is {name}, not" for test, name in _NOT_REGULAR
+                             if test(info.st_mode)), "is not")
+                raise InputError(f"{file}: {what} a regular file; pass an image file")
+            if info.st_size > max_bytes:  # refused below, unread
+                data = b""
+                too_large = True
+            else:
+                data = handle.read(info.st_size + 1)  # +1: did it grow (or not say its size)?
+                if len(data) > info.st_size:
+                    data += handle.read(max_bytes + 1 - len(data))
+                too_large = len(data) > max_bytes
     except FileNotFoundError as exc:
         raise InputError(f"{file}: no such file; check the path") from exc
     except PermissionError as exc:
         raise InputError(f"{file}: permission denied; check the file's permissions") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{file}: is a folder, not an image file; pass an image file") from exc
     except OSError as exc:
         raise InputError(f"{file}: cannot be read ({exc.strerror or exc}); check the file") from exc
+    except MemoryError as exc:
+        raise InputError(f"{file}: not enough memory to read this file") from exc
+    if too_large:
+        raise InputError(
+            f"{file}: file is larger than {max_bytes:,} bytes, more than an image within the "
+            f"pixel limit needs; raise the limit with --max-pixels or {MAX_PIXELS_ENV} if you "
+            "trust this file"
+        )
     if not data:
         raise InputError(f"{file}: file is empty; re-export or re-copy the image")
     return data
@@ -295,6 +399,7 @@ class _Decoded:
     icc_profile: bytes | None
     exif: bytes | None
     oriented: bool  # True when the decoder already applied the orientation (TIFF)
+    frames: int = 1  # frames or pages in the file (animated PNG/WebP, multi-page TIFF)
 
 
 @contextlib.contextmanager
@@ -386,10 +491,14 @@ def _decode_opened(file: Path, im: PIL.Image.Image, data: bytes) -> _Decoded:
     if _needs_opencv(im, data):
         pixels, mode = _decode_opencv(file, data)
         exif = im.info.get("exif") or (_png_exif_chunk(data) if fmt == "PNG" else None)
-    elif (fast := _decode_jpeg_fast(im, data)) is not None:
+    elif (fast := _decode_jpeg_fast(file, im, data)) is not None:
         pixels, mode = fast
         exif = im.info.get("exif")
     else:
+        if fmt == "JPEG":
+            _check_jpeg_intact(file, data)  # Pillow does not tell damaged data (see there)
+        elif fmt == "PNG":
+            _check_png_intact(file, data)
         im.load()
         pixels, mode = _pillow_to_array(file, im)
         exif = im.info.get("exif")
@@ -405,7 +514,19 @@ def _decode_opened(file: Path, im: PIL.Image.Image, data: bytes) -> _Decoded:
         icc_profile=im.info.get("icc_profile"),
         exif=None if is_tiff else exif,
         oriented=is_tiff,  # Pillow and OpenCV both apply the TIFF orientation tag
+        frames=_frame_count(im, fmt),
     )
+
+
+def _frame_count(im: PIL.Image.Image, fmt: str) -> int:
+    """Frames (animated PNG and WebP) or pages (TIFF) in an opened file; 1 when it cannot be
+    told (a damaged chain of TIFF pages after the first: the first was read)."""
+    if fmt not in _MULTI:
+        return 1
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - counting is for a note only
+        return 1
 
 
 def _needs_opencv(im: PIL.Image.Image, data: bytes) -> bool:
@@ -424,27 +545,144 @@ def _needs_opencv(im: PIL.Image.Image, data: bytes) -> bool:
     return False
 
 
-def _decode_jpeg_fast(im: PIL.Image.Image, data: bytes) -> tuple[np.ndarray, str] | None:
-    """A complete 8-bit RGB or grey JPEG decoded by OpenCV, or None (then Pillow decodes it).
+#: libjpeg's warnings that mean the pixels are not what the file meant to hold: entropy-coded
+#: data damaged, cut short or out of order (libjpeg decodes on and fills the rest with grey
+#: or garbage). Pillow and OpenCV both treat them as warnings, so a damaged file decodes
+#: "successfully". Not in the list, as they leave the pixels intact: "Unknown Adobe color
+#: transform code", "unknown JFIF revision number", "Corrupt JPEG data: bad ICC marker".
+_JPEG_DAMAGE = re.compile(
+    rb"Corrupt JPEG data(?!: bad ICC marker)[^\n]*|Premature end of JPEG file"
+    rb"|Inconsistent progression sequence[^\n]*|Invalid SOS parameters for sequential JPEG"
+)
+
+
+def _refuse_damaged_jpeg(file: Path, messages: bytes) -> None:
+    """`InputError` naming libjpeg's first damage warning in ``messages``, if any."""
+    found = _JPEG_DAMAGE.search(messages)
+    if found is not None:
+        what = found.group(0).decode("ascii", "replace").strip()
+        raise InputError(f"{file}: image is truncated or corrupt (libjpeg: {what}); "
+                         "re-export or re-copy it")
+
+
+#: A JPEG marker that ends entropy-coded data: 0xFF then anything but a stuffed zero, a
+#: restart marker (RST0-7) or a fill byte.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _check_progressive_complete(file: Path, data: bytes) -> None:
+    """`InputError` when a progressive JPEG's scans stop before every coefficient of every
+    component was sent at full precision.
+
+    A progressive file cut short at a scan boundary (with an end marker appended, or a
+    download that stopped there) is valid JPEG syntax: libjpeg decodes it without a warning,
+    into a blurred or blocky picture. The scan headers say what was sent (read here, the
+    entropy-coded data is skipped, not decoded).
+    """
+    pos, end = 2, len(data)
+    components: list[int] = []
+    final: dict[tuple[int, int], int] = {}  # (component, coefficient) → lowest Al sent
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return  # not where a marker should be: libjpeg judges such a file
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xD9:
+            break
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:
+            pos += 2
+            continue
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        body = data[pos + 4:pos + 2 + length]
+        if marker in _JPEG_SOF and len(body) >= 6:
+            components = [body[6 + 3 * k] for k in range(body[5]) if 6 + 3 * k < len(body)]
+        pos += 2 + length
+        if marker == 0xDA and body:
+            count = body[0]
+            ids = [body[1 + 2 * k] for k in range(count) if 1 + 2 * k < len(body)]
+            if len(body) < 1 + 2 * count + 3:
+                return
+            ss, se, al = body[1 + 2 * count], body[2 + 2 * count], body[3 + 2 * count] & 0x0F
+            for component in ids:
+                for k in range(ss, min(se, 63) + 1):
+                    final[(component, k)] = min(final.get((component, k), 99), al)
+            found = _JPEG_MARKER.search(data, pos)
+            pos = found.start() if found else end
+    missing = [key for key in ((c, k) for c in components for k in range(64))
+               if final.get(key, 99) != 0]
+    if components and missing:
+        raise InputError(f"{file}: image is truncated or corrupt (its progressive JPEG scans "
+                         "stop before the full picture); re-export or re-copy it")
+
+
+def _decode_jpeg_fast(file: Path, im: PIL.Image.Image, data: bytes
+                      ) -> tuple[np.ndarray, str] | None:
+    """An 8-bit RGB or grey JPEG decoded by OpenCV, or None (then Pillow decodes it).
 
     Both use libjpeg-turbo with the same settings (bit-identical pixels on this project's 39
-    test JPEGs) but OpenCV is ~3× faster at 1024². OpenCV fills a truncated file with grey
-    instead of failing, so only files that end with the end-of-image marker take this path
-    (truncated ones reach Pillow, which refuses them); CMYK and anything unusual stay with
-    Pillow too.
+    test JPEGs) but OpenCV is ~3× faster at 1024². libjpeg's warnings are read from file
+    descriptor 2 while it decodes (:func:`mirrorppr_cli.native_stderr.captured`): a warning
+    that the data is damaged (`_JPEG_DAMAGE`: a file cut short with an end marker appended,
+    flipped bytes in the entropy-coded data) refuses the file, `InputError`. A file OpenCV
+    cannot decode at all (cut short without an end marker) goes to Pillow, which refuses it.
+    CMYK and anything unusual stay with Pillow too.
     """
     if im.format != "JPEG" or im.mode not in ("RGB", "L"):
         return None
-    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        return None
+    if im.info.get("progressive"):
+        _check_progressive_complete(file, data)
     flags = cv2.IMREAD_IGNORE_ORIENTATION | (
         cv2.IMREAD_COLOR if im.mode == "RGB" else cv2.IMREAD_GRAYSCALE)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    with native_stderr.captured() as messages:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    _refuse_damaged_jpeg(file, messages.text)
     if decoded is None or decoded.dtype != np.uint8 or decoded.shape[1::-1] != im.size:
         return None
     if im.mode == "L":
         return decoded[:, :, np.newaxis], "L"
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), "RGB"
+
+
+def _check_jpeg_intact(file: Path, data: bytes) -> None:
+    """`InputError` when libjpeg warns that a JPEG Pillow is about to decode is damaged.
+
+    Pillow's decoder drops libjpeg's warnings, so the entropy-coded data is decoded once more
+    by OpenCV at ⅛ scale (every coefficient is still read, the inverse transform is cheap)
+    and its warnings are read. Used for what `_decode_jpeg_fast` leaves to Pillow (CMYK).
+    """
+    _check_progressive_complete(file, data)
+    with native_stderr.captured() as messages:
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    _refuse_damaged_jpeg(file, messages.text)
+
+
+def _check_png_intact(file: Path, data: bytes) -> None:
+    """`InputError` when a PNG's image data (its IDAT chunks) fails its CRC-32.
+
+    Pillow checks the CRCs of the chunks it parses itself but hands IDAT to zlib unchecked,
+    and stops inflating once it has every row (zlib's own checksum at the stream's end is
+    never read): damaged image data decodes "successfully" into wrong pixels; so can an IDAT
+    chunk the end of the file cuts short. A file that lacks only its trailer (the last CRC,
+    IEND) is still read, as before; other chunks cut short are left to Pillow.
+    """
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        kind = data[pos + 4:pos + 8]
+        end = pos + 8 + length
+        if kind == b"IDAT" and end > len(data):
+            raise InputError(f"{file}: image is truncated or corrupt (its PNG image data is "
+                             "cut short); re-export or re-copy it")
+        if end + 4 > len(data) or kind == b"IEND":
+            return
+        if kind == b"IDAT" and zlib.crc32(memoryview(data)[pos + 4:end]) != struct.unpack(
+                ">I", data[end:end + 4])[0]:
+            raise InputError(f"{file}: image is truncated or corrupt (a PNG image data "
+                             "checksum does not match); re-export or re-copy it")
+        pos = end + 4
 
 
 def _decode_opencv(file: Path, data: bytes) -> tuple[np.ndarray, str]:
@@ -888,7 +1126,12 @@ def _check_destination(dest: Path, *, force: bool) -> None:
 
 
 def _atomic_write(data: bytes, dest: Path, *, force: bool) -> Path:
-    """Write ``data`` to a hidden ``.part`` file beside ``dest``, fsync, move into place."""
+    """Write ``data`` to a hidden ``.part`` file beside ``dest``, fsync, move into place.
+
+    The ``.part`` file is locked (``flock``) from just after its creation until it has been
+    moved into place, so that `remove_stale_temporaries` can tell a temporary that a killed
+    run left (no lock) from one being written (locked).
+    """
     folder = dest.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -900,11 +1143,15 @@ def _atomic_write(data: bytes, dest: Path, *, force: bool) -> Path:
     try:
         fd, temp = _create_temp(dest)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            _move_into_place(temp, dest, force=force)
+            try:
+                _lock_temp(fd)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+                _move_into_place(temp, dest, force=force)
+            finally:
+                os.close(fd)
         finally:
             _remove_quietly(temp)  # already gone after os.replace; a link leaves it
     except OSError as exc:
@@ -913,6 +1160,75 @@ def _atomic_write(data: bytes, dest: Path, *, force: bool) -> Path:
         ) from exc
     _fsync_folder(folder)
     return dest
+
+
+#: The temporaries `_create_temp` names: ``.<output name>.<8 hex digits>.part``.
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.part")
+#: Where ``flock`` is missing, a temporary this old (seconds) is taken to be stale.
+_STALE_WITHOUT_LOCKS_S = 3600.0
+
+
+def _lock_temp(fd: int) -> None:
+    """Hold an exclusive ``flock`` on a temporary while it is written (released on close or
+    when the process dies). Best effort: file systems without locks are written all the same."""
+    if fcntl is None:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_stale_temporaries(outputs: list[Path] | tuple[Path, ...]) -> list[Path]:
+    """Delete the ``.part`` temporaries that `write_image` left beside ``outputs`` in a run that
+    was killed, and return them.
+
+    Only files named exactly as `_create_temp` names the temporaries of one of ``outputs``
+    (``.<name>.<8 hex digits>.part``), regular files (not links), that no live writer holds
+    locked (see `_atomic_write`; without ``flock``: older than an hour). Nothing else in the
+    folder is looked at; errors leave a file where it is.
+    """
+    by_folder: dict[Path, set[str]] = {}
+    for output in outputs:
+        by_folder.setdefault(Path(output).parent, set()).add(Path(output).name)
+    removed = []
+    for folder, names in by_folder.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry)
+            if match is not None and match["name"] in names and _remove_if_stale(folder / entry):
+                removed.append(folder / entry)
+    return sorted(removed)
+
+
+def _remove_if_stale(path: Path) -> bool:
+    """Delete ``path`` if it is a regular file no writer holds; True if it was deleted."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        if fcntl is None:  # pragma: no cover - not POSIX
+            import time  # noqa: PLC0415
+
+            if time.time() - info.st_mtime < _STALE_WITHOUT_LOCKS_S:
+                return False
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # a live writer holds it
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _create_temp(dest: Path) -> tuple[int, Path]:

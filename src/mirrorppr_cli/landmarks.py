@@ -13,9 +13,7 @@ resort. Faces are returned largest first.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -23,6 +21,7 @@ from functools import cache
 import cv2
 import numpy as np
 
+from . import native_stderr
 from .errors import InputError, NoFaceError
 
 # MediaPipe's C++ side logs warnings to stderr through glog/absl; keep the CLI's output clean.
@@ -63,24 +62,15 @@ MAX_DETECT_SIDE = 32766
 _lock = threading.Lock()  # MediaPipe graphs are not re-entrant
 
 
-@contextlib.contextmanager
 def _native_stderr_silenced():
     """Silence file descriptor 2 while a MediaPipe graph runs.
 
     MediaPipe's native code prints start-up notices (XNNPACK, absl warnings) straight to fd 2,
     before any logging flag can take effect, and some subgraphs start only on a later run
-    (the iris refinement, when a face is first found); they mean nothing to a user.
+    (the iris refinement, when a face is first found); they mean nothing to a user. The swap
+    is shared with the image readers' (:mod:`mirrorppr_cli.native_stderr`).
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    return native_stderr.silenced()
 
 
 def _run(graph, rgb: np.ndarray):

@@ -1,15 +1,25 @@
-"""Bench reports: ``results.json``, ``results.md`` and ``report.html`` with per-item images."""
+"""Bench reports: ``results.json``, ``results.md`` and ``report.html`` with per-item images.
+
+A report is built in a hidden folder inside ``--out`` (:class:`StagedReport`) and moved into
+place only when complete, ``results.json`` last: a failed or killed run leaves no partial
+report (at most its hidden folder, which the next run removes once its process is gone).
+"""
 
 from __future__ import annotations
 
+import errno
 import html
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..data.shards import write_atomic
+from ..errors import OutputError
 from .datasets import Benchmark, Item
 
 THUMB_SIDE = 256
@@ -51,6 +61,10 @@ def markdown(payload: dict) -> str:
     if skipped:
         lines += ["", "Not scored (this install cannot): "
                   + "; ".join(f"{metric}: {why}" for metric, why in skipped.items())]
+    failed = payload.get("failed_items") or {}
+    if failed:
+        lines += ["", f"Items that could not be scored ({len(failed)}; in no average):", ""]
+        lines += [f"- item {index}: {why}" for index, why in failed.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -143,10 +157,114 @@ img{{max-width:{THUMB_SIDE}px}} pre{{background:#f4f4f4;padding:8px}}</style></h
 
 
 def item_images(saver: ImageSaver, item: Item, load) -> dict[str, str]:
-    return {
-        "before": saver.save(f"{item.index:04d}_before.jpg", load(item.exemplar_before)),
-        "after": saver.save(f"{item.index:04d}_after.jpg", load(item.exemplar_after)),
-        "query": saver.save(f"{item.index:04d}_query.jpg", load(item.query)),
-        **({"truth": saver.save(f"{item.index:04d}_truth.jpg", load(item.truth))}
-           if item.truth is not None else {}),
-    }
+    """Thumbnails of an item's inputs; one that cannot be read (a failed item's) is left out."""
+    from ..errors import MirrorError
+
+    images = {}
+    for slot, path in (("before", item.exemplar_before), ("after", item.exemplar_after),
+                       ("query", item.query), ("truth", item.truth)):
+        if path is None:
+            continue
+        try:
+            rgb = load(path)
+        except (MirrorError, ValueError):  # reported with the item's rows
+            continue
+        images[slot] = saver.save(f"{item.index:04d}_{slot}.jpg", rgb)
+    return images
+
+
+#: Files of a report, moved into ``--out`` in this order (``results.json`` last: a folder
+#: with ``results.json`` holds a complete report).
+REPORT_FILES = ("results.md", "report.html", "results.json")
+IMAGES_DIR = "report_images"
+STAGING_PREFIX = ".bench-"
+STAGING_SUFFIX = ".part"
+
+
+class StagedReport:
+    """A report written into ``staging`` (a hidden folder inside ``out``) and moved into
+    ``out`` by :meth:`commit`; used as a context manager, anything that leaves the block
+    early (an error, Ctrl-C) removes the staging folder, and ``out`` too when this run made
+    it and it is empty. An OSError (disk full, no permission) becomes an OutputError (exit 4).
+
+    Committing: the old ``results.json`` goes first (from then on ``out`` holds no complete
+    report), ``report_images/`` is swapped for the new one, then ``results.md``,
+    ``report.html`` and ``results.json`` are renamed into place. Each rename is atomic.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.created = False
+        self.staging: Path | None = None
+
+    def __enter__(self) -> StagedReport:
+        try:
+            if self.out.exists() and not self.out.is_dir():
+                raise OutputError(f"--out {self.out}: exists and is not a folder")
+            self.created = not self.out.exists()
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(self.out)
+            name = f"{STAGING_PREFIX}{os.getpid()}-"
+            self.staging = Path(tempfile.mkdtemp(prefix=name, suffix=STAGING_SUFFIX, dir=self.out))
+        except OSError as error:
+            self._discard()
+            raise OutputError(f"--out {self.out}: cannot be written ({_why(error)})") from None
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._discard()
+        if isinstance(error, OSError):
+            raise OutputError(f"--out {self.out}: the report could not be written "
+                              f"({_why(error)})") from None
+
+    def commit(self) -> None:
+        """Move the staged report into ``out``."""
+        assert self.staging is not None
+        (self.out / "results.json").unlink(missing_ok=True)
+        new_images, old_images = self.staging / IMAGES_DIR, self.out / IMAGES_DIR
+        if new_images.exists():
+            if old_images.exists() or old_images.is_symlink():
+                os.replace(old_images, self.staging / f"old-{IMAGES_DIR}")
+            os.replace(new_images, old_images)
+        for name in REPORT_FILES:
+            os.replace(self.staging / name, self.out / name)
+        self.created = False  # ``out`` now holds the report
+
+    def _discard(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        if self.created:
+            try:
+                self.out.rmdir()  # only when empty
+            except OSError:
+                pass
+            self.created = False
+
+
+def _why(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a killed one not yet reaped, a zombie, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError as error:  # EPERM: someone else's process
+        return error.errno == errno.EPERM
+    try:  # Linux: a zombie still answers kill(0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders in ``out`` of bench runs whose process is gone (killed)."""
+    for folder in out.glob(f"{STAGING_PREFIX}*{STAGING_SUFFIX}"):
+        pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) \
+                and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)

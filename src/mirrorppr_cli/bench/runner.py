@@ -46,6 +46,9 @@ PSNR_CAP = 100.0
 #: catalog warps of the development photos.
 ARTEFACT_MARGIN = 1
 
+#: Images with a side under this many pixels are not scored (the edit-fidelity flow needs 12).
+MIN_SCORE_SIDE = 16
+
 Predictor = Callable[[Item, np.ndarray], np.ndarray]
 
 
@@ -136,6 +139,83 @@ class MethodScores:
         return out
 
 
+def describe_failure(error: BaseException) -> str:
+    """One line for a failed item: a MirrorError's message, else the exception's type and
+    its message's last line (shortened)."""
+    if isinstance(error, MirrorError):
+        return str(error)
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+@dataclass
+class LoadedItem:
+    """An item's images and the scores that do not depend on the method."""
+
+    query: np.ndarray
+    truth: np.ndarray | None
+    exemplar_changed: float | None
+    truth_blobs: int | None
+
+
+def load_item(item: Item, metrics: tuple[str, ...]) -> LoadedItem:
+    """Read an item's four images and check that they can be scored (InputError otherwise:
+    a side under :data:`MIN_SCORE_SIDE`, or with ``edit`` a truth not of the query's size)."""
+    query = rgb(item.query)
+    truth = rgb(item.truth) if item.truth is not None else None
+    before, after = rgb(item.exemplar_before), rgb(item.exemplar_after)
+    for label, path, image in (("query", item.query, query), ("ground truth", item.truth, truth),
+                               ("exemplar before", item.exemplar_before, before),
+                               ("exemplar after", item.exemplar_after, after)):
+        if image is not None and min(image.shape[:2]) < MIN_SCORE_SIDE:
+            raise InputError(f"{label} {path}: {image.shape[1]}×{image.shape[0]} pixels is too "
+                             f"small to score (at least {MIN_SCORE_SIDE} a side)")
+    if "edit" in metrics and truth is not None and truth.shape != query.shape:
+        raise InputError(f"ground truth {item.truth} is {truth.shape[1]}×{truth.shape[0]} pixels, "
+                         f"the query {query.shape[1]}×{query.shape[0]}: edit fidelity needs "
+                         "them equal")
+    exemplar_changed = (
+        float(np.any(before != after, axis=-1).mean()) if before.shape == after.shape else None
+    )
+    truth_blobs = (
+        new_blobs(query, match_size(truth, query)).count
+        if "artefacts" in metrics and truth is not None else None
+    )
+    return LoadedItem(query, truth, exemplar_changed, truth_blobs)
+
+
+def score_prediction(row: dict, pred: np.ndarray, loaded: LoadedItem, metrics: tuple[str, ...],
+                     *, embedder=None, lpips_options: dict | None = None
+                     ) -> tuple[float, int, float] | None:
+    """Fill ``row`` with the scores of one prediction; returns the measured pixel scores for
+    the set (:meth:`PixelScores.record`), or None without a ground truth. Raises whatever a
+    metric raises, having recorded nothing in any set."""
+    from ..metrics import perceptual
+
+    query, truth = loaded.query, loaded.truth
+    if pred.shape == query.shape:
+        row["changed_fraction"] = float(np.any(pred != query, axis=-1).mean())
+    if "artefacts" in metrics:
+        blobs = new_blobs(query, match_size(pred, query))
+        row["artefact_blobs"], row["artefact_area_px"] = blobs.count, blobs.area_px
+        row["artefact_long_components"] = blobs.long_components
+        if loaded.truth_blobs is not None:
+            row["truth_artefact_blobs"] = loaded.truth_blobs
+    if truth is None:  # a real pair: nothing to compare with but what changed
+        return None
+    measured = PixelScores.measure(pred, truth)
+    if "lpips" in metrics:
+        row["lpips"] = perceptual.lpips_distance(pred, truth, **(lpips_options or {}))
+    if "face" in metrics and embedder is not None:
+        from ..metrics.face_similarity import face_similarity
+
+        row["identity_similarity"] = face_similarity(embedder, pred, truth)
+    if "edit" in metrics:
+        fid = edit_fidelity(query, pred, truth)
+        row["edit_recall"], row["edit_epe"] = fid.recall, fid.epe
+    return measured
+
+
 def score(
     bench: Benchmark,
     methods: dict[str, Predictor],
@@ -145,55 +225,62 @@ def score(
     lpips_options: dict | None = None,
     on_step: Callable[[], None] | None = None,
     keep_predictions: Callable[[str, Item, np.ndarray, np.ndarray], None] | None = None,
+    failures: dict[int, str] | None = None,
 ) -> dict[str, MethodScores]:
-    """Score every method on every item; a failed prediction is a row with an error."""
-    from ..metrics import perceptual
+    """Score every method on every item.
 
+    A method that refuses an item (a MirrorError: no prediction, no face, no ground truth)
+    gives a row with ``error``. An item that cannot be scored at all (an unreadable or too
+    small image, a truth of another size, or any exception while scoring it) gives every
+    method a row with ``error`` and ``failed: true``, is added to ``failures`` (index →
+    reason) and recorded in no set; the other items go on.
+    """
     results = {name: MethodScores(name) for name in methods}
+    failures = {} if failures is None else failures
+
+    def failed_row(item: Item, reason: str) -> dict:
+        return {"item": item.index, "query": str(item.query), "error": reason, "failed": True,
+                "exemplar_changed_fraction": None}
+
     for item in bench.items:
-        query = rgb(item.query)
-        truth = rgb(item.truth) if item.truth is not None else None
-        before, after = rgb(item.exemplar_before), rgb(item.exemplar_after)
-        exemplar_changed = (
-            float(np.any(before != after, axis=-1).mean()) if before.shape == after.shape else None
-        )
-        truth_blobs = (
-            new_blobs(query, match_size(truth, query)).count
-            if "artefacts" in metrics and truth is not None else None
-        )
+        try:
+            loaded = load_item(item, metrics)
+        except Exception as error:  # noqa: BLE001 - one bad item must not stop the others
+            failures[item.index] = describe_failure(error)
+            for res in results.values():
+                res.rows.append(failed_row(item, failures[item.index]))
+            if on_step:
+                on_step()
+            continue
         for name, predict in methods.items():
             row: dict = {"item": item.index, "query": str(item.query), "error": None,
-                         "exemplar_changed_fraction": exemplar_changed}
+                         "exemplar_changed_fraction": loaded.exemplar_changed}
             try:
-                pred = predict(item, query)
+                pred = predict(item, loaded.query)
             except MirrorError as error:
                 row["error"] = str(error)
                 results[name].rows.append(row)
                 continue
-            if keep_predictions:
-                keep_predictions(name, item, pred, truth if truth is not None else query)
-            if pred.shape == query.shape:
-                row["changed_fraction"] = float(np.any(pred != query, axis=-1).mean())
-            if "artefacts" in metrics:
-                blobs = new_blobs(query, match_size(pred, query))
-                row["artefact_blobs"], row["artefact_area_px"] = blobs.count, blobs.area_px
-                row["artefact_long_components"] = blobs.long_components
-                if truth_blobs is not None:
-                    row["truth_artefact_blobs"] = truth_blobs
-            if truth is None:  # a real pair: nothing to compare with but what changed
-                results[name].rows.append(row)
+            except Exception as error:  # noqa: BLE001 - a crash on one item is that item's
+                reason = f"{name}: {describe_failure(error)}"
+                failures.setdefault(item.index, reason)
+                results[name].rows.append(failed_row(item, reason))
                 continue
-            p, s = results[name].pixel.add(pred, truth)
-            row["psnr"], row["ssim"] = min(p, PSNR_CAP), s
-            if "lpips" in metrics:
-                row["lpips"] = perceptual.lpips_distance(pred, truth, **(lpips_options or {}))
-            if "face" in metrics and embedder is not None:
-                from ..metrics.face_similarity import face_similarity
-
-                row["identity_similarity"] = face_similarity(embedder, pred, truth)
-            if "edit" in metrics:
-                fid = edit_fidelity(query, pred, truth)
-                row["edit_recall"], row["edit_epe"] = fid.recall, fid.epe
+            try:
+                pred = np.asarray(pred)
+                measured = score_prediction(row, pred, loaded, metrics, embedder=embedder,
+                                            lpips_options=lpips_options)
+            except Exception as error:  # noqa: BLE001
+                reason = f"{name}: {describe_failure(error)}"
+                failures.setdefault(item.index, reason)
+                results[name].rows.append(failed_row(item, reason))
+                continue
+            if measured is not None:
+                p, s = results[name].pixel.record(*measured)
+                row["psnr"], row["ssim"] = min(p, PSNR_CAP), s
+            if keep_predictions:
+                keep_predictions(name, item, pred,
+                                 loaded.truth if loaded.truth is not None else loaded.query)
             results[name].rows.append(row)
         if on_step:
             on_step()

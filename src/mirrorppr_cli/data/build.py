@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -25,6 +26,7 @@ from .filters import PROFESSIONAL_FACE_FILTER, FaceFilter
 from .pairs import PairSettings, make_professional_samples, make_samples
 from .sampling import MAX_OPS
 from .shards import sha256, tar_bytes, write_atomic, write_json_atomic
+from .workers import die_with_parent
 
 PLAN_FILE = "plan.json"
 MANIFEST_FILE = "manifest.jsonl"
@@ -163,8 +165,12 @@ def prepare_output(out: Path, plan: BuildPlan, *, force: bool) -> list[int]:
             stale.unlink()
         for name in (MANIFEST_FILE, SUMMARY_FILE):
             (out / name).unlink(missing_ok=True)
-    # temporary files of a killed build (hidden, ".part"): never part of a finished shard
-    for temp in (out / "shards").glob(".shard-*.part"):
+    # temporary files of a killed build (hidden, ".part"): never part of a finished shard,
+    # nor of a finished manifest, summary or plan (a kill while finalize writes them)
+    temps = [*(out / "shards").glob(".shard-*.part"),
+             *(t for name in (PLAN_FILE, MANIFEST_FILE, SUMMARY_FILE)
+               for t in out.glob(f".{name}.*.part"))]
+    for temp in temps:
         temp.unlink(missing_ok=True)
     write_json_atomic(plan_file, plan.to_dict())
     return [i for i in range(plan.shard_count) if not shard_done(out, i)]
@@ -181,7 +187,8 @@ def run_local(
         return
     # "spawn": a forked child inherits MediaPipe's native threads and deadlocks in them.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(build_shard, plan.to_dict(), str(out), i): i for i in todo}
         for future in as_completed(futures):
             future.result()

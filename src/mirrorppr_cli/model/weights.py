@@ -8,6 +8,7 @@ how to point the tool at it.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from ..errors import MissingWeightsError
@@ -54,6 +55,11 @@ def load_mae(spec: str | None, cfg):
                              allow_patterns=["config.json", "*.safetensors", "*.json"])
     try:
         model = ViTMAEModel.from_pretrained(folder, mask_ratio=0.0)
+    except (pickle.UnpicklingError, EOFError) as exc:  # torch's weights-only unpickler said no
+        raise MissingWeightsError(
+            f"MAE encoder: {_pickled_weights(folder)}: refused, not a plain weights file "
+            f"({refusal_reason(exc)}); replace it with the model's safetensors weights"
+        ) from None
     except (OSError, ValueError) as exc:
         raise MissingWeightsError(f"MAE encoder: cannot load {folder}: {exc}") from exc
     if model.config.hidden_size != cfg.hidden_size or model.config.patch_size != cfg.patch_size:
@@ -63,3 +69,24 @@ def load_mae(spec: str | None, cfg):
             f"{cfg.patch_size}; set mae.* in the config to match"
         )
     return model
+
+
+def _pickled_weights(folder: Path) -> Path:
+    """The pickled weights file ``from_pretrained`` read in ``folder`` (the folder if none)."""
+    for name in ("pytorch_model.bin", "pytorch_model.bin.index.json"):
+        if (folder / name).is_file():
+            return folder / name
+    return next(iter(sorted(folder.glob("*.bin"))), folder)
+
+
+def refusal_reason(error: BaseException) -> str:
+    """One short line saying why a restricted unpickler refused a file (torch's weights-only
+    unpickler writes a paragraph; the line after "WeightsUnpickler error:" is the reason)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for k, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            if not rest and k + 1 < len(lines):
+                rest = lines[k + 1]
+            return rest[:200] or type(error).__name__
+    return (lines[0] if lines else type(error).__name__)[:200]
