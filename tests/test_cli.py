@@ -200,6 +200,25 @@ def test_retouch_demo_runs_the_main_job(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     item = json.loads(result.stdout)["items"][0]
     assert item["status"] == "ok" and item["changed_pixels"] > 500
-    query = np.asarray(Image.open(tmp_path / "mirrorppr-demo" / "astronaut_query.png"))
+    query = np.asarray(Image.open(item["input"]))
     out = np.asarray(Image.open(tmp_path / "astronaut_query_retouched.png"))
     assert out.shape == query.shape and np.array_equal(out[:100], query[:100])
+
+
+def test_the_demo_runs_twice_and_leaves_only_its_output(tmp_path):
+    """The README's first command, twice: exit 0 both times (the second leaves the demo's own
+    output and says so), nothing but that output in the folder, no temporary folder left."""
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "work").mkdir()
+    command = [sys.executable, "-m", "mirrorppr_cli", "retouch", "--demo"]
+    first = subprocess.run(command, cwd=tmp_path / "work", env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    made = (tmp_path / "work" / "astronaut_query_retouched.png").read_bytes()
+    second = subprocess.run(command, cwd=tmp_path / "work", env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0 and "skipped" in second.stdout + second.stderr, second.stderr
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["astronaut_query_retouched.png"]
+    assert (tmp_path / "work" / "astronaut_query_retouched.png").read_bytes() == made
+    assert not list((tmp_path / "tmp").iterdir())

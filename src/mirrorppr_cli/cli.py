@@ -534,10 +534,17 @@ def retouch_command(
         if demo:
             if exemplar or query:
                 raise UsageError("--demo takes no --ex or --query")
-            exemplar, query = _demo_retouch_inputs(
-                Path(os.environ.get("TMPDIR", "/tmp")) / "mirrorppr-demo"
-            )
-            output = output or Path("astronaut_query_retouched.png")
+            import atexit
+            import shutil
+            import tempfile
+
+            # this run's own folder, removed when the process ends (no shared leftovers)
+            folder = Path(tempfile.mkdtemp(prefix="mirrorppr-demo-"))
+            atexit.register(shutil.rmtree, folder, True)
+            exemplar, query = _demo_retouch_inputs(folder)
+            if output is None:  # the demo's own file: a second run leaves it and says so
+                output = "astronaut_query_retouched.png"
+                skip_existing = skip_existing or not force
         elif edit_file is not None:
             if not query:
                 raise UsageError("--edit needs at least one --query")
