@@ -222,3 +222,21 @@ def test_the_demo_runs_twice_and_leaves_only_its_output(tmp_path):
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["astronaut_query_retouched.png"]
     assert (tmp_path / "work" / "astronaut_query_retouched.png").read_bytes() == made
     assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_rough_edges_of_retouch_queries(astronaut_png, tmp_path):
+    """`--query a b` (and a glob the shell expanded) are all queries; `--ex A --query Q` names
+    the real mistake; `-o x.jpg` with two queries is refused, nothing written."""
+    second = tmp_path / "second.png"
+    second.write_bytes(Path(astronaut_png).read_bytes())
+    ex = ["--ex", str(astronaut_png), str(astronaut_png)]
+    both = _run("retouch", *ex, "--query", str(astronaut_png), str(second),
+                "-o", str(tmp_path / "out") + "/", "--json", cwd=tmp_path)
+    assert both.exit_code == 0, both.output
+    assert len(json.loads(both.stdout)["items"]) == 2
+    one = _run("retouch", "--ex", str(astronaut_png), "--query", str(second), cwd=tmp_path)
+    assert one.exit_code == 2 and "--ex takes two files, BEFORE AFTER" in one.output
+    file_out = _run("retouch", *ex, "--query", str(astronaut_png), str(second),
+                    "-o", str(tmp_path / "x.jpg"), cwd=tmp_path)
+    assert file_out.exit_code == 2 and "give a folder" in file_out.output
+    assert not (tmp_path / "x.jpg").exists()

@@ -438,6 +438,10 @@ def apply_command(
 
 @app.command("retouch")
 def retouch_command(
+    more_queries: Annotated[list[str] | None, typer.Argument(
+        metavar="[QUERY]...", show_default=False,
+        help="More queries after --query (files, folders, globs): --query a.jpg b.jpg, or a "
+        "glob the shell expanded.")] = None,
     exemplar: Annotated[
         tuple[Path, Path] | None,
         typer.Option("--ex", help="The exemplar pair: BEFORE AFTER (one photo, retouched)."),
@@ -521,6 +525,14 @@ def retouch_command(
     exemplar_notes: list[str] = []
     try:
         exports = parse_kinds(export)
+        if exemplar and str(exemplar[1]).startswith("-"):
+            raise UsageError(f"--ex takes two files, BEFORE AFTER; only {exemplar[0]} came "
+                             f"before {exemplar[1]}")
+        if more_queries:
+            if not query:
+                raise UsageError(f"{more_queries[0]}: give queries with --query (e.g. --query "
+                                 "a.jpg b.jpg)")
+            query = [*query, *more_queries]
         if edit_file is not None and (exemplar or demo):
             raise UsageError("--edit replaces --ex (and --demo): give one of them")
         if (edit_file or save_edit or exports) and backend_name != "warp":

@@ -135,6 +135,11 @@ def check_output_name(path: Path, format: str | None = None) -> None:
         )
 
 
+#: Output names with these suffixes name a file, never a folder of several results.
+_IMAGE_NAME_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp",
+                                  ".bmp", ".gif"})
+
+
 def output_path_for(
     source: Path,
     out: str | os.PathLike[str] | None,
@@ -163,6 +168,11 @@ def output_path_for(
         if batch and out_path.exists() and not out_path.is_dir():
             raise UsageError(
                 f"{out_path}: is a file, but several inputs need an output folder; pass a folder"
+            )
+        if batch and not names_folder and out_path.suffix.lower() in _IMAGE_NAME_SUFFIXES:
+            raise UsageError(
+                f"{out_path}: names an image file, but there are several inputs; give a "
+                f"folder (-o {out_path.with_suffix('')}/)"
             )
         if batch or names_folder:
             target = out_path / name
