@@ -481,7 +481,8 @@ def test_jpeg_icc_and_exif_kept(tmp_path: Path, astro: np.ndarray, srgb_icc: byt
         assert pil.info["exif"] == img.exif  # byte-for-byte
         assert pil.getexif()[274] == 1
         assert pil.getexif()[271] == "Hasselblad"
-        assert JpegImagePlugin.get_sampling(pil) == 0  # 4:4:4
+        with PIL.Image.open(src) as source_pil:  # the source's own chroma subsampling is kept
+            assert JpegImagePlugin.get_sampling(pil) == JpegImagePlugin.get_sampling(source_pil)
         reference = BytesIO()
         PIL.Image.fromarray(astro).save(reference, "JPEG", quality=95)
         assert pil.quantization == PIL.Image.open(reference).quantization
@@ -1080,3 +1081,25 @@ def test_jpeg_fast_path_never_passes_truncated_files(tmp_path: Path, astro: np.n
     (tmp_path / "cut.jpg").write_bytes(cut)
     with pytest.raises(InputError, match="truncated or corrupt"):
         mio.read_image(tmp_path / "cut.jpg")
+
+
+@pytest.mark.parametrize("quality", [50, 75, 85, 92, 98, 100])
+def test_jpeg_quality_and_subsampling_are_read_and_kept(tmp_path, quality):
+    """A JPEG re-saved by the tool keeps its own quality and chroma subsampling (so a retouch
+    neither bloats nor degrades it); --quality (jpeg_quality) overrides."""
+    from mirrorppr_cli.io import jpeg_settings, read_image, with_pixels, write_image
+
+    rgb = np.asarray(skdata.astronaut())[:200, :240]
+    source = tmp_path / "in.jpg"
+    PIL.Image.fromarray(rgb).save(source, quality=quality, subsampling=2)
+    picture = read_image(source)
+    assert (picture.jpeg_quality, picture.jpeg_subsampling) == (quality, 2)
+    out = write_image(with_pixels(picture, picture.pixels), tmp_path / "out.jpg")
+    assert jpeg_settings(out.read_bytes()) == (quality, 2)
+    with PIL.Image.open(out) as im:
+        assert JpegImagePlugin.get_sampling(im) == 2
+    forced = write_image(picture, tmp_path / "forced.jpg", jpeg_quality=60)
+    assert jpeg_settings(forced.read_bytes())[0] == 60
+    png = tmp_path / "in.png"
+    PIL.Image.fromarray(rgb).save(png)
+    assert read_image(png).jpeg_quality is None

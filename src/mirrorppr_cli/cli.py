@@ -500,6 +500,9 @@ def retouch_command(
         "--export", metavar="KIND[,KIND]", help="Also write the edit beside each output: "
         "stmap (float EXR), displace (16-bit X/Y maps + JSON), npy (inverse map), layers "
         "(TIFF pages: query, retouched, changed mask).")] = None,
+    quality: Annotated[int | None, typer.Option(
+        "--quality", min=1, max=100, metavar="1-100", help="JPEG/WebP output quality "
+        "(default: the source JPEG's own, estimated from its tables; else 95).")] = None,
     save_edit: Annotated[Path | None, typer.Option(
         "--save-edit", metavar="FILE", help="Save the measured edit (apply it later with "
         "--edit, on any machine); no --query needed.")] = None,
@@ -653,7 +656,7 @@ def retouch_command(
         note = check_detectable_file(src, max_pixels=max_pixels)  # one-line error, exit 3
         report = retouch_file(measured, src, dest, strength=strength, face_index=face,
                               force=force, output_format=output_format, max_pixels=max_pixels,
-                              check=check, exports=exports)
+                              check=check, exports=exports, quality=quality)
         if note is not None:
             report.notes.append(note)
         return report

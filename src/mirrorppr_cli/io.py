@@ -105,6 +105,10 @@ class Picture:
     exif: bytes | None = None
     source: Path | None = None
     frames: int = 1
+    #: The source JPEG's quality, estimated from its quantisation table, and its chroma
+    #: subsampling (Pillow's 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0); None: not a JPEG.
+    jpeg_quality: int | None = None
+    jpeg_subsampling: int | None = None
 
     def __post_init__(self) -> None:
         _check_pixels(self.pixels, self.mode)
@@ -193,7 +197,7 @@ def with_pixels(img: Picture, pixels: np.ndarray) -> Picture:
         )
     return Picture(
         np.ascontiguousarray(pixels), img.mode, img.format, img.icc_profile, img.exif, img.source,
-        img.frames,
+        img.frames, img.jpeg_quality, img.jpeg_subsampling,
     )
 
 
@@ -262,7 +266,46 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         exif=exif_with_orientation_reset(exif),
         source=file,
         frames=decoded.frames,
+        **dict(zip(("jpeg_quality", "jpeg_subsampling"),
+                   jpeg_settings(data) if decoded.format == "JPEG" else (None, None),
+                   strict=True)),
     )
+
+
+#: The JPEG standard's example luminance quantisation table (Annex K), which the IJG encoder
+#: (libjpeg, Pillow, OpenCV, most cameras' and editors' exports) scales by the quality.
+_IJG_LUMINANCE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16,
+                  24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109,
+                  103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120,
+                  101, 72, 92, 95, 98, 112, 100, 103, 99)
+
+
+def jpeg_settings(data: bytes) -> tuple[int | None, int | None]:
+    """``(quality, subsampling)`` a JPEG file was saved with: :func:`estimate_jpeg_quality`
+    and Pillow's chroma subsampling code (0 4:4:4, 1 4:2:2, 2 4:2:0; None if other)."""
+    from PIL import JpegImagePlugin
+
+    try:
+        with PIL.Image.open(BytesIO(data), formats=["JPEG"]) as im:
+            table = list(im.quantization.get(0, ()))
+            sampling = JpegImagePlugin.get_sampling(im)
+    except Exception:  # not a JPEG, or a header Pillow cannot parse: no estimate
+        return None, None
+    return estimate_jpeg_quality(table), (sampling if sampling in (0, 1, 2) else None)
+
+
+def estimate_jpeg_quality(table: list[int]) -> int | None:
+    """The IJG quality (1–100) a JPEG was saved at, from its first quantisation ``table``
+    (64 values, any order): the table's sum against the standard table's gives the IJG scale
+    factor, which maps back to the quality (exact for IJG encoders: 50, 75, …, 98 read back as
+    themselves). None for a table that is not 64 values."""
+    if len(table) != 64:
+        return None
+    if max(table) <= 1:
+        return 100
+    scale = 100.0 * sum(table) / sum(_IJG_LUMINANCE)
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(min(100, max(1, round(quality))))
 
 
 def frames_note(frames: int, format: str) -> str | None:
@@ -1039,13 +1082,14 @@ def _encode_pillow(
     icc: bytes | None,
     exif: bytes | None,
     quality: int,
+    subsampling: int = 0,
 ) -> bytes:
     """Encode 8-bit pixels (and 16-bit grey TIFF) with Pillow."""
     options: dict[str, object] = {}
     if icc:
         options["icc_profile"] = icc
     if fmt == "JPEG":
-        options.update(quality=quality, subsampling=0)
+        options.update(quality=quality, subsampling=subsampling)
         if exif:
             options["exif"] = exif
     elif fmt == "WEBP":
@@ -1059,7 +1103,8 @@ def _encode_pillow(
     return out.getvalue()
 
 
-def encode_image(img: Picture, format: str, *, jpeg_quality: int = 95) -> bytes:
+def encode_image(img: Picture, format: str, *, jpeg_quality: int = 95,
+                 jpeg_subsampling: int = 0) -> bytes:
     """Encode ``img`` as ``format`` (see `normalise_format`) fully in memory.
 
     Converts what the format cannot store (see `_prepare`).  JPEG uses
@@ -1081,7 +1126,7 @@ def encode_image(img: Picture, format: str, *, jpeg_quality: int = 95) -> bytes:
         return _encode_png(pixels, mode, icc, exif)
     if fmt == "TIFF" and pixels.dtype == np.uint16 and mode != "L":
         return _encode_tiff(pixels, icc)
-    return _encode_pillow(pixels, mode, fmt, icc, exif, jpeg_quality)
+    return _encode_pillow(pixels, mode, fmt, icc, exif, jpeg_quality, jpeg_subsampling)
 
 
 # --------------------------------------------------------------------------- #
@@ -1095,9 +1140,12 @@ def write_image(
     *,
     force: bool = False,
     format: str | None = None,
-    jpeg_quality: int = 95,
+    jpeg_quality: int | None = None,
 ) -> Path:
     """Encode ``img`` and write it atomically to ``path``; return the final path.
+
+    ``jpeg_quality`` (JPEG and WebP): default the source's own (``img.jpeg_quality``), else 95;
+    JPEG keeps the source's chroma subsampling (4:4:4 for other sources).
 
     Format: ``format``, else the path suffix (.jpg .jpeg .png .tif .tiff .webp
     .bmp), else the source format.  Without ``force`` an existing file is
@@ -1109,12 +1157,21 @@ def write_image(
     fmt = _choose_format(dest, format, img.format)
     _check_destination(dest, force=force)
     try:
-        data = encode_image(img, fmt, jpeg_quality=jpeg_quality)
+        data = encode_image(img, fmt, jpeg_quality=output_quality(img, jpeg_quality),
+                            jpeg_subsampling=img.jpeg_subsampling or 0)
     except (OutputError, UsageError) as exc:
         raise type(exc)(f"{dest}: {exc}") from exc
     except Exception as exc:  # encoder failure on our own pixels
         raise OutputError(f"{dest}: could not encode as {fmt} ({exc}); try another format") from exc
     return _atomic_write(data, dest, force=force)
+
+
+def output_quality(img: Picture, requested: int | None = None) -> int:
+    """The JPEG/WebP quality an output of ``img`` is written at: ``requested``, else the
+    source JPEG's (so a re-save does not bloat or degrade it), else 95."""
+    if requested is not None:
+        return requested
+    return img.jpeg_quality if img.jpeg_quality is not None else 95
 
 
 def _check_destination(dest: Path, *, force: bool) -> None:

@@ -31,7 +31,7 @@ from .explain import (
     explain_body,
     residual_edit,
 )
-from .io import read_image, to_uint8, with_pixels, write_image
+from .io import output_quality, read_image, to_uint8, with_pixels, write_image
 from .landmarks import find_faces, mesh_face_at, select_face
 from .metrics.pixel import changed_mask
 from .ops import OpRequest, plan_warp
@@ -258,6 +258,8 @@ class RetouchReport:
     review: list[str] = field(default_factory=list)
     #: Files written beside the output (``--export``).
     exports: list[str] = field(default_factory=list)
+    #: The JPEG/WebP quality the output was written at (the source's unless --quality).
+    quality: int | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -416,6 +418,7 @@ def retouch_file(
     exemplar: Exemplar, source: Path, dest: Path, *, strength: float = 1.0,
     face_index: int | None = None, force: bool = False, output_format: str | None = None,
     max_pixels: int | None = None, check: bool = True, exports: tuple[str, ...] = (),
+    quality: int | None = None,
 ) -> RetouchReport:
     """Apply ``exemplar`` to the query ``source``; write ``dest`` atomically; errors propagate.
 
@@ -440,13 +443,15 @@ def retouch_file(
     if exports:  # made before anything is written: a failure leaves no output behind
         inverse_map = sampling_map(exemplar, picture.rgb8(), points, strength)
         encoded = encode_exports(exports, inverse_map, picture.pixels, pixels, dest)
-    written = write_image(result, dest, force=force, format=output_format)
+    written = write_image(result, dest, force=force, format=output_format, jpeg_quality=quality)
     exported = write_exports(encoded, force=force)
+    lossy = written.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".webp")
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,
         changed_pixels=int(np.count_nonzero(changed_mask(pixels, picture.pixels))),
         strength=strength, seconds=round(time.perf_counter() - start, 4), notes=notes,
         review=review, exports=[str(p) for p in exported],
+        quality=output_quality(picture, quality) if lossy else None,
     )
 
 
