@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -64,6 +63,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
+from _campaign_report import write_summary
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -664,12 +664,7 @@ def main() -> None:
                        "classes": dict(Counter(c["klass"] for c in cli)),
                        "not_as_in_process": [c for c in cli if c["klass"] != "as in process"]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    table = markdown(summary)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"JSON: {args.out.with_suffix('.json')}")
+    write_summary(args.out, summary, markdown)
 
 
 if __name__ == "__main__":

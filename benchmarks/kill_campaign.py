@@ -40,6 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _campaign_report import write_summary
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "MIRRORPPR_KILL_CAMPAIGN"
@@ -272,12 +273,7 @@ def main() -> None:
                "by_command": {k: v for k, v in by_command.items() if not k.endswith("_s")},
                "reference_seconds": {k.split(":")[0]: v for k, v in by_command.items()
                                      if k.endswith("_s")}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    table = markdown(summary)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"JSON: {args.out.with_suffix('.json')}")
+    write_summary(args.out, summary, markdown)
 
 
 if __name__ == "__main__":

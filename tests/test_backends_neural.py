@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _tiny_model import tiny_modules
 from mirrorppr_backends.neural import CompileBackend, Fp8Backend, NeuralBackend, bucket_for
 from PIL import Image
 from skimage import data
@@ -27,11 +28,7 @@ from typer.testing import CliRunner
 
 from mirrorppr_cli.cli import app
 from mirrorppr_cli.errors import MissingWeightsError, OutOfMemory, UsageError
-from mirrorppr_cli.model.config import tiny_config
-from mirrorppr_cli.model.connector import Connector
-from mirrorppr_cli.model.dit import add_lora, build_dit
 from mirrorppr_cli.model.engine import NeuralEngine, export_weights
-from mirrorppr_cli.model.extractor import OperationExtractor
 
 runner = CliRunner()
 STEPS = 2
@@ -43,16 +40,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A complete tiny weights folder: random bases, R-Former, connector and a non-zero LoRA."""
-    torch.manual_seed(0)
-    config = tiny_config()
-    extractor = OperationExtractor(config.mae, config.rformer)
-    connector = Connector(config.connector, config.rformer.hidden_size)
-    dit = build_dit(config.dit)
-    add_lora(dit.transformer, config.lora)
-    with torch.no_grad():
-        for name, p in dit.transformer.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
+    config, extractor, connector, dit = tiny_modules(0)
     return export_weights(tmp_path_factory.mktemp("w") / "weights", config, extractor, connector,
                           dit)
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _tiny_model import tiny_modules
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from skimage import data
@@ -20,11 +21,9 @@ from typer.testing import CliRunner
 
 from mirrorppr_cli.cli import app
 from mirrorppr_cli.errors import InputError, MissingWeightsError
-from mirrorppr_cli.model.config import paper_config, tiny_config
-from mirrorppr_cli.model.connector import Connector
-from mirrorppr_cli.model.dit import add_lora, build_dit, lora_state_dict
+from mirrorppr_cli.model.config import paper_config
+from mirrorppr_cli.model.dit import build_dit, lora_state_dict
 from mirrorppr_cli.model.engine import NeuralEngine
-from mirrorppr_cli.model.extractor import OperationExtractor
 from mirrorppr_cli.model.official import (
     check_release,
     convert_release,
@@ -55,16 +54,7 @@ def legacy(name: str, mae: bool = False) -> str:
 
 def _official_tensors(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """Tiny modules' tensors under the official files' key names (DiffSynth's)."""
-    torch.manual_seed(seed)
-    config = tiny_config()
-    extractor = OperationExtractor(config.mae, config.rformer)
-    connector = Connector(config.connector, config.rformer.hidden_size)
-    dit = build_dit(config.dit)
-    add_lora(dit.transformer, config.lora)
-    with torch.no_grad():
-        for name, p in dit.transformer.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
+    config, extractor, connector, dit = tiny_modules(seed)
     mae = {"vit." + legacy(k, mae=True): v for k, v in extractor.mae.model.state_dict().items()}
     # The MAE pre-training checkpoint also holds its decoder (the official converter drops it).
     mae["decoder.decoder_pred.weight"] = torch.zeros(3, 4)
