@@ -36,7 +36,10 @@ def benchmark(tmp_path_factory) -> Path:
 
 
 def _bench(*args: str):
-    return runner.invoke(app, ["bench", *args])
+    """`mirrorppr bench ARGS`, scoring the unchanged query only unless ARGS name a backend
+    (the default backend is scored by default: test_default_backend_is_scored_by_default)."""
+    backend = [] if "--backend" in args else ["--backend", "none"]
+    return runner.invoke(app, ["bench", *args, *backend])
 
 
 def test_identity_and_oracle_behave_as_they_must(benchmark, tmp_path):
@@ -150,6 +153,36 @@ def test_items_without_ground_truth_report_what_changed(benchmark, tmp_path):
     rows = json.loads((out / "results.json").read_text())["methods"]["oracle"]["rows"]
     assert all("no ground truth" in r["error"] for r in rows)
     assert "difference to query (no ground truth)" in (out / "report.html").read_text()
+
+
+def test_default_backend_is_scored_by_default(benchmark, tmp_path):
+    """`bench DIR` with no --backend scores the default backend (warp) beside the unchanged
+    query; `--backend none` scores the unchanged query alone."""
+    result = runner.invoke(app, ["bench", str(benchmark), "--metrics", "psnr", "--out",
+                                 str(tmp_path / "r"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)) == {"identity", "warp"}
+    alone = runner.invoke(app, ["bench", str(benchmark), "--metrics", "psnr", "--out",
+                                str(tmp_path / "r2"), "--json", "--backend", "none"])
+    assert alone.exit_code == 0, alone.output
+    assert set(json.loads(alone.stdout)) == {"identity"}
+
+
+def test_items_without_ground_truth_report_face_similarity_to_the_query(benchmark, tmp_path):
+    """A real pair has no truth: the face is compared with the query's own (1 unchanged)."""
+    items = json.loads((benchmark / "dataset.json").read_text())
+    for item in items:
+        item.pop("pair2_edited")
+    real = tmp_path / "real"
+    shutil.copytree(benchmark / "images", real / "images")
+    (real / "dataset.json").write_text(json.dumps(items))
+    result = _bench(str(real), "--backend", "warp", "--metrics", "face,artefacts",
+                    "--face-model", "dlib", "--out", str(tmp_path / "r"), "--json")
+    assert result.exit_code == 0, result.output
+    summaries = json.loads(result.stdout)
+    assert summaries["identity"]["average_query_similarity"] == pytest.approx(1.0, abs=1e-6)
+    assert 0.9 < summaries["warp"]["average_query_similarity"] <= 1.0
+    assert summaries["warp"]["average_artefact_blobs"] is not None
 
 
 # ---------------------------------------------------- hostile and unlucky benchmarks (#22)

@@ -240,3 +240,22 @@ def test_rough_edges_of_retouch_queries(astronaut_png, tmp_path):
                     "-o", str(tmp_path / "x.jpg"), cwd=tmp_path)
     assert file_out.exit_code == 2 and "give a folder" in file_out.output
     assert not (tmp_path / "x.jpg").exists()
+
+
+COMMANDS_WITH_HELP = [["retouch"], ["apply"], ["explain"], ["build-dataset"], ["bench"], ["ops"],
+                      ["backends"], ["convert-weights"], ["train", "extractor"],
+                      ["train", "joint"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS_WITH_HELP, ids=" ".join)
+def test_help_shows_words_not_python_types(command):
+    """`--help` names values as a person reads them (FILE, N, BEFORE AFTER), never as Python
+    annotations (`<list[str]>`, `<Path,Path>`, `<bool>`)."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    python_types = [line for line in result.output.splitlines()
+                    if any(t in line for t in ("<list", "<bool>", "<int", "<str>", "<float",
+                                                "<path>", "<Path"))]
+    assert python_types == []
+    if command == ["retouch"]:
+        assert "BEFORE AFTER" in result.output and "FILE|DIR|GLOB" in result.output

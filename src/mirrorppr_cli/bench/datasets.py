@@ -66,7 +66,7 @@ def _simface_root(allow_download: bool) -> Path:
         if not allow_download:
             raise MissingWeightsError(
                 f"SimFace-100 is not in the Hugging Face cache; run once online "
-                f"(`huggingface-cli download {SIMFACE_REPO} --repo-type dataset`) or pass the "
+                f"(`hf download {SIMFACE_REPO} --repo-type dataset`) or pass the "
                 "folder holding its dataset.json as DATASET"
             ) from None
     try:
@@ -74,7 +74,7 @@ def _simface_root(allow_download: bool) -> Path:
     except Exception as error:  # noqa: BLE001 - offline, or the hub refused
         raise MissingWeightsError(
             f"SimFace-100 could not be downloaded ({type(error).__name__}); run "
-            f"`huggingface-cli download {SIMFACE_REPO} --repo-type dataset` where the hub is "
+            f"`hf download {SIMFACE_REPO} --repo-type dataset` where the hub is "
             "reachable, or pass the folder holding its dataset.json as DATASET"
         ) from None
 
@@ -86,8 +86,10 @@ def resolve_root(dataset: str, data: Path | None, *, allow_download: bool = True
     if dataset == "proportrait500":
         if data is None:
             raise UsageError(
-                "proportrait500 is not public: pass --data DIR, a folder in the official layout "
-                "(DIR/dataset.json)"
+                "proportrait500 is not public (the paper's 500 professional combinations, made by "
+                "its authors with a commercial retouching API; ask them for it): pass --data DIR, "
+                "a folder in the official layout (DIR/dataset.json); for real pairs of your own, "
+                "`mirrorppr build-dataset --benchmark selfaug --pairs DIR` makes one"
             )
         return dataset, data
     path = Path(dataset)

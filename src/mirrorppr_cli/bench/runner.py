@@ -123,6 +123,8 @@ class MethodScores:
             "average_edit_recall": mean("edit_recall") if "edit" in metrics else None,
             "average_edit_epe": mean("edit_epe") if "edit" in metrics else None,
             "average_changed_fraction": mean("changed_fraction"),
+            # items without a ground truth (real pairs): face similarity to the query itself
+            "average_query_similarity": mean("query_similarity") if "face" in metrics else None,
         }
         if "artefacts" in metrics:
             blobs = [r["artefact_blobs"] for r in ok if r.get("artefact_blobs") is not None]
@@ -201,7 +203,11 @@ def score_prediction(row: dict, pred: np.ndarray, loaded: LoadedItem, metrics: t
         row["artefact_long_components"] = blobs.long_components
         if loaded.truth_blobs is not None:
             row["truth_artefact_blobs"] = loaded.truth_blobs
-    if truth is None:  # a real pair: nothing to compare with but what changed
+    if truth is None:  # a real pair: what changed, and whether the person is still the same
+        if "face" in metrics and embedder is not None:
+            from ..metrics.face_similarity import face_similarity
+
+            row["query_similarity"] = face_similarity(embedder, pred, query)
         return None
     measured = PixelScores.measure(pred, truth)
     if "lpips" in metrics:
