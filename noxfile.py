@@ -32,4 +32,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_warp.py")
     session.run("python", "benchmarks/bench_dataset.py")
     session.run("python", "benchmarks/bench_retouch.py")
+    session.run("python", "benchmarks/bench_workers.py", "--queries", "32", "--workers", "2")
     session.run("python", "benchmarks/bench_backends.py", "--preset", "tiny", "--threads", "1")

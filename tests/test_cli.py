@@ -47,7 +47,7 @@ def test_console_script_end_to_end(astronaut_png, tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     item = report["items"][0]
-    assert item["status"] == "ok" and report["summary"] == {"ok": 1, "failed": 0}
+    assert item["status"] == "ok" and report["summary"] == {"ok": 1, "failed": 0, "workers": 1}
     assert [o["name"] for o in item["ops"]] == ["eye_resize", "nose_alar"]
     before = np.asarray(Image.open(astronaut_png))
     after = np.asarray(Image.open(out))

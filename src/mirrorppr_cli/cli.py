@@ -258,15 +258,6 @@ def _progress(*, disable: bool) -> Progress:
     )
 
 
-def _unexpected_failure(src: Path, error: Exception) -> str:
-    """One line for an item that failed with an exception that is not the tool's own."""
-    text = " ".join(str(error).split())
-    text = text if len(text) <= 240 else text[:237] + "…"
-    where = "" if _verbose else "; --verbose shows where"
-    return (f"{src}: failed unexpectedly ({type(error).__name__}{': ' + text if text else ''})"
-            f"; please report it{where}")
-
-
 def _remove_stale_temporaries(plan, *, as_json: bool) -> list[str]:
     """Delete the ``.part`` temporaries a killed run left beside this run's outputs (only
     those, see :func:`mirrorppr_cli.io.remove_stale_temporaries`); say so on stderr."""
@@ -281,36 +272,34 @@ def _remove_stale_temporaries(plan, *, as_json: bool) -> list[str]:
 
 
 def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
-                    summary_extra: dict | None = None, skip_existing: bool = False) -> None:
-    """Run ``work(src, dest)`` for each planned file: an item that fails — with the tool's own
-    error or any other exception — is reported (one line naming the file) and the batch goes
-    on; with ``skip_existing`` an item whose output exists is not run and is reported as
-    skipped; prints the reports; exits 1 if a batch item failed (a single input's own error
-    code otherwise)."""
-    reports = []
+                    summary_extra: dict | None = None, skip_existing: bool = False,
+                    workers: int = 1) -> None:
+    """Run ``work(src, dest)`` for each planned file (``workers`` > 1: in that many processes,
+    :mod:`mirrorppr_cli.batch`): an item that fails — with the tool's own error or any other
+    exception — is reported (one line naming the file) and the batch goes on; with
+    ``skip_existing`` an item whose output exists is not run and is reported as skipped;
+    prints the reports; exits 1 if a batch item failed (a single input's own error code
+    otherwise)."""
+    from .batch import run_batch
+
+    reports: list = [None] * len(plan)
+    todo = []
+    for index, (src, dest) in enumerate(plan):
+        if skip_existing and os.path.lexists(dest):
+            reports[index] = report_type(input=str(src), output=str(dest), status="skipped")
+        else:
+            todo.append(index)
     with _progress(disable=len(plan) < 2) as progress:
-        task = progress.add_task("retouching", total=len(plan))
-        for src, dest in plan:
-            if skip_existing and os.path.lexists(dest):
-                reports.append(report_type(input=str(src), output=str(dest), status="skipped"))
-                progress.advance(task)
-                continue
-            try:
-                report = work(src, dest)
-            except MirrorError as error:
-                text = str(error) if str(src) in str(error) else f"{src}: {error}"  # named
-                report = report_type(input=str(src), status="failed", error=text,
-                                     exit_code=error.exit_code)
-                if not as_json:
-                    _print_error(text)
-            except Exception as error:  # noqa: BLE001 - one item's crash must not stop the rest
-                message = _unexpected_failure(src, error)
-                report = report_type(input=str(src), status="failed", error=message, exit_code=1)
-                if not as_json:
-                    _print_error(message)
-                if _verbose:
-                    traceback.print_exception(error, file=sys.stderr)
-            reports.append(report)
+        task = progress.add_task("retouching", total=len(plan), completed=len(plan) - len(todo))
+        used = max(1, min(workers, len(todo)))
+        outcomes = run_batch([plan[i] for i in todo], work, report_type, workers=used,
+                             verbose=_verbose)
+        for position, report, message, error in outcomes:
+            reports[todo[position]] = report
+            if message is not None and not as_json:
+                _print_error(message)
+            if error is not None and _verbose:
+                traceback.print_exception(error, file=sys.stderr)
             progress.advance(task)
     failed = [r for r in reports if r.status == "failed"]
     skipped = [r for r in reports if r.status == "skipped"]
@@ -320,7 +309,8 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
         checked = "review" in getattr(report_type, "__dataclass_fields__", {})
         summary = {"ok": written, "failed": len(failed),
                    **({"skipped": len(skipped)} if skip_existing else {}),
-                   **({"to_review": len(flagged)} if checked else {}), **(summary_extra or {})}
+                   **({"to_review": len(flagged)} if checked else {}), "workers": used,
+                   **(summary_extra or {})}
         print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
     else:
         for r in reports:
@@ -417,13 +407,17 @@ def apply_command(
     demo: Annotated[
         bool, typer.Option("--demo", help="Use the built-in demo portrait as input.", metavar="")
     ] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Processes for a batch (default: one per 8 files, up to one per "
+        "core; 1: this process alone).", metavar="N", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Retouch portraits with named operations, e.g. --op eye_resize=40 --op nose_alar=-30."""
     _set_verbose(verbose)
-    from .apply_job import ApplyReport, apply_ops_to_file
+    from .apply_job import ApplyReport
     from .backend import load_backend
+    from .batch import ApplyWork, worker_count
     from .inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
     from .ops import parse_op
 
@@ -465,15 +459,14 @@ def apply_command(
     removed = _remove_stale_temporaries(plan, as_json=as_json)
     _run_file_batch(
         plan,
-        lambda src, dest: apply_ops_to_file(
-            src, dest, requests, backend, face_index=face, force=force,
-            output_format=output_format, max_pixels=max_pixels,
-        ),
+        ApplyWork(tuple(requests), backend, face_index=face, force=force,
+                  output_format=output_format, max_pixels=max_pixels),
         ApplyReport,
         as_json=as_json,
         batch=batch,
         skip_existing=skip_existing,
         summary_extra={"removed_temporaries": removed} if removed else None,
+        workers=worker_count(workers, len(plan)),
     )
 
 
@@ -556,6 +549,9 @@ def retouch_command(
     ops_names: Annotated[str | None, typer.Option(
         "--ops", help="Carry only these named operations (see `mirrorppr explain`), without "
         "the motion no operation names.", metavar="NAME[,NAME]")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Processes for a batch, warp backend (default: one per 8 files, up "
+        "to one per core; 1: this process alone).", metavar="N", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -570,7 +566,7 @@ def retouch_command(
         is_batch,
         output_path_for,
     )
-    from .retouch_job import RetouchReport, load_exemplar, retouch_file
+    from .retouch_job import RetouchReport, load_exemplar
 
     exemplar_notes: list[str] = []
     try:
@@ -585,7 +581,11 @@ def retouch_command(
             query = [*query, *more_queries]
         if edit_file is not None and (exemplar or demo):
             raise UsageError("--edit replaces --ex (and --demo): give one of them")
-        if (edit_file or save_edit or exports or only or ops_names) and backend_name != "warp":
+        if neural_requested := backend_name != "warp":
+            if workers is not None and workers > 1:
+                raise UsageError(f"--workers: the {backend_name} backend runs one process (its "
+                                 "device is shared); leave --workers out")
+        if (edit_file or save_edit or exports or only or ops_names) and neural_requested:
             raise UsageError("--edit, --save-edit, --export, --only and --ops work with the warp "
                              "backend only")
         if only is not None and only not in ("face", "body"):
@@ -714,23 +714,19 @@ def retouch_command(
         )
         return
 
-    def retouch_one(src: Path, dest: Path):
-        note = check_detectable_file(src, max_pixels=max_pixels)  # one-line error, exit 3
-        report = retouch_file(measured, src, dest, strength=strength, face_index=face,
-                              force=force, output_format=output_format, max_pixels=max_pixels,
-                              check=check, exports=exports, quality=quality)
-        if note is not None:
-            report.notes.append(note)
-        return report
+    from .batch import RetouchWork, worker_count
 
     box = measured.edit.box
     _run_file_batch(
         plan,
-        retouch_one,
+        RetouchWork(measured, strength=strength, face_index=face, force=force,
+                    output_format=output_format, max_pixels=max_pixels, check=check,
+                    exports=exports, quality=quality),
         RetouchReport,
         as_json=as_json,
         batch=batch,
         skip_existing=skip_existing,
+        workers=worker_count(workers, len(plan)),
         summary_extra={
             **common,
             "mode": mode,
