@@ -142,3 +142,53 @@ class QuadrupletSource:
         """Stack the samples of ``indices`` into ``(B, 3, side, side)`` tensors."""
         samples = [self.sample(i) for i in indices]
         return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+class _ChunkDataset(torch.utils.data.Dataset):
+    """Item ``i`` of a run's plan: the stacked tensors of one forward pass's samples."""
+
+    def __init__(self, sources: list[QuadrupletSource], plan: list[tuple[int, tuple[int, ...]]]):
+        self.sources = sources
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        stage, indices = self.plan[i]
+        return self.sources[stage].batch(list(indices))
+
+
+def seed_worker(seed: int, rank: int, worker_id: int) -> None:
+    """Seed every RNG a loader worker could touch from the run's one seed, the process rank and
+    the worker's id. The samples use none of them (sample ``i`` is fixed by ``(seed, i)``);
+    this keeps any future random augmentation reproducible too."""
+    import random
+
+    value = ((seed * 1_000_003 + rank) * 1009 + worker_id) % (2 ** 32)
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
+
+
+def plan_loader(sources: list[QuadrupletSource], plan: list[tuple[int, tuple[int, ...]]], *,
+                workers: int, seed: int, rank: int = 0, pin_memory: bool = False,
+                prefetch: int = 2) -> torch.utils.data.DataLoader:
+    """The batches of ``plan`` (``(stage, sample indices)`` per forward pass), in order.
+
+    ``workers`` > 0 decodes the shards in that many background processes (torch DataLoader,
+    ``prefetch`` batches ahead per worker); 0 reads them in this process. The tensors are the
+    same either way: a batch depends only on its indices. The loader is iterated once per run,
+    so its workers live for the whole run (persistent). It has its own generator seeded from
+    ``seed``, so creating it leaves the global torch RNG (saved in checkpoints) untouched."""
+    import functools
+
+    if workers < 0:
+        raise ValueError("workers must be >= 0")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    extra = {"prefetch_factor": prefetch, "worker_init_fn": functools.partial(seed_worker, seed, rank)
+             } if workers else {}
+    return torch.utils.data.DataLoader(
+        _ChunkDataset(sources, plan), batch_size=None, shuffle=False, num_workers=workers,
+        pin_memory=pin_memory, generator=generator, **extra)

@@ -1,15 +1,18 @@
 """``mirrorppr train extractor`` and ``train joint``: the two training stages of the paper.
 
 Both loops run through `accelerate`, so the same code trains on one CPU, one GPU, or many GPUs
-and nodes when started with ``accelerate launch`` / ``torchrun`` (DDP; FSDP for the DiT through
-an accelerate config file). Mixed precision (bf16 by default on CUDA) and gradient
-checkpointing are options. Every random choice of step ``s`` (which quadruplets, which noise
+and nodes when started with ``accelerate launch`` / ``torchrun``: DDP by default, FSDP2 with
+``fsdp`` (``--fsdp``; each DiT block is a sharding unit, the rest one root unit). Mixed
+precision (bf16 by default on CUDA), gradient checkpointing and background loader workers are
+options. Every random choice of step ``s`` (which quadruplets, which noise
 and σ) is a function of ``(seed, s)``; together with the checkpoint's optimizer and RNG state a
 resumed run therefore continues exactly as an uninterrupted one would.
 
 Outputs in ``OUT``: ``checkpoints/step-NNNNNNN/`` (see :mod:`.checkpoint`), ``metrics.jsonl``
 (one line per step: loss terms, lr, samples/s; the extractor stage also logs
-``mse_unchanged``, the batch's MSE of the unchanged query: its baseline), ``config.json`` and
+``mse_unchanged``, the batch's MSE of the unchanged query: its baseline), ``config.json``,
+``distributed.json`` (how the run was distributed: world size, accelerate's distributed type,
+the prepared model's class, the device of every module) and
 the final weights (``extractor.safetensors`` for pre-training; ``weights/`` for the joint
 stage).
 """
@@ -43,6 +46,7 @@ quiet_hub_libraries()
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+DISTRIBUTED_FILE = "distributed.json"
 EXTRACTOR_FILE = "extractor.safetensors"
 WEIGHTS_DIR = "weights"
 
@@ -66,6 +70,8 @@ class TrainOptions:
     dit: str | None = None
     extractor: str | None = None  # joint stage: a pre-training output (folder or file)
     gradient_checkpointing: bool = False
+    fsdp: bool = False  # shard with FSDP2 over the processes of a torchrun / accelerate launch
+    loader_workers: int = 0  # background processes decoding the shards (0: in this process)
     extra: dict = field(default_factory=dict)
 
 
@@ -78,8 +84,27 @@ def cosine_lr(step: int, total: int, lr_max: float, lr_min: float, warmup: int =
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
 
 
-def _accelerator(options: TrainOptions):
+# The FSDP2 sharding units: each DiT block (the 20 B parameters), as diffusers declares them
+# (``_no_split_modules``); everything else (extractor, connector, VAE, VL stream, the DiT's
+# embeddings) is the root unit, gathered for the forward pass (the VAE's ``encode`` is called
+# inside it, so it needs no pre-forward hook of its own).
+FSDP_UNITS = ["QwenImageTransformerBlock"]
+
+
+def _fsdp_plugin(model: nn.Module):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    units = [name for name in FSDP_UNITS
+             if any(type(m).__name__ == name for m in model.modules())]
+    return FullyShardedDataParallelPlugin(
+        fsdp_version=2, reshard_after_forward=True, state_dict_type="FULL_STATE_DICT",
+        auto_wrap_policy="transformer_based_wrap" if units else "no_wrap",
+        transformer_cls_names_to_wrap=units or None)
+
+
+def _accelerator(options: TrainOptions, model: nn.Module | None = None):
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
 
     cuda = torch.cuda.is_available()
     if options.device == "cuda" and not cuda:
@@ -88,7 +113,107 @@ def _accelerator(options: TrainOptions):
     precision = options.mixed_precision
     if precision == "auto":
         precision = "bf16" if not cpu else "no"
-    return Accelerator(cpu=cpu, mixed_precision=precision)
+    plugin = _fsdp_plugin(model) if options.fsdp and model is not None else None
+    accelerator = Accelerator(cpu=cpu, mixed_precision=precision, fsdp_plugin=plugin)
+    state = accelerator.state
+    if plugin is not None and state.distributed_type == DistributedType.MULTI_CPU:
+        # accelerate (1.15) turns a given FSDP plugin on only for accelerator devices (CUDA,
+        # XPU, ...; state.py) and silently falls back to DDP on CPU processes; torch's FSDP2
+        # itself shards over gloo on the CPU, so switch it on here (in both of accelerate's
+        # shared states: prepare() reads the accelerator's, the collectives PartialState's).
+        from accelerate.state import PartialState
+
+        state.distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = plugin
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    if state.distributed_type == DistributedType.FSDP:
+        if state.fsdp_plugin.fsdp_version != 2:
+            raise UsageError("FSDP version 1 is not supported; set fsdp_version: 2 in the "
+                             "accelerate config (or use --fsdp)")
+    elif plugin is not None:
+        raise UsageError("--fsdp shards the model over several processes: start the command "
+                         "under torchrun --nproc_per_node N or accelerate launch")
+    return accelerator
+
+
+def _is_fsdp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def _meta_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters are on the ``meta`` device (no memory; buffers are
+    copied): the plain module that a gathered FSDP state is loaded into for export."""
+    import copy
+
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+def _gather_for_export(model: nn.Module, twin: nn.Module | None,
+                       needed: Callable[[str], bool]) -> None:
+    """Gather the full value of every parameter ``needed`` for export (collective: every
+    process calls it) and load them into ``twin`` (the main process's; None elsewhere)."""
+    from .checkpoint import _full
+
+    state = {}
+    for name, p in model.named_parameters():
+        if needed(name):
+            value = _full(p.detach()).cpu()
+            if twin is not None:
+                state[name] = value
+    if twin is not None:
+        twin.load_state_dict(state, strict=False, assign=True)
+        for name, p in twin.named_parameters():
+            if needed(name) and p.is_meta:
+                raise RuntimeError(f"export: {name} was not gathered")
+
+
+def _device_key(device: torch.device) -> tuple[str, int]:
+    device = torch.device(device)
+    return device.type, (device.index or 0) if device.type != "cpu" else 0
+
+
+def _module_devices(model: nn.Module) -> dict[str, list[str]]:
+    """The devices of every parameter and buffer of each top-level module (a DTensor's: its
+    local shard's)."""
+    from torch.distributed.tensor import DTensor
+
+    found: dict[str, set[str]] = {}
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        local = t.to_local() if isinstance(t, DTensor) else t
+        found.setdefault(name.split(".", 1)[0], set()).add(str(local.device))
+    return {k: sorted(v) for k, v in sorted(found.items())}
+
+
+def _report_distribution(accelerator, model: nn.Module, out: Path, loader_workers: int) -> dict:
+    """``distributed.json``: how this run is distributed; refuses a module the prepared model
+    left on another device than accelerate's."""
+    devices = _module_devices(accelerator.unwrap_model(model))
+    want = _device_key(accelerator.device)
+    stray = {k: v for k, v in devices.items()
+             if any(_device_key(torch.device(d)) != want for d in v)}
+    if stray:
+        raise RuntimeError(f"modules not on {accelerator.device} after accelerate.prepare: "
+                           f"{stray}")
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        FSDPModule = ()  # noqa: N806
+    info = {"world_size": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type.value),
+            "device": str(accelerator.device),
+            "prepared_model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "fsdp_module": isinstance(model, FSDPModule),
+            "fsdp_units": sum(isinstance(m, FSDPModule) for m in model.modules()),
+            "fsdp_version": (accelerator.state.fsdp_plugin.fsdp_version
+                             if _is_fsdp(accelerator) else None),
+            "module_devices": devices, "loader_workers": loader_workers}
+    if accelerator.is_main_process:
+        (out / DISTRIBUTED_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return info
 
 
 def _bf16_run(options: TrainOptions) -> bool:
@@ -210,13 +335,43 @@ def _mae_spec(options: TrainOptions, config: ModelConfig) -> str | None:
     return spec
 
 
+def _plan(options: TrainOptions, stage_steps: list[int], batch_sizes: Callable[[int], int],
+          start: int, world: int, rank: int) -> list[tuple[int, int, int, list[list[int]]]]:
+    """``(step, stage, global batch, micro-batches of this process's sample indices)`` for
+    every step from ``start``. Which samples a step takes depends on the step alone, so the
+    loader can read ahead."""
+    plan = []
+    total = sum(stage_steps)
+    for step in range(start, total):
+        stage = next(k for k in range(len(stage_steps)) if step < sum(stage_steps[: k + 1]))
+        local = step - sum(stage_steps[:stage])
+        batch = options.batch_size or batch_sizes(stage)
+        if batch % world:
+            raise UsageError(f"batch size {batch} is not divisible by {world} processes")
+        indices = list(range(local * batch, (local + 1) * batch))[rank::world]
+        micro = options.micro_batch or len(indices)
+        plan.append((step, stage, batch,
+                     [indices[i:i + micro] for i in range(0, len(indices), micro)]))
+    return plan
+
+
 def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_name: str,
          lr_at: Callable[[int, int], float], weight_decay: float, adam_eps: float,
          default_steps: int, batch_sizes: Callable[[int], int], side: int,
          loss_fn: Callable[[nn.Module, dict, torch.Generator], dict],
-         on_step: Callable[[int, int, dict], None] | None) -> dict:
-    """The loop shared by both stages; ``loss_fn`` returns ``{"loss": tensor, ...terms}``."""
-    accelerator = _accelerator(options)
+         on_step: Callable[[int, int, dict], None] | None,
+         export_needs: Callable[[str], bool] = lambda name: True) -> dict:
+    """The loop shared by both stages; ``loss_fn`` returns ``{"loss": tensor, ...terms}``.
+    The returned ``model`` is a plain module with full weights on the main process (under FSDP
+    a copy with the parameters ``export_needs`` gathered into it; None on the other
+    processes)."""
+    from .checkpoint import gather_optimizer_state, gather_trainable_state, load_sharded_optimizer
+    from .data import plan_loader
+
+    if options.loader_workers < 0:
+        raise UsageError("--loader-workers must be 0 or more")
+    accelerator = _accelerator(options, model)
+    fsdp = _is_fsdp(accelerator)
     stage_steps = _stage_plan(options, default_steps)
     total = sum(stage_steps)
     sources = [QuadrupletSource(spec, side, options.seed + 7919 * k)
@@ -228,22 +383,27 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
                                   eps=adam_eps)
     start = 0
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer)
+        # Under FSDP the optimizer state is loaded after sharding (below), cut to the shards.
+        state = load_checkpoint(resume_from, model, None if fsdp else optimizer)
         start = state["step"]
         _trim_metrics(out, start)
+    twin = _meta_twin(model) if fsdp and accelerator.is_main_process else None
     model, optimizer = accelerator.prepare(model, optimizer)
+    if fsdp and resume_from is not None:
+        load_sharded_optimizer(resume_from, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
+    _report_distribution(accelerator, model, out, options.loader_workers)
+    plan = _plan(options, stage_steps, batch_sizes, start, world, rank)
+    loader = plan_loader(sources, [(stage, tuple(chunk)) for _, stage, _, chunks in plan
+                                   for chunk in chunks],
+                         workers=options.loader_workers, seed=options.seed, rank=rank,
+                         pin_memory=accelerator.device.type == "cuda")
+    batches = iter(loader)
     log = open(out / METRICS_FILE, "a") if accelerator.is_main_process else None
     last: dict = {}
     try:
-        for step in range(start, total):
-            stage = next(k for k in range(len(stage_steps)) if step < sum(stage_steps[: k + 1]))
-            local = step - sum(stage_steps[:stage])
-            batch = options.batch_size or batch_sizes(stage)
-            if batch % world:
-                raise UsageError(f"batch size {batch} is not divisible by {world} processes")
-            indices = list(range(local * batch, (local + 1) * batch))[rank::world]
-            micro = options.micro_batch or len(indices)
+        for step, stage, batch, chunks in plan:
+            n = sum(len(chunk) for chunk in chunks)
             lr = lr_at(step, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -251,14 +411,12 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
             model.train()
             optimizer.zero_grad(set_to_none=True)
             terms: dict[str, float] = {}
-            for start_i in range(0, len(indices), micro):
-                chunk = indices[start_i:start_i + micro]
+            for chunk in chunks:
                 gens = _sample_generators(options.seed, step, chunk)
-                tensors = {k: v.to(accelerator.device)
-                           for k, v in sources[stage].batch(chunk).items()}
+                tensors = {k: v.to(accelerator.device) for k, v in next(batches).items()}
                 with accelerator.autocast():
                     result = loss_fn(model, tensors, gens)
-                weight = len(chunk) / len(indices)
+                weight = len(chunk) / n
                 accelerator.backward(result["loss"] * weight)
                 for k, v in result.items():
                     terms[k] = terms.get(k, 0.0) + float(v.detach()) * weight
@@ -279,17 +437,28 @@ def _run(options: TrainOptions, config: ModelConfig, model: nn.Module, *, stage_
             if on_step is not None and accelerator.is_main_process:
                 on_step(step + 1, total, last)
             done = step + 1
-            if accelerator.is_main_process and (
-                    done == total or (options.save_every and done % options.save_every == 0)):
-                save_checkpoint(out, done, accelerator.unwrap_model(model), optimizer,
-                                {"stage": stage_name, "config": config.to_dict(),
-                                 "seed": options.seed, "data": options.data})
+            if done == total or (options.save_every and done % options.save_every == 0):
+                extra = {"stage": stage_name, "config": config.to_dict(), "seed": options.seed,
+                         "data": options.data}
+                if fsdp:  # every process takes part in gathering the shards
+                    tensors = gather_trainable_state(model)
+                    opt_state = gather_optimizer_state(optimizer)
+                    if accelerator.is_main_process:
+                        save_checkpoint(out, done, tensors, opt_state, extra)
+                elif accelerator.is_main_process:
+                    save_checkpoint(out, done, accelerator.unwrap_model(model), optimizer, extra)
             accelerator.wait_for_everyone()
     finally:
         if log is not None:
             log.close()
+        del batches  # stops the loader's workers
+    if fsdp:
+        _gather_for_export(model, twin, export_needs)
+        plain = twin
+    else:
+        plain = accelerator.unwrap_model(model) if accelerator.is_main_process else None
     return {"steps": total, "resumed_from": start, "last": last, "world_size": world,
-            "model": accelerator.unwrap_model(model)}
+            "model": plain, "is_main_process": accelerator.is_main_process}
 
 
 def train_extractor(config: ModelConfig, options: TrainOptions,
@@ -326,7 +495,8 @@ def train_extractor(config: ModelConfig, options: TrainOptions,
     )
     model = result.pop("model")
     out = Path(options.out)
-    save_file(trainable_state(model), str(out / EXTRACTOR_FILE))
+    if result.pop("is_main_process"):
+        save_file(trainable_state(model), str(out / EXTRACTOR_FILE))
     result["weights"] = str(out / EXTRACTOR_FILE)
     return result
 
@@ -343,6 +513,19 @@ def _load_extractor_init(model: JointModel, spec: str) -> None:
     missing = [k for k in missing if not k.startswith("mae.")]
     if missing:
         raise InputError(f"--extractor {file} does not fit the config (missing {missing[:3]})")
+
+
+def _export_needs(config: ModelConfig, name: str) -> bool:
+    """Whether ``export_weights`` writes the parameter ``name`` of a :class:`JointModel`: the
+    trained ones always; the frozen DiT, VAE and MAE only when they come from no hub id (so
+    the weights folder must carry them); the VL stream never."""
+    if name.startswith("vl."):
+        return False
+    if name.startswith(("transformer.", "vae.")) and "lora_" not in name:
+        return not config.dit.hub_id
+    if name.startswith("extractor.mae."):
+        return not (config.mae.frozen and config.mae.hub_id)
+    return True
 
 
 def train_joint(config: ModelConfig, options: TrainOptions,
@@ -379,9 +562,11 @@ def train_joint(config: ModelConfig, options: TrainOptions,
         options, config, model, stage_name="joint", lr_at=lambda s, total: tcfg.lr,
         weight_decay=tcfg.weight_decay, adam_eps=tcfg.adam_eps, default_steps=tcfg.steps,
         batch_sizes=lambda k: tcfg.batch_size, side=side, loss_fn=loss_fn, on_step=on_step,
+        export_needs=lambda name: _export_needs(config, name),
     )
     model = result.pop("model")
-    folder = export_weights(Path(options.out) / WEIGHTS_DIR, config, model.extractor,
-                            model.connector, dit)
+    folder = Path(options.out) / WEIGHTS_DIR
+    if result.pop("is_main_process"):  # ``model._dit``: under FSDP the gathered copy's DiT
+        export_weights(folder, config, model.extractor, model.connector, model._dit)
     result["weights"] = str(folder)
     return result
