@@ -45,19 +45,56 @@ class NeuralBackend:
     name = "eager"
     summary = "neural engine (MirrorPPR), plain PyTorch: CUDA bf16, or CPU float32"
     capabilities = frozenset({"retouch"})
+    options = frozenset({"weights", "device", "mae", "dit", "steps", "seed"})
     needs_cuda = False
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
                  mae: str | None = None, dit: str | None = None, steps: int | None = None,
-                 seed: int | None = None, status: Callable[[str], None] | None = None,
-                 **_ignored) -> None:
+                 seed: int | None = None) -> None:
         self.weights = weights or os.environ.get(WEIGHTS_ENV) or None
         self.device_request = device
         self.mae, self.dit = mae, dit
         self.steps, self.seed = steps, seed
-        self.status = status or (lambda message: None)
+        self.status: Callable[[str], None] = lambda message: None
         self._engine = None
         self._condition_cache: tuple[str, object] | None = None
+
+    # -- the backend protocol (mirrorppr_cli.backend.Backend) -----------------------------------
+    def prepare(self, status: Callable[[str], None] | None = None) -> None:
+        """Load the weights onto the device now (fail fast, before any query is read)."""
+        if status is not None:
+            self.status = status
+        self.engine()
+
+    def input_note(self, path: Path, max_pixels: int | None = None) -> str | None:
+        from mirrorppr_cli.io import frames_note, header_info
+
+        return frames_note(*header_info(path, max_pixels=max_pixels)[2:])
+
+    def measure(self, before: Path, after: Path, *, max_pixels: int | None = None,
+                on_stage: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exemplar pair as RGB arrays; its conditioning is computed with the first query
+        (and cached for the rest)."""
+        from mirrorppr_cli.neural_job import read_exemplar_rgb
+
+        if on_stage:
+            on_stage("reading the exemplar")
+        return read_exemplar_rgb(before, after, max_pixels=max_pixels)
+
+    def retouch_file(self, edit: tuple[np.ndarray, np.ndarray], source: Path, dest: Path,
+                     settings):
+        from mirrorppr_cli.neural_job import neural_retouch_file
+
+        note = self.input_note(source, settings.max_pixels)
+        report = neural_retouch_file(self, *edit, source, dest, force=settings.force,
+                                     output_format=settings.output_format,
+                                     max_pixels=settings.max_pixels)
+        if note is not None:
+            report.notes.append(note)
+        return report
+
+    def edit_summary(self, edit) -> dict:
+        return {"backend": self.name}
 
     # -- where it can run ---------------------------------------------------------------
     def require_extra(self) -> None:
@@ -130,14 +167,14 @@ class NeuralBackend:
                 engine = NeuralEngine.load(self.weights, mae=self.mae, dit=self.dit,
                                            device=device, dtype=self.dtype(device),
                                            host_cast=self.host_cast(device))
-                self._engine = self.prepare(engine)
+                self._engine = self.adapt(engine)
         return self._engine
 
     def attach(self, engine) -> None:
         """Use an engine built elsewhere (e.g. :meth:`NeuralEngine.random` in benchmarks)."""
-        self._engine = self.prepare(engine)
+        self._engine = self.adapt(engine)
 
-    def prepare(self, engine):
+    def adapt(self, engine):
         """Change how ``engine`` executes (eager: nothing)."""
         return engine
 
@@ -214,6 +251,8 @@ class CompileBackend(NeuralBackend):
     summary = ("neural engine with torch.compile (DiT blocks + extractor), fixed resolution "
                "buckets, persistent compile cache")
 
+    options = NeuralBackend.options | {"compile_cache"}
+
     def __init__(self, *args, compile_cache: str | os.PathLike | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.compile_cache = Path(
@@ -230,7 +269,7 @@ class CompileBackend(NeuralBackend):
             return False, "torch.compile on the CPU needs a C++ compiler (g++); " + why
         return ok, why
 
-    def prepare(self, engine):
+    def adapt(self, engine):
         import torch
 
         self.compile_cache.mkdir(parents=True, exist_ok=True)
@@ -292,7 +331,7 @@ class Fp8Backend(NeuralBackend):
             return None
         return _layerwise_fp8
 
-    def prepare(self, engine):
+    def adapt(self, engine):
         import torch
 
         transformer = engine.dit.transformer

@@ -6,7 +6,6 @@ progress and prints the reports.
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import Backend, require
-from .errors import OutputError, UsageError
+from .errors import OutputError
 from .io import Picture, frames_note, read_image, with_pixels, write_image
 from .landmarks import check_detectable, find_faces, select_face
 from .ops import OpRequest
@@ -64,11 +63,7 @@ def apply_ops_to_picture(
         face = select_face(faces, face_index, name=name)
         pixels = backend.apply_ops(pixels, face.points, face_requests)
     if body_requests:
-        if not hasattr(backend, "apply_body_ops"):
-            raise UsageError(f"backend {backend.name!r} has no body operations")
-        takes_name = "name" in inspect.signature(backend.apply_body_ops).parameters
-        pixels = (backend.apply_body_ops(pixels, body_requests, name=name) if takes_name
-                  else backend.apply_body_ops(pixels, body_requests))
+        pixels = backend.apply_body_ops(pixels, body_requests, name=name)
     changed = int(np.any(pixels != picture.pixels, axis=-1).sum())
     report = ApplyReport(
         input=name,

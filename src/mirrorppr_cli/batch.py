@@ -124,30 +124,15 @@ def run_batch(plan: list[tuple[Path, Path]], work: Callable, report_type: type, 
 
 @dataclass(frozen=True)
 class RetouchWork:
-    """``retouch``'s job on one query: the measured edit and the options of the run."""
+    """``retouch``'s job on one query: the backend, the edit it measured, the run's settings
+    (:class:`~mirrorppr_cli.backend.RetouchSettings`)."""
 
-    measured: object  # retouch_job.Exemplar
-    strength: float = 1.0
-    face_index: int | None = None
-    force: bool = False
-    output_format: str | None = None
-    max_pixels: int | None = None
-    check: bool = True
-    exports: tuple[str, ...] = ()
-    quality: int | None = None
+    backend: object
+    edit: object
+    settings: object
 
     def __call__(self, src: Path, dest: Path):
-        from .inputs import check_detectable_file
-        from .retouch_job import retouch_file
-
-        note = check_detectable_file(src, max_pixels=self.max_pixels)  # one-line error, exit 3
-        report = retouch_file(self.measured, src, dest, strength=self.strength,
-                              face_index=self.face_index, force=self.force,
-                              output_format=self.output_format, max_pixels=self.max_pixels,
-                              check=self.check, exports=self.exports, quality=self.quality)
-        if note is not None:
-            report.notes.append(note)
-        return report
+        return self.backend.retouch_file(self.edit, src, dest, self.settings)
 
 
 @dataclass(frozen=True)

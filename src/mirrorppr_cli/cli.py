@@ -183,14 +183,15 @@ def backends_command(
 ) -> None:
     """List the installed backends (entry points ``mirrorppr.backends``) and whether each can
     run here (CUDA, compute capability, weights found) — and why not."""
-    from .backend import backend_names, load_backend
+    from .backend import backend_class, backend_names
 
     rows = []
     for name in backend_names():
         try:
-            backend = load_backend(name, weights=weights, device=device)
-        except TypeError:  # a backend without those options (the geometric one)
-            backend = load_backend(name)
+            cls = backend_class(name)
+            given = {"weights": weights, "device": device}
+            backend = cls(**{k: v for k, v in given.items()
+                             if v is not None and k in getattr(cls, "options", ())})
         except Exception as exc:  # a broken third-party backend must not hide the others
             rows.append({"name": name, "summary": "", "jobs": [], "available": False,
                          "why": f"cannot be loaded: {exc}"})
@@ -397,8 +398,9 @@ def apply_command(
         str, typer.Option("--suffix", help="Added to the input's name to name outputs.", metavar="TEXT")
     ] = "_retouched",
     method: Annotated[
-        str, typer.Option("--method", help="Warp evaluation: fast (default) or exact.", metavar="fast|exact")
-    ] = "fast",
+        str | None, typer.Option("--method", help="warp backend: fast (default) or exact "
+                                 "warp evaluation.", metavar="fast|exact")
+    ] = None,
     backend_name: Annotated[str, typer.Option("--backend", help="Backend to use.", metavar="NAME")] = "warp",
     max_pixels: Annotated[
         int | None,
@@ -416,7 +418,7 @@ def apply_command(
     """Retouch portraits with named operations, e.g. --op eye_resize=40 --op nose_alar=-30."""
     _set_verbose(verbose)
     from .apply_job import ApplyReport
-    from .backend import load_backend
+    from .backend import load_backend, require
     from .batch import ApplyWork, worker_count
     from .inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
     from .ops import parse_op
@@ -443,11 +445,12 @@ def apply_command(
             batch = len(images) > 1 or any(is_batch(spec) for spec in images)
             # Overlapping specs (a.jpg and *.jpg) name a file once.
             sources = list(dict.fromkeys(p for spec in images for p in expand_inputs(spec)))
-        if method not in ("fast", "exact"):
-            raise UsageError(f"--method must be fast or exact, not {method!r}")
         if force and skip_existing:
             raise UsageError("--force and --skip-existing contradict each other; choose one")
         backend = load_backend(backend_name, method=method)
+        require(backend, "ops")
+        if workers is not None and workers > 1:
+            require(backend, "parallel", "--workers")
         plan = [
             (src, output_path_for(src, output, batch=batch, suffix=suffix, format=output_format))
             for src in sources
@@ -466,7 +469,8 @@ def apply_command(
         batch=batch,
         skip_existing=skip_existing,
         summary_extra={"removed_temporaries": removed} if removed else None,
-        workers=worker_count(workers, len(plan)),
+        workers=(worker_count(workers, len(plan)) if "parallel" in backend.capabilities
+                 else 1),
     )
 
 
@@ -499,8 +503,9 @@ def retouch_command(
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).", metavar="DIR")
     ] = None,
-    device: Annotated[str, typer.Option(
-        "--device", help="Neural backends: auto, cpu or cuda[:N].", metavar="DEVICE")] = "auto",
+    device: Annotated[str | None, typer.Option(
+        "--device", help="Neural backends: auto (default), cpu or cuda[:N].",
+        metavar="DEVICE")] = None,
     mae: Annotated[str | None, typer.Option(
         "--mae", help="Neural backends: MAE weights folder or hub id (cache only).", metavar="DIR|ID")] = None,
     dit: Annotated[str | None, typer.Option(
@@ -510,10 +515,10 @@ def retouch_command(
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Neural backends: sampling seed (default 123).", metavar="N")] = None,
     mode: Annotated[
-        str, typer.Option(
-            "--mode", help="hybrid (default: named ops + the rest as measured motion), flow or catalog."
-        , metavar="hybrid|flow|catalog"),
-    ] = "hybrid",
+        str | None, typer.Option(
+            "--mode", help="warp backend: hybrid (default: named ops + the rest as measured "
+            "motion), flow or catalog.", metavar="hybrid|flow|catalog"),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.", metavar="")] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave a query whose output exists (resume a batch).", metavar="")] = False,
@@ -557,18 +562,14 @@ def retouch_command(
 ) -> None:
     """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
     _set_verbose(verbose)
-    from .backend import load_backend, require
+    from .backend import RetouchSettings, load_backend, require
+    from .batch import RetouchWork, worker_count
     from .exports import parse_kinds
-    from .inputs import (
-        check_detectable_file,
-        check_unique_outputs,
-        expand_inputs,
-        is_batch,
-        output_path_for,
-    )
-    from .retouch_job import RetouchReport, load_exemplar
+    from .inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
+    from .retouch_job import RetouchReport
 
     exemplar_notes: list[str] = []
+    measured = None
     try:
         exports = parse_kinds(export)
         if exemplar and str(exemplar[1]).startswith("-"):
@@ -581,25 +582,27 @@ def retouch_command(
             query = [*query, *more_queries]
         if edit_file is not None and (exemplar or demo):
             raise UsageError("--edit replaces --ex (and --demo): give one of them")
-        if neural_requested := backend_name != "warp":
-            if workers is not None and workers > 1:
-                raise UsageError(f"--workers: the {backend_name} backend runs one process (its "
-                                 "device is shared); leave --workers out")
-        if (edit_file or save_edit or exports or only or ops_names) and neural_requested:
-            raise UsageError("--edit, --save-edit, --export, --only and --ops work with the warp "
-                             "backend only")
-        if only is not None and only not in ("face", "body"):
-            raise UsageError(f"--only must be face or body, not {only!r}")
-        if ops_names is not None:
-            from .selection import parse_op_names
-
-            op_names = parse_op_names(ops_names)
         if not -3.0 <= strength <= 3.0:
             raise UsageError("--strength must be between -3 and 3")
         if force and skip_existing:
             raise UsageError("--force and --skip-existing contradict each other; choose one")
-        if mode not in ("flow", "catalog", "hybrid"):
-            raise UsageError(f"--mode must be flow, catalog or hybrid, not {mode!r}")
+        if only is not None and only not in ("face", "body"):
+            raise UsageError(f"--only must be face or body, not {only!r}")
+        op_names = None
+        if ops_names is not None:
+            from .selection import parse_op_names
+
+            op_names = parse_op_names(ops_names)
+        backend = load_backend(backend_name, weights=weights, device=device, mae=mae, dit=dit,
+                               steps=steps, seed=seed, mode=mode)
+        require(backend, "retouch")
+        for asked, capability, flag in (
+                (strength != 1.0, "strength", "--strength"),
+                (edit_file or save_edit, "edit-file", "--edit / --save-edit"),
+                (exports, "export", "--export"), (only or op_names, "select", "--only / --ops"),
+                (workers is not None and workers > 1, "parallel", "--workers")):
+            if asked:
+                require(backend, capability, flag)
         if demo:
             if exemplar or query:
                 raise UsageError("--demo takes no --ex or --query")
@@ -621,13 +624,6 @@ def retouch_command(
             raise UsageError("give --ex BEFORE AFTER and at least one --query (or --demo, or "
                              "--save-edit FILE to measure only)")
         query = query or []
-        neural = backend_name != "warp"
-        backend = (load_backend(backend_name, weights=weights, device=device, mae=mae, dit=dit,
-                                steps=steps, seed=seed, status=_status(as_json))
-                   if neural else load_backend(backend_name))
-        require(backend, "retouch")
-        if neural and strength != 1.0:
-            raise UsageError(f"--strength works with the warp backend only, not {backend_name!r}")
         batch = len(query) > 1 or any(is_batch(spec) for spec in query)
         sources = list(dict.fromkeys(p for spec in query for p in expand_inputs(spec)))
         plan = [
@@ -636,47 +632,26 @@ def retouch_command(
         ]
         check_unique_outputs(plan)
         nothing_to_do = skip_existing and all(os.path.lexists(dest) for _, dest in plan)
-        for path in exemplar or ():  # the detectors run on both: say which cannot be used
-            # (a FIFO, a device, a folder: refused before anything reads it)
-            if neural:
-                from .io import frames_note, header_info
-
-                note = frames_note(*header_info(path, max_pixels=max_pixels)[2:])
-            else:
-                note = check_detectable_file(path, max_pixels=max_pixels)
-            if note:
+        for path in exemplar or ():  # what the backend cannot read is refused before it reads
+            if note := backend.input_note(path, max_pixels):
                 exemplar_notes.append(f"{path}: {note}")
                 if not as_json:
                     err.print(f"[yellow]note:[/] {_plain(path)}: {_plain(note)}",
                               highlight=False, soft_wrap=True)
         if edit_file is not None:
-            from .edit_file import load_edit
-
-            measured, mode = load_edit(edit_file)
-        elif nothing_to_do and save_edit is None:
-            pass  # every output exists: nothing to measure
-        elif neural:
-            from .neural_job import neural_retouch_file, read_exemplar_rgb
-
-            pair = read_exemplar_rgb(*exemplar, max_pixels=max_pixels)
-            backend.engine()  # fail fast (weights, device) before any query is read
-        else:
+            measured = backend.load_edit(edit_file)
+        elif not (nothing_to_do and save_edit is None):
+            backend.prepare(status=_status(as_json))  # fail fast (weights, device)
             with _stage_line(f"exemplar {exemplar[0].name} → {exemplar[1].name}",
                              quiet=as_json) as stage:
-                measured = load_exemplar(*exemplar, mode=mode, max_pixels=max_pixels,
-                                         on_stage=stage)
-        if (only or ops_names) and not (nothing_to_do and save_edit is None):
-            from .selection import select_parts
-
-            measured, selection_notes = select_parts(
-                measured, only=only, ops=op_names if ops_names else None)
+                measured = backend.measure(*exemplar, max_pixels=max_pixels, on_stage=stage)
+        if (only or op_names) and measured is not None:
+            measured, selection_notes = backend.select(measured, only=only, ops=op_names)
             exemplar_notes.extend(selection_notes)
             for text in [] if as_json else selection_notes:
                 err.print(f"[yellow]note:[/] {_plain(text)}", highlight=False, soft_wrap=True)
         if save_edit is not None:
-            from .edit_file import save_edit as write_edit
-
-            written_edit = write_edit(measured, mode, save_edit, force=force)
+            written_edit = backend.save_edit(measured, save_edit, force=force)
             if not as_json:
                 out.print(f"edit saved: {_plain(written_edit)}", highlight=False)
     except MirrorError as error:
@@ -693,49 +668,23 @@ def retouch_command(
               **({"saved_edit": str(save_edit)} if save_edit else {}),
               **({"exemplar_notes": exemplar_notes} if exemplar_notes else {}),
               **({"removed_temporaries": removed} if removed else {})}
-    if nothing_to_do:
+    if measured is None:  # every output exists
         _run_file_batch(plan, None, RetouchReport, as_json=as_json, batch=batch,
                         skip_existing=True, summary_extra=common)
         return
-    if neural:
-        from .io import frames_note, header_info
-
-        def neural_one(src: Path, dest: Path):
-            _, _, frames, fmt = header_info(src, max_pixels=max_pixels)
-            report = neural_retouch_file(backend, *pair, src, dest, force=force,
-                                         output_format=output_format, max_pixels=max_pixels)
-            if (note := frames_note(frames, fmt)) is not None:
-                report.notes.append(note)
-            return report
-
-        _run_file_batch(
-            plan, neural_one, RetouchReport, as_json=as_json, batch=batch,
-            skip_existing=skip_existing, summary_extra={**common, "backend": backend_name},
-        )
-        return
-
-    from .batch import RetouchWork, worker_count
-
-    box = measured.edit.box
+    settings = RetouchSettings(strength=strength, face_index=face, force=force,
+                               output_format=output_format, max_pixels=max_pixels, check=check,
+                               exports=exports, quality=quality)
     _run_file_batch(
         plan,
-        RetouchWork(measured, strength=strength, face_index=face, force=force,
-                    output_format=output_format, max_pixels=max_pixels, check=check,
-                    exports=exports, quality=quality),
+        RetouchWork(backend, measured, settings),
         RetouchReport,
         as_json=as_json,
         batch=batch,
         skip_existing=skip_existing,
-        workers=worker_count(workers, len(plan)),
-        summary_extra={
-            **common,
-            "mode": mode,
-            "edit": {"region": [int(v) for v in (box.x0, box.y0, box.x1, box.y1)],
-                     "max_motion_px": round(measured.edit.max_motion_px, 3)},
-            **({"catalog": measured.explanation.to_dict()} if measured.explanation else {}),
-            **({"body": measured.body.to_dict()} if measured.body else {}),
-            **({"notes": list(measured.notes)} if measured.notes else {}),
-        },
+        workers=(worker_count(workers, len(plan)) if "parallel" in backend.capabilities
+                 else 1),
+        summary_extra={**common, **backend.edit_summary(measured)},
     )
 
 
@@ -747,54 +696,61 @@ def explain_command(
     max_pixels: Annotated[
         int | None, typer.Option("--max-pixels", help="Refuse larger images.", metavar="PIXELS")
     ] = None,
+    backend_name: Annotated[str, typer.Option(
+        "--backend", help="Backend that names the edit.", metavar="NAME")] = "warp",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Say what the exemplar's retoucher did, as catalog operations with fitted strengths."""
     _set_verbose(verbose)
-    from .inputs import check_detectable_file
-    from .retouch_job import load_exemplar
+    from .backend import load_backend, require
 
     file_notes = []
     try:
+        backend = load_backend(backend_name)
+        require(backend, "explain")
         for path in exemplar:  # a FIFO, a device, a folder: refused before anything reads it
-            if (note := check_detectable_file(path, max_pixels=max_pixels)) is not None:
+            if (note := backend.input_note(path, max_pixels)) is not None:
                 file_notes.append(f"{path}: {note}")
-        measured = load_exemplar(*exemplar, mode="catalog", max_pixels=max_pixels)
+        backend.prepare(status=_status(as_json))
+        with _stage_line(f"exemplar {exemplar[0].name} → {exemplar[1].name}",
+                         quiet=as_json) as stage:
+            explained = backend.explain(*exemplar, max_pixels=max_pixels, on_stage=stage)
     except MirrorError as error:
         raise _fail(error) from None
-    explanation, body = measured.explanation, measured.body
+    explained = {**explained, "notes": [*file_notes, *explained.get("notes", [])]}
     if as_json:
-        print(json.dumps({**explanation.to_dict(), "body": body.to_dict() if body else None,
-                          "notes": [*file_notes, *measured.notes]}, indent=2))
+        print(json.dumps(explained, indent=2))
         return
     for text in file_notes:
         err.print(f"[yellow]note:[/] {_plain(text)}", highlight=False, soft_wrap=True)
+    body = explained.get("body")
     table = Table(title=_plain(f"{exemplar[0].name} → {exemplar[1].name}"))
     table.add_column("operation")
     table.add_column("strength", justify="right")
     table.add_column("meaning")
-    for r in [*explanation.ops, *(body.ops if body else [])]:
-        op = CATALOG_META(r.name)
-        table.add_row(_plain(r.name), f"{r.strength:+.0f}",
-                      _plain(op.plus if r.strength > 0 else op.minus))
+    for op in [*explained["ops"], *(body["ops"] if body else [])]:
+        meta = CATALOG_META(op["name"])
+        meaning = "" if meta is None else (meta.plus if op["strength"] > 0 else meta.minus)
+        table.add_row(_plain(op["name"]), f"{op['strength']:+.0f}", _plain(meaning))
     out.print(table)
-    out.print(f"the catalog explains {100 * explanation.explained:.0f} % of the measured motion "
-              f"(mean {explanation.motion_px:.2f} px)", highlight=False)
+    out.print(f"the catalog explains {100 * explained['explained']:.0f} % of the measured "
+              f"motion (mean {explained['mean_motion_px']:.2f} px)", highlight=False)
     if body:
-        hidden = (f"; not visible in the exemplar: {_plain(', '.join(body.not_visible))}"
-                  if body.not_visible else "")
-        out.print(f"the body operations explain {100 * body.explained:.0f} % of the measured "
-                  f"body motion (mean {body.motion_px:.2f} px){hidden}", highlight=False)
-    for text in measured.notes:
+        hidden = (f"; not visible in the exemplar: {_plain(', '.join(body['not_visible']))}"
+                  if body.get("not_visible") else "")
+        out.print(f"the body operations explain {100 * body['explained']:.0f} % of the measured "
+                  f"body motion (mean {body['mean_motion_px']:.2f} px){hidden}", highlight=False)
+    for text in explained.get("notes", [])[len(file_notes):]:
         out.print(f"note: {_plain(text)}", highlight=False)
 
 
 def CATALOG_META(name: str):  # noqa: N802 - a lookup, named like the table it reads
-    from .ops import get_operation
-    from .ops.body_catalog import get_body_operation, is_body_operation
+    """The catalog's operation ``name`` (face or body), or None (a backend's own name)."""
+    from .ops import CATALOG
+    from .ops.body_catalog import BODY_CATALOG
 
-    return get_body_operation(name) if is_body_operation(name) else get_operation(name)
+    return BODY_CATALOG.get(name) or CATALOG.get(name)
 
 
 @app.command("build-dataset")
@@ -997,8 +953,9 @@ def bench_command(
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Neural backends: trained weights folder (or $MIRRORPPR_WEIGHTS).", metavar="DIR")
     ] = None,
-    device: Annotated[str, typer.Option(
-        "--device", help="Neural backends: auto, cpu or cuda[:N].", metavar="DEVICE")] = "auto",
+    device: Annotated[str | None, typer.Option(
+        "--device", help="Neural backends: auto (default), cpu or cuda[:N].",
+        metavar="DEVICE")] = None,
     steps: Annotated[int | None, typer.Option(
         "--steps", help="Neural backends: sampling steps (default 40).", min=2, metavar="N")] = None,
     seed: Annotated[int | None, typer.Option(
@@ -1009,8 +966,9 @@ def bench_command(
     oracle: Annotated[
         bool, typer.Option("--oracle", help="Also score the ground truth itself (sanity check).", metavar="")
     ] = False,
-    mode: Annotated[str, typer.Option(
-        "--mode", help="warp backend: hybrid (default), flow or catalog.", metavar="hybrid|flow|catalog")] = "hybrid",
+    mode: Annotated[str | None, typer.Option(
+        "--mode", help="warp backend: hybrid (default), flow or catalog.",
+        metavar="hybrid|flow|catalog")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="First N items only.", min=1, metavar="N")] = None,
     split: Annotated[
         str,
@@ -1108,14 +1066,10 @@ def bench_command(
         if backend_name != "none":
             from .backend import load_backend, require
 
-            if mode not in ("flow", "catalog", "hybrid"):
-                raise UsageError(f"--mode must be flow, catalog or hybrid, not {mode!r}")
-            backend = (load_backend(backend_name, mode=mode) if backend_name == "warp" else
-                       load_backend(backend_name, weights=weights, device=device, steps=steps,
-                                    seed=seed, status=_status(as_json)))
+            backend = load_backend(backend_name, mode=mode, weights=weights, device=device,
+                                   steps=steps, seed=seed)
             require(backend, "retouch")
-            if backend_name != "warp":
-                backend.engine()  # fail fast on missing weights / device
+            backend.prepare(status=_status(as_json))  # fail fast on missing weights / device
             methods[backend_name] = lambda item, query: backend.retouch(  # noqa: E731
                 rgb(item.exemplar_before), rgb(item.exemplar_after), query
             )
