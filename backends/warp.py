@@ -83,13 +83,24 @@ class WarpBackend:
         from mirrorppr_cli.retouch_job import retouch_file
 
         note = self.input_note(source, settings.max_pixels)  # one-line error, exit 3
+        kept: dict = {}
+
+        def keep(query: np.ndarray, result: np.ndarray, inverse_map) -> None:
+            from mirrorppr_cli.review_assets import asset_key, save_item_assets
+
+            kept.update(save_item_assets(settings.review_dir, asset_key(dest), query, result,
+                                         inverse_map()))
+
         report = retouch_file(edit.exemplar, source, dest, strength=settings.strength,
                               face_index=settings.face_index, force=settings.force,
                               output_format=settings.output_format,
                               max_pixels=settings.max_pixels, check=settings.check,
-                              exports=settings.exports, quality=settings.quality)
+                              exports=settings.exports, quality=settings.quality,
+                              keep=keep if settings.review_dir is not None else None)
         if note is not None:
             report.notes.append(note)
+        if kept:
+            report.extra["review"] = kept
         return report
 
     def retouch(

@@ -53,6 +53,9 @@ class RetouchSettings:
     check: bool = True
     exports: tuple[str, ...] = ()
     quality: int | None = None
+    #: Where the review page goes (``--review``): a backend that can, writes each query's
+    #: thumbnails and motion heat-map there and returns them in ``report.extra["review"]``.
+    review_dir: Path | None = None
 
 
 @runtime_checkable

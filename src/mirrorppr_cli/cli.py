@@ -274,7 +274,7 @@ def _remove_stale_temporaries(plan, *, as_json: bool) -> list[str]:
 
 def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                     summary_extra: dict | None = None, skip_existing: bool = False,
-                    workers: int = 1) -> None:
+                    workers: int = 1, review_dir: Path | None = None) -> None:
     """Run ``work(src, dest)`` for each planned file (``workers`` > 1: in that many processes,
     :mod:`mirrorppr_cli.batch`): an item that fails — with the tool's own error or any other
     exception — is reported (one line naming the file) and the batch goes on; with
@@ -306,13 +306,24 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
     skipped = [r for r in reports if r.status == "skipped"]
     flagged = [r for r in reports if r.status == "ok" and getattr(r, "review", None)]
     written = len(reports) - len(failed) - len(skipped)
+    checked = "review" in getattr(report_type, "__dataclass_fields__", {})
+    summary = {"ok": written, "failed": len(failed),
+               **({"skipped": len(skipped)} if skip_existing else {}),
+               **({"to_review": len(flagged)} if checked else {}), "workers": used,
+               **(summary_extra or {})}
+    made = {}  # review assets the jobs made (motion heat-maps), by item
+    for index, r in enumerate(reports):
+        if isinstance(getattr(r, "extra", None), dict) and "review" in r.extra:
+            from .review_assets import item_id
+
+            made[item_id(index)] = r.extra.pop("review")
+    run = {"items": [r.to_dict() for r in reports], "summary": summary}
+    page = None
+    if review_dir is not None:
+        page = _write_review_page(review_dir, run, made, as_json=as_json)
+        summary["review_page"] = str(page)
     if as_json:
-        checked = "review" in getattr(report_type, "__dataclass_fields__", {})
-        summary = {"ok": written, "failed": len(failed),
-                   **({"skipped": len(skipped)} if skip_existing else {}),
-                   **({"to_review": len(flagged)} if checked else {}), "workers": used,
-                   **(summary_extra or {})}
-        print(json.dumps({"items": [r.to_dict() for r in reports], "summary": summary}, indent=2))
+        print(json.dumps(run, indent=2))
     else:
         for r in reports:
             if r.status == "skipped":
@@ -328,6 +339,8 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                 for text in getattr(r, "review", None) or ():
                     err.print(f"[bold yellow]review:[/] {_plain(r.output)}: {_plain(text)}",
                               highlight=False, soft_wrap=True)
+        if page is not None:
+            out.print(f"review page: {_plain(page)}", highlight=False, soft_wrap=True)
         if batch:
             out.print(f"{written} written, {len(failed)} failed"
                       + (f", {len(skipped)} skipped (outputs exist)" if skipped else "")
@@ -336,6 +349,38 @@ def _run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
         raise typer.Exit(1 if batch else failed[0].exit_code)
     if flagged:
         raise typer.Exit(REVIEW_EXIT_CODE)
+
+
+def _write_review_page(folder: Path, run: dict, made: dict, *, as_json: bool) -> Path:
+    """The run's review page in ``folder`` (:mod:`mirrorppr_cli.review_page`): assets the jobs
+    made (motion heat-maps), the rest from the files (pixel differences)."""
+    from .cli_review import make_assets
+    from .review_page import write_review
+
+    warnings: list[str] = []
+    try:
+        assets = make_assets(folder, run, [Path.cwd()], warnings, ready=made)
+        page = write_review(folder, run, assets)
+    except OSError as error:
+        raise _fail(OutputError(f"{error.filename or folder}: the review page could not be "
+                                f"written ({error.strerror or error})")) from None
+    for line in [] if as_json else warnings:
+        err.print(f"[yellow]warning:[/] {_plain(line)}", highlight=False, soft_wrap=True)
+    return page
+
+
+def _review_folder(review: Path | None, force: bool) -> Path | None:
+    """``review`` checked (absent, empty, or ``force``) and created; None without --review."""
+    if review is None:
+        return None
+    from .cli_review import check_out
+
+    check_out(review, force)
+    try:
+        review.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{review}: cannot be created ({error.strerror or error})") from None
+    return review
 
 
 def _demo_retouch_inputs(folder: Path) -> tuple[tuple[Path, Path], list[str]]:
@@ -409,6 +454,9 @@ def apply_command(
     demo: Annotated[
         bool, typer.Option("--demo", help="Use the built-in demo portrait as input.", metavar="")
     ] = False,
+    review: Annotated[Path | None, typer.Option(
+        "--review", help="Also write a review page of the batch (index.html: before/after, "
+        "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", help="Processes for a batch (default: one per 8 files, up to one per "
         "core; 1: this process alone).", metavar="N", min=1)] = None,
@@ -456,6 +504,7 @@ def apply_command(
             for src in sources
         ]
         check_unique_outputs(plan)
+        review_dir = _review_folder(review, force)
     except MirrorError as error:
         raise _fail(error) from None
 
@@ -471,6 +520,7 @@ def apply_command(
         summary_extra={"removed_temporaries": removed} if removed else None,
         workers=(worker_count(workers, len(plan)) if "parallel" in backend.capabilities
                  else 1),
+        review_dir=review_dir,
     )
 
 
@@ -554,6 +604,9 @@ def retouch_command(
     ops_names: Annotated[str | None, typer.Option(
         "--ops", help="Carry only these named operations (see `mirrorppr explain`), without "
         "the motion no operation names.", metavar="NAME[,NAME]")] = None,
+    review: Annotated[Path | None, typer.Option(
+        "--review", help="Also write a review page of the batch (index.html: before/after, "
+        "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", help="Processes for a batch, warp backend (default: one per 8 files, up "
         "to one per core; 1: this process alone).", metavar="N", min=1)] = None,
@@ -632,6 +685,7 @@ def retouch_command(
         ]
         check_unique_outputs(plan)
         nothing_to_do = skip_existing and all(os.path.lexists(dest) for _, dest in plan)
+        review_dir = _review_folder(review, force)
         for path in exemplar or ():  # what the backend cannot read is refused before it reads
             if note := backend.input_note(path, max_pixels):
                 exemplar_notes.append(f"{path}: {note}")
@@ -670,11 +724,12 @@ def retouch_command(
               **({"removed_temporaries": removed} if removed else {})}
     if measured is None:  # every output exists
         _run_file_batch(plan, None, RetouchReport, as_json=as_json, batch=batch,
-                        skip_existing=True, summary_extra=common)
+                        skip_existing=True, summary_extra=common, review_dir=review_dir)
         return
     settings = RetouchSettings(strength=strength, face_index=face, force=force,
                                output_format=output_format, max_pixels=max_pixels, check=check,
-                               exports=exports, quality=quality)
+                               exports=exports, quality=quality,
+                               review_dir=review_dir.resolve() if review_dir else None)
     _run_file_batch(
         plan,
         RetouchWork(backend, measured, settings),
@@ -685,6 +740,7 @@ def retouch_command(
         workers=(worker_count(workers, len(plan)) if "parallel" in backend.capabilities
                  else 1),
         summary_extra={**common, **backend.edit_summary(measured)},
+        review_dir=review_dir,
     )
 
 
@@ -1161,10 +1217,12 @@ def bench_command(
 
 
 from .cli_convert import convert_weights_command  # noqa: E402
+from .cli_review import review_command  # noqa: E402
 from .cli_train import train_app  # noqa: E402  (a sub-app; it imports this module lazily)
 
 app.add_typer(train_app, name="train")
 app.command("convert-weights")(convert_weights_command)
+app.command("review")(review_command)
 
 
 def main() -> None:

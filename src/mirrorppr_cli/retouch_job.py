@@ -419,12 +419,16 @@ def retouch_file(
     face_index: int | None = None, force: bool = False, output_format: str | None = None,
     max_pixels: int | None = None, check: bool = True, exports: tuple[str, ...] = (),
     quality: int | None = None,
+    keep: Callable[[np.ndarray, np.ndarray, Callable[[], np.ndarray]], None] | None = None,
 ) -> RetouchReport:
     """Apply ``exemplar`` to the query ``source``; write ``dest`` atomically; errors propagate.
 
     ``check``: look for artefacts in the result (:func:`review_reasons`); what is found is in
     the report's ``review`` (the frame is written: the retoucher decides). ``exports``: kinds
-    of :mod:`mirrorppr_cli.exports` written beside ``dest`` (the edit as a map, layers…)."""
+    of :mod:`mirrorppr_cli.exports` written beside ``dest`` (the edit as a map, layers…).
+    ``keep``: called after writing with the query and the result (``(H, W, 3)`` uint8 RGB)
+    and a function that returns the inverse map (:func:`sampling_map`), e.g. for a review
+    page."""
     from .exports import encode_exports, export_paths, write_exports
 
     start = time.perf_counter()
@@ -445,6 +449,10 @@ def retouch_file(
         encoded = encode_exports(exports, inverse_map, picture.pixels, pixels, dest)
     written = write_image(result, dest, force=force, format=output_format, jpeg_quality=quality)
     exported = write_exports(encoded, force=force)
+    if keep is not None:
+        keep(picture.rgb8(), result.rgb8(),
+             lambda: inverse_map if exports else sampling_map(exemplar, picture.rgb8(), points,
+                                                              strength))
     lossy = written.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".webp")
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,

@@ -8,7 +8,6 @@ report (at most its hidden folder, which the next run removes once its process i
 from __future__ import annotations
 
 import errno
-import html
 import json
 import os
 import shutil
@@ -20,7 +19,9 @@ import numpy as np
 
 from ..data.shards import write_atomic
 from ..errors import OutputError
+from ..review_assets import save_jpeg, thumbnail
 from .datasets import Benchmark, Item
+from .runner import ARTEFACT_MARGIN
 
 THUMB_SIDE = 256
 COLUMNS = (
@@ -92,14 +93,7 @@ class ImageSaver:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def save(self, name: str, rgb: np.ndarray) -> str:
-        scale = THUMB_SIDE / max(rgb.shape[:2])
-        thumb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) \
-            if scale < 1 else rgb
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, 90])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        write_atomic(self.folder / name, data.tobytes())
+        save_jpeg(self.folder / name, thumbnail(rgb, THUMB_SIDE), quality=90)
         return f"report_images/{name}"
 
 
@@ -113,15 +107,17 @@ def difference_heatmap(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def html_report(payload: dict, bench: Benchmark, images: dict[int, dict[str, str]]) -> str:
-    """One table row per item: exemplar pair, query, ground truth, each prediction and its diff."""
+    """One table row per item: exemplar pair, query, ground truth, each prediction and its diff;
+    built from the review page's components (shell, CSS, image cards, badges)."""
+    from ..review_page import badge, esc, image_card, page
+
     methods = list(payload["methods"])
-    head = "".join(f"<th>{html.escape(m)}</th><th>{html.escape(m)} − truth</th>" for m in methods)
+    head = "".join(f"<th>{esc(m)}</th><th>{esc(m)} − truth</th>" for m in methods)
     rows = []
     by_item = {name: {r["item"]: r for r in payload["methods"][name]["rows"]} for name in methods}
 
-    def cell(src: str | None, caption: str = "") -> str:
-        img = f'<img src="{html.escape(src)}" alt="{html.escape(caption)}">' if src else "–"
-        return f"<td>{img}<br><small>{html.escape(caption)}</small></td>"
+    def cell(src: str | None, caption: str = "", flag: str = "") -> str:
+        return f"<td>{flag}{image_card(src, caption, lazy=False)}</td>"
 
     for item in bench.items:
         imgs = images.get(item.index, {})
@@ -139,21 +135,29 @@ def html_report(payload: dict, bench: Benchmark, images: dict[int, dict[str, str
                 caption += f" · blobs {row['artefact_blobs']}"
                 if row.get("truth_artefact_blobs") is not None:
                     caption += f" (truth {row['truth_artefact_blobs']})"
-            cells += [cell(imgs.get(f"pred:{m}"), caption),
+            flag = ""
+            if row.get("failed"):
+                flag = badge("failed", "bad", row.get("error"))
+            elif has_artefacts(row):
+                flag = badge("artefacts", "warn", "more new blobs than the ground truth's "
+                             f"(beyond a margin of {ARTEFACT_MARGIN})")
+            cells += [cell(imgs.get(f"pred:{m}"), caption, flag),
                       cell(imgs.get(f"diff:{m}"), f"difference to {against} ×8")]
-        rows.append(f"<tr><th>{item.index}<br><small>{html.escape(item.instruction)}</small></th>"
+        rows.append(f"<tr><th>{item.index}<br><small>{esc(item.instruction)}</small></th>"
                     + "".join(cells) + "</tr>")
-    table = markdown(payload)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>mirrorppr bench — {html.escape(payload['dataset'])}</title>
-<style>body{{font-family:sans-serif}} td,th{{vertical-align:top;padding:4px;text-align:center}}
-img{{max-width:{THUMB_SIDE}px}} pre{{background:#f4f4f4;padding:8px}}</style></head>
-<body><h1>mirrorppr bench — {html.escape(payload['dataset'])}</h1>
-<pre>{html.escape(table)}</pre>
-<table><tr><th>item</th><th>exemplar before</th><th>exemplar after</th><th>query</th><th>ground truth</th>{head}</tr>
-{''.join(rows)}
-</table></body></html>
-"""
+    title = f"mirrorppr bench — {payload['dataset']}"
+    body = (f'<header class="top"><h1>{esc(title)}</h1></header><main>'
+            f'<section class="card"><pre>{esc(markdown(payload))}</pre></section>'
+            '<section class="card"><table class="grid"><tr><th>item</th><th>exemplar before</th>'
+            f"<th>exemplar after</th><th>query</th><th>ground truth</th>{head}</tr>"
+            f"{''.join(rows)}</table></section></main>")
+    return page(title, body)
+
+
+def has_artefacts(row: dict) -> bool:
+    """Whether a scored row counts in ``items_with_artefacts`` (the runner's rule)."""
+    return row.get("artefact_blobs") is not None and not row.get("error") and \
+        row["artefact_blobs"] > (row.get("truth_artefact_blobs") or 0) + ARTEFACT_MARGIN
 
 
 def item_images(saver: ImageSaver, item: Item, load) -> dict[str, str]:
