@@ -166,12 +166,15 @@ class WarpBackend:
         return apply_local_warp(pixels, warp, method=self.method, grid=self.grid)
 
     def apply_body_ops(self, pixels: np.ndarray, requests: list[OpRequest], *,
-                       name: str = "image") -> np.ndarray:
+                       name: str = "image", rgb: np.ndarray | None = None) -> np.ndarray:
         """Body operations (pose + person mask, one confined warp per op) on ``pixels``;
-        ``name`` names the image in errors (no person found)."""
+        ``name`` names the image in errors (no person found); ``rgb``: the picture the body
+        is detected on (default: ``pixels`` themselves; given when ``pixels`` are not a
+        picture, e.g. coordinates for an inverse map)."""
         from mirrorppr_cli.body import detect_body
         from mirrorppr_cli.ops.body_catalog import apply_body_ops
 
-        rgb = pixels if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8 \
-            else _rgb8(pixels)
+        if rgb is None:
+            rgb = pixels if pixels.ndim == 3 and pixels.shape[2] == 3 and \
+                pixels.dtype == np.uint8 else _rgb8(pixels)
         return apply_body_ops(pixels, detect_body(rgb, name=name), requests)

@@ -152,3 +152,40 @@ def test_body_edits_are_in_the_map(astronaut_512, astronaut_512_points):
     out = apply_exemplar(exemplar, query, points)
     inverse = sampling_map(exemplar, query, points)
     _reproduces(query, out, _remap(query, inverse[..., 0], inverse[..., 1]))
+
+
+def test_apply_exports_reproduce_its_output(astronaut_512, tmp_path):
+    """`apply --export`: face and body operations in one map; read back from the files and
+    resampled by OpenCV, the query gives apply's own output."""
+    from typer.testing import CliRunner
+
+    from mirrorppr_cli.cli import app
+
+    query = np.asarray(astronaut_512)
+    Image.fromarray(query).save(tmp_path / "a.png")
+    result = CliRunner().invoke(app, [
+        "apply", str(tmp_path / "a.png"), "--op", "eye_resize=40", "--op", "jawline=-30",
+        "--op", "shoulder_width=-50", "-o", str(tmp_path / "a_out.png"), "--export",
+        "npy,stmap,layers", "--json"])
+    assert result.exit_code == 0, result.output
+    item = json.loads(result.stdout)["items"][0]
+    assert sorted(os.path.basename(p) for p in item["exports"]) == [
+        "a_out.layers.tif", "a_out.map.npy", "a_out.stmap.exr"]
+    out = np.asarray(Image.open(tmp_path / "a_out.png"))
+    inverse = np.load(tmp_path / "a_out.map.npy", allow_pickle=False)
+    _reproduces(query, out, _remap(query, inverse[..., 0], inverse[..., 1]))
+    identity = np.dstack(np.meshgrid(np.arange(512), np.arange(512)))
+    moved = np.hypot(*(inverse - identity).transpose(2, 0, 1)) > 0.5
+    again = CliRunner().invoke(app, [
+        "apply", str(tmp_path / "a.png"), "--op", "eye_resize=40", "--op", "jawline=-30",
+        "-o", str(tmp_path / "b_out.png"), "--export", "npy"])
+    assert again.exit_code == 0
+    face_only = np.load(tmp_path / "b_out.map.npy", allow_pickle=False)
+    face_moved = np.hypot(*(face_only - identity).transpose(2, 0, 1)) > 0.5
+    assert moved.sum() > face_moved.sum() + 5000  # the shoulders' move is in the map
+    (tmp_path / "b_out.png").unlink()
+    refused = CliRunner().invoke(app, [
+        "apply", str(tmp_path / "a.png"), "--op", "eye_resize=40", "-o",
+        str(tmp_path / "b_out.png"), "--export", "npy"])
+    assert refused.exit_code == 4 and "b_out.map.npy" in refused.output
+    assert not (tmp_path / "b_out.png").exists()  # nothing written when an export exists

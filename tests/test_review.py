@@ -539,7 +539,7 @@ def test_retouch_review_writes_the_motion_of_each_frame_from_its_worker(tmp_path
     assert not (tmp_path / "out2").exists()
 
 
-def test_apply_review_shows_the_difference(tmp_path):
+def test_apply_review_shows_the_motion_of_the_operations(tmp_path):
     from skimage import data
 
     from mirrorppr_cli.cli import app
@@ -550,5 +550,5 @@ def test_apply_review_shows_the_difference(tmp_path):
                                  "-o", str(tmp_path / "a_out.png"), "--review", str(review)])
     assert result.exit_code == 0, result.output
     assets = json.loads((review / "review.json").read_text())["assets"]
-    assert assets["0000"]["heatmap"] == "difference"
+    assert assets["0000"]["heatmap"] == "motion" and assets["0000"]["max_motion_px"] > 0.5
     assert "review page:" in result.output

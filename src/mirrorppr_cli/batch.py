@@ -146,10 +146,13 @@ class ApplyWork:
     force: bool = False
     output_format: str | None = None
     max_pixels: int | None = None
+    exports: tuple[str, ...] = ()
+    review_dir: Path | None = None
 
     def __call__(self, src: Path, dest: Path):
         from .apply_job import apply_ops_to_file
 
         return apply_ops_to_file(src, dest, list(self.requests), self.backend,
                                  face_index=self.face_index, force=self.force,
-                                 output_format=self.output_format, max_pixels=self.max_pixels)
+                                 output_format=self.output_format, max_pixels=self.max_pixels,
+                                 exports=self.exports, review_dir=self.review_dir)

@@ -454,6 +454,10 @@ def apply_command(
     demo: Annotated[
         bool, typer.Option("--demo", help="Use the built-in demo portrait as input.", metavar="")
     ] = False,
+    export: Annotated[str | None, typer.Option(
+        "--export", help="Also write the edit beside each output: stmap (float EXR), displace "
+        "(16-bit X/Y maps + JSON), npy (inverse map), layers (TIFF pages: input, retouched, "
+        "changed mask).", metavar="KIND[,KIND]")] = None,
     review: Annotated[Path | None, typer.Option(
         "--review", help="Also write a review page of the batch (index.html: before/after, "
         "motion, flags) in this folder.", metavar="DIR")] = None,
@@ -495,8 +499,13 @@ def apply_command(
             sources = list(dict.fromkeys(p for spec in images for p in expand_inputs(spec)))
         if force and skip_existing:
             raise UsageError("--force and --skip-existing contradict each other; choose one")
+        from .exports import parse_kinds
+
+        exports = parse_kinds(export)
         backend = load_backend(backend_name, method=method)
         require(backend, "ops")
+        if exports:
+            require(backend, "export", "--export")
         if workers is not None and workers > 1:
             require(backend, "parallel", "--workers")
         plan = [
@@ -512,7 +521,8 @@ def apply_command(
     _run_file_batch(
         plan,
         ApplyWork(tuple(requests), backend, face_index=face, force=force,
-                  output_format=output_format, max_pixels=max_pixels),
+                  output_format=output_format, max_pixels=max_pixels, exports=exports,
+                  review_dir=review_dir.resolve() if review_dir else None),
         ApplyReport,
         as_json=as_json,
         batch=batch,
