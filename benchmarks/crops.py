@@ -72,10 +72,10 @@ def main() -> None:
     parser.add_argument("--survey", nargs=2, type=Path, metavar=("PAIRS", "OUT"))
     args = parser.parse_args()
     if args.demo:
-        from mirrorppr_cli.cli import _demo_retouch_inputs
+        from mirrorppr_cli.demo import demo_retouch_inputs
 
         with tempfile.TemporaryDirectory() as tmp:
-            (before, after), (query,) = _demo_retouch_inputs(Path(tmp))
+            (before, after), (query,) = demo_retouch_inputs(Path(tmp))
             run([("demo", before, after, Path(query))], args.demo)
     if args.survey:
         folder, out = args.survey

@@ -220,7 +220,7 @@ class _Worker:
     def __init__(self, folder: Path, base_bytes: dict[str, bytes]):
         from mirrorppr_backends.warp import WarpBackend
 
-        from mirrorppr_cli.cli import _demo_retouch_inputs
+        from mirrorppr_cli.demo import demo_retouch_inputs
         from mirrorppr_cli.io import read_image
         from mirrorppr_cli.retouch_job import load_exemplar
 
@@ -228,7 +228,7 @@ class _Worker:
         self.inputs, self.out = folder / "in", folder / "out"
         self.inputs.mkdir(parents=True, exist_ok=True)
         self.backend = WarpBackend()
-        (before, after), _ = _demo_retouch_inputs(folder / "demo")
+        (before, after), _ = demo_retouch_inputs(folder / "demo")
         self.measured = load_exemplar(before, after)
         self.base_files: dict[str, Path] = {}
         bases_dir = folder / "bases"
@@ -459,10 +459,10 @@ class _Pool:
 def run_cli_sample(sample: list[tuple[Case, dict]], root: Path) -> dict:
     """Each case through ``python -m mirrorppr_cli``; the exit code must be the in-process
     outcome's, stderr the tool's lines only, nothing left on failure."""
-    from mirrorppr_cli.cli import _demo_retouch_inputs
+    from mirrorppr_cli.demo import demo_retouch_inputs
 
     shared = root / "cli-shared"
-    (before, after), queries = _demo_retouch_inputs(shared / "demo")
+    (before, after), queries = demo_retouch_inputs(shared / "demo")
     query = Path(queries[0])
     base_dir = shared / "bases"
     base_dir.mkdir(parents=True, exist_ok=True)

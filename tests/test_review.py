@@ -21,7 +21,7 @@ from skimage import data
 from typer.testing import CliRunner
 
 from mirrorppr_cli import review_page as RP
-from mirrorppr_cli.cli_review import review_command
+from mirrorppr_cli.cli.review import review_command
 from mirrorppr_cli.review_assets import (
     THUMB_SIDE,
     item_id,

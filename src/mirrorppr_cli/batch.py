@@ -83,9 +83,9 @@ def _start_worker(parent: int, work: Callable, report_type: type, verbose: bool)
 
     die_with_parent(parent)
     if not verbose:
-        from .cli import _quiet_libraries
+        from .native_stderr import quiet_libraries
 
-        _quiet_libraries()
+        quiet_libraries()
     global _worker_job
     _worker_job = (work, report_type, verbose)
 

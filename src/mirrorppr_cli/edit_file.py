@@ -25,6 +25,7 @@ import numpy as np
 from .errors import InputError, OutputError
 from .explain import BodyExplanation, BodyResidual, Explanation
 from .ops import OpRequest
+from .ops.request import MAX_STRENGTH
 from .retouch_job import MODES, Exemplar
 from .transfer import Edit
 from .warp import Box
@@ -189,7 +190,7 @@ def _read_ops(value, where: str) -> list[OpRequest]:
         strength = _get(item, "strength", float, f"{where}[{k}]")
         if name not in CATALOG and not is_body_operation(name):
             raise _Bad(f"{where}[{k}]: unknown operation {name!r}")
-        if abs(strength) > 100:
+        if abs(strength) > MAX_STRENGTH:
             raise _Bad(f"{where}[{k}]: strength {strength} outside -100…100")
         ops.append(OpRequest(name, strength))
     return ops

@@ -160,3 +160,18 @@ def give_back_to_native() -> None:
         os.dup2(_kept, 2)
         sys.stderr = sys.__stderr__
         _kept = None
+
+
+def quiet_libraries() -> None:
+    """Normal runs keep stderr for the tool's own lines: native libraries' output (libjpeg's
+    and libtiff's warnings, TFLite's and absl's notices, some from their own threads) goes to
+    /dev/null; Python warnings are not shown (unless -W or $PYTHONWARNINGS asks for them), nor
+    libraries' log records (Pillow logs "More samples per pixel than can be decoded" at
+    ERROR, which Python's last-resort handler would print)."""
+    import logging
+    import warnings
+
+    keep_for_the_tool()
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
+    logging.getLogger().addHandler(logging.NullHandler())

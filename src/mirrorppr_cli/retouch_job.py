@@ -35,6 +35,7 @@ from .io import output_quality, read_image, to_uint8, with_pixels, write_image
 from .landmarks import find_faces, mesh_face_at, select_face
 from .metrics.pixel import changed_mask
 from .ops import OpRequest, plan_warp
+from .ops.request import clip_strength
 from .transfer import (
     Edit,
     FaceWindow,
@@ -125,7 +126,7 @@ def _named(ops) -> str:
 
 
 def _clip(strength: float) -> float:
-    return max(-100.0, min(100.0, strength))
+    return clip_strength(strength)
 
 
 def _detector_rgb(pixels: np.ndarray) -> np.ndarray:

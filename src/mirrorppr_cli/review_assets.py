@@ -11,6 +11,7 @@ saved from ``--json``) it shows the pixel difference instead. Files are written 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from .data.shards import write_atomic
+from .errors import MirrorError, OutputError
 from .metrics.pixel import changed_mask
 
 #: Long side of every thumbnail (px).
@@ -336,3 +338,101 @@ def _draw_arrows(heat: np.ndarray, motion: np.ndarray) -> float:
         for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):
             cv2.arrowedLine(heat, start, end, colour, width, cv2.LINE_AA, tipLength=0.35)
     return gain
+
+
+# --------------------------------------------------------------------------- a run's assets
+
+
+def check_out(folder: Path, force: bool) -> None:
+    """OutputError unless ``folder`` can take a page: absent, empty, or ``force``."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise OutputError(f"{folder}: exists and holds files; pass --force to replace the page")
+
+def _locate(name: str | None, bases: list[Path]) -> Path | None:
+    """The file a report names: as given (absolute, or from the current folder), else from
+    the report's folder."""
+    if not name:
+        return None
+    for base in bases:
+        candidate = base / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+def make_assets(folder: Path, report: dict, bases: list[Path], warnings: list[str],
+                ready: dict[str, dict] | None = None) -> dict:
+    """Thumbnails and heat-maps of every item whose files are found; the rest is warned of.
+    ``ready``: assets already made (by ``item_id``), kept as they are (links added)."""
+    from .io import read_image
+
+    assets: dict[str, dict] = {}
+    for index, item in enumerate(report.get("items") or []):
+        query, output = _locate(item.get("input"), bases), _locate(item.get("output"), bases)
+        if item_id(index) in (ready or {}):
+            asset = dict(ready[item_id(index)])
+            asset["links"] = {k: link for k, p in (("query", query), ("output", output))
+                              if p is not None and (link := relative_link(p, folder))}
+            assets[item_id(index)] = asset
+            continue
+        if item.get("status", "ok") != "ok":  # the query alone, where it can be read
+            if query is not None and item.get("status") == "failed":
+                try:
+                    assets[item_id(index)] = save_query_assets(
+                        folder, item_id(index), read_image(query).rgb8())
+                    link = relative_link(query, folder)
+                    assets[item_id(index)]["links"] = {"query": link} if link else {}
+                except MirrorError:
+                    pass  # its error is on the page already
+            continue
+        if query is None or output is None:
+            missing = item.get("input") if query is None else item.get("output")
+            warnings.append(f"item {index + 1}: {missing}: not found; shown without pictures")
+            continue
+        try:
+            before, after = read_image(query).rgb8(), read_image(output).rgb8()
+        except MirrorError as error:
+            warnings.append(f"item {index + 1}: {error}; shown without pictures")
+            continue
+        field = _motion_field(item, bases, before.shape[:2])
+        asset = save_item_assets(folder, item_id(index), before, after, field)
+        asset["links"] = {k: link for k, p in (("query", query), ("output", output))
+                          if (link := relative_link(p, folder))}
+        assets[item_id(index)] = asset
+    pair = [_locate(p, bases) for p in (report.get("summary") or {}).get("exemplar") or []]
+    if len(pair) == 2 and all(pair):
+        try:
+            assets["exemplar"] = exemplar_from_files(folder, [str(p) for p in pair])
+            assets["exemplar"]["links"] = {k: relative_link(p, folder)
+                                           for k, p in zip(("before", "after"), pair, strict=True)}
+        except MirrorError as error:
+            warnings.append(f"exemplar: {error}; shown without pictures")
+    elif pair:
+        warnings.append("exemplar pair: not found; shown without pictures")
+    return assets
+
+def _motion_field(item: dict, bases: list[Path], shape: tuple[int, int]) -> np.ndarray | None:
+    """The inverse map the run exported with ``--export npy``, if any and of the right shape."""
+    for name in item.get("exports") or []:
+        if str(name).endswith(".npy") and (file := _locate(name, bases)) is not None:
+            try:
+                field = np.load(file, allow_pickle=False)
+            except (OSError, ValueError):
+                continue
+            if field.shape == (*shape, 2):
+                return field.astype(np.float32, copy=False)
+    return None
+
+
+def relative_link(target: str | os.PathLike[str] | None, folder: Path) -> str | None:
+    """``target``'s path relative to ``folder`` (``/``-separated) if the file exists."""
+    if not target:
+        return None
+    path = Path(target)
+    if not path.is_file():
+        return None
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        return None

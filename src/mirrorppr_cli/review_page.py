@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from .data.shards import write_atomic
+from .ops.request import clip_strength
+from .review_assets import exemplar_from_files, relative_link
 
 PAGE_FILE = "index.html"
 DATA_FILE = "review.json"
@@ -231,7 +232,7 @@ def ops_table(ops: list[dict], *, scale: float = 1.0) -> str:
         return '<p class="why">no named operation</p>'
     rows = []
     for op in ops:
-        value = max(-100.0, min(100.0, float(op.get("strength", 0)) * scale))
+        value = clip_strength(float(op.get("strength", 0)) * scale)
         side = "up" if value >= 0 else "down"
         bar = f'<span class="bar"><i class="{side}" style="width:{abs(value) / 2:.1f}%"></i></span>'
         rows.append(f'<tr><td>{esc(op.get("name"))}</td><td class="num">{value:+.0f}</td>'
@@ -445,19 +446,6 @@ def asset_for(assets: dict[str, dict], index: int, item: dict) -> dict | None:
 # --------------------------------------------------------------------------- writing
 
 
-def relative_link(target: str | os.PathLike[str] | None, folder: Path) -> str | None:
-    """``target``'s path relative to ``folder`` (``/``-separated) if the file exists."""
-    if not target:
-        return None
-    path = Path(target)
-    if not path.is_file():
-        return None
-    try:
-        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
-    except ValueError:  # another drive (Windows): no relative path
-        return None
-
-
 def resolve_links(review_dir: Path, report: dict, assets: dict[str, dict]) -> dict[str, dict]:
     """``assets`` with ``links`` to each full-size file (query, output, exemplar) that exists:
     a link from an earlier rendering (or the caller) while it resolves, else one made from the
@@ -504,8 +492,6 @@ def write_review(review_dir: Path, report: dict, assets: dict[str, dict]) -> Pat
     review_dir = Path(review_dir)
     paths = (report.get("summary") or {}).get("exemplar")
     if paths and "exemplar" not in assets and all(Path(p).is_file() for p in paths):
-        from .review_assets import exemplar_from_files
-
         assets = {**assets, "exemplar": exemplar_from_files(review_dir, paths)}
     assets = resolve_links(review_dir, report, assets)
     data = {"format": "mirrorppr-review", "version": 1, "report": report, "assets": assets}

@@ -61,9 +61,7 @@ from .. import body as B
 from ..body import Body
 from ..errors import InputError, UsageError
 from ..warp import Box, inverse_map_fast, pixel_grid
-from .compose import OpRequest
-
-MAX_STRENGTH = 100.0
+from .request import MAX_STRENGTH, OpRequest
 
 #: Outline samples that do not move but lie within this many body units of a moving one are
 #: fixed control points.

@@ -28,8 +28,7 @@ from scipy.spatial.distance import cdist
 from .. import regions as R
 from ..errors import UsageError
 from ..face_frame import FaceFrame
-
-MAX_STRENGTH = 100.0
+from .request import MAX_STRENGTH
 
 
 @dataclass(frozen=True)

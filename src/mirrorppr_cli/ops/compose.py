@@ -12,7 +12,8 @@ from scipy.spatial.distance import cdist
 from ..errors import UsageError
 from ..face_frame import FaceFrame
 from ..warp import LocalWarp
-from .catalog import MAX_STRENGTH, get_operation, pairwise_distances
+from .catalog import get_operation, pairwise_distances
+from .request import MAX_STRENGTH, OpRequest
 
 #: Anchors closer than this (face units) to a moving point of *another* operation are
 #: dropped: a fixed point next to a moving one would fold the warp between them.
@@ -40,14 +41,6 @@ FEATHER_FACE_UNITS = 0.25
 CHAIN_SPACING = 0.04
 
 _OP_SYNTAX = re.compile(r"^\s*([a-z_]+)\s*=\s*([+-]?\d+(?:\.\d+)?)\s*$")
-
-
-@dataclass(frozen=True)
-class OpRequest:
-    """One named operation at one strength in [−100, 100]."""
-
-    name: str
-    strength: float
 
 
 def parse_op(text: str) -> OpRequest:

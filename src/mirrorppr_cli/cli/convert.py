@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from .errors import MirrorError, OutputError
-from .extras import extra_imports, require_extra
+from ..errors import MirrorError, OutputError
+from ..extras import extra_imports, require_extra
 
 
 def convert_weights_command(
@@ -29,22 +29,22 @@ def convert_weights_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.", metavar="")] = False,
 ) -> None:
     """Check the official release tensor by tensor and write it in this project's layout."""
-    from .cli import _fail, _plain, out
+    from .console import fail, out, plain
 
     what = "mirrorppr convert-weights"
     try:
         with extra_imports("neural", what):
             require_extra("neural", what)
-            from .model.official import convert_release
+            from ..model.official import convert_release
         if out_dir.exists() and any(out_dir.iterdir()) and not force:
             raise OutputError(f"{out_dir} is not empty; add --force to write into it")
         with extra_imports("neural", what):
             summary = convert_release(source, out_dir, dit=dit)
     except MirrorError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     if as_json:
         print(json.dumps(summary, indent=2))
         return
     parts = ", ".join(f"{k} {v['tensors']} tensors" for k, v in summary["parts"].items())
-    out.print(f"converted ({parts}) → {_plain(summary['out'])}; DiT: {_plain(summary['dit'])}",
+    out.print(f"converted ({parts}) → {plain(summary['out'])}; DiT: {plain(summary['dit'])}",
               highlight=False, soft_wrap=True)

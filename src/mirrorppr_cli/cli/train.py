@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .errors import MirrorError, UsageError
-from .extras import extra_imports, require_extra
+from ..errors import MirrorError, UsageError
+from ..extras import extra_imports, require_extra
 
 train_app = typer.Typer(
     help="Train the neural engine: `extractor` pre-training, then `joint` LoRA fine-tuning.",
@@ -52,21 +52,21 @@ FsdpOpt = Annotated[bool, typer.Option(
 
 def _options(kind: str, **kwargs):
     """The loop's options; without the neural extra, its one-line error (exit 5)."""
-    from .cli import _fail
+    from .console import fail
 
     try:
         with extra_imports("neural", f"mirrorppr train {kind}"):
             require_extra("neural", f"mirrorppr train {kind}")
-            from .train.loops import TrainOptions
+            from ..train.loops import TrainOptions
     except MirrorError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     steps = kwargs.pop("steps") or None
     return TrainOptions(steps=steps, **kwargs)
 
 
 def _execute(kind: str, config_spec: str, options, as_json: bool) -> None:
-    from .cli import _fail, _plain, _progress, out
-    from .model.config import ConfigError, load_config
+    from ..model.config import ConfigError, load_config
+    from .console import fail, out, plain, progress_bar
 
     what = f"mirrorppr train {kind}"
     try:
@@ -75,9 +75,9 @@ def _execute(kind: str, config_spec: str, options, as_json: bool) -> None:
         except ConfigError as exc:
             raise UsageError(str(exc)) from exc
         with extra_imports("neural", what):
-            from .train import loops
+            from ..train import loops
         run = loops.train_extractor if kind == "extractor" else loops.train_joint
-        with extra_imports("neural", what), _progress(disable=False) as progress:
+        with extra_imports("neural", what), progress_bar(disable=False) as progress:
             task = progress.add_task(f"train {kind}", total=None)
 
             def on_step(step: int, total: int, record: dict) -> None:
@@ -87,7 +87,7 @@ def _execute(kind: str, config_spec: str, options, as_json: bool) -> None:
 
             result = run(config, options, on_step=on_step)
     except MirrorError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     summary = {"stage": kind, "config": config.name, "out": str(options.out),
                "steps": result["steps"], "resumed_from": result["resumed_from"],
                "last": result["last"], "weights": result["weights"]}
@@ -96,7 +96,7 @@ def _execute(kind: str, config_spec: str, options, as_json: bool) -> None:
         return
     last = result["last"]
     terms = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "mse", "lpips") if k in last)
-    out.print(f"{kind}: {result['steps']} steps ({terms}) → {_plain(result['weights'])}",
+    out.print(f"{kind}: {result['steps']} steps ({terms}) → {plain(result['weights'])}",
               highlight=False, soft_wrap=True)
 
 
@@ -146,10 +146,10 @@ def show_config_command(
     config: Annotated[str, typer.Argument(help="Preset (paper, tiny) or a config file.", metavar="PRESET")] = "paper",
 ) -> None:
     """Print a resolved config as JSON (a starting point for a --config file)."""
-    from .cli import _fail
-    from .model.config import ConfigError, load_config
+    from ..model.config import ConfigError, load_config
+    from .console import fail
 
     try:
         print(load_config(config).to_json(), end="")
     except ConfigError as exc:
-        raise _fail(UsageError(str(exc))) from None
+        raise fail(UsageError(str(exc))) from None
