@@ -121,11 +121,14 @@ def apply_ops_to_file(
         if not force and path.exists():  # fail before the work; writes re-check atomically
             raise OutputError(f"{path}: exists; pass --force to overwrite")
     picture = read_image(source, max_pixels=max_pixels)
-    maps: list | None = [] if exports or review_dir is not None else None
+    from .exports import MAP_KINDS
+
+    maps: list | None = [] if MAP_KINDS & set(exports) or review_dir is not None else None
     result, report = apply_ops_to_picture(
         picture, requests, backend, face_index=face_index, name=str(source), keep_map=maps
     )
-    encoded = (encode_exports(exports, maps[0], picture.pixels, result.pixels, dest)
+    encoded = (encode_exports(exports, maps[0] if maps else None, picture.pixels,
+                              result.pixels, dest)
                if exports else [])  # made before anything is written
     written = write_image(result, dest, force=force, format=output_format)
     report.exports = [str(p) for p in write_exports(encoded, force=force)]

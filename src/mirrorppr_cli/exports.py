@@ -116,8 +116,11 @@ def export_paths(output: Path, kinds: tuple[str, ...]) -> list[Path]:
 def _encode_exr(rgb: np.ndarray) -> bytes:
     # OpenCV's OpenEXR codec is off unless this is set (it is read when the codec is used).
     os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    # PIZ: lossless, the smallest and fastest of OpenCV's lossless EXR codecs on a map
+    # (24 MP STMap: ZIP 3.9 s / 27 MB, PIZ 2.2 s / 23 MB, none 1.8 s / 288 MB).
     ok, data = cv2.imencode(".exr", np.ascontiguousarray(rgb[..., ::-1]),
-                            [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT])
+                            [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT,
+                             cv2.IMWRITE_EXR_COMPRESSION, cv2.IMWRITE_EXR_COMPRESSION_PIZ])
     if not ok:
         raise OutputError("OpenEXR: this OpenCV build cannot write .exr; export npy instead")
     return data.tobytes()
@@ -136,6 +139,11 @@ def _encode_npy(inverse_map: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+#: zlib level of the layered TIFF: two 24 MP RGB pages take 10.5 s at zlib's default (6),
+#: 1.7 s at 1, for files about 1.5× larger (lossless either way).
+LAYERS_ZLIB_LEVEL = 1
+
+
 def _encode_layers(query: np.ndarray, retouched: np.ndarray) -> bytes:
     import tifffile
 
@@ -146,14 +154,20 @@ def _encode_layers(query: np.ndarray, retouched: np.ndarray) -> bytes:
         for name, page in (("query", query), ("retouched", retouched), ("changed mask", mask)):
             tif.write(np.ascontiguousarray(page), photometric="rgb" if page.ndim == 3
                       and page.shape[2] in (3, 4) else "minisblack",
-                      compression="zlib", extratags=[(285, "s", 0, name, True)])
+                      compression="zlib", compressionargs={"level": LAYERS_ZLIB_LEVEL},
+                      extratags=[(285, "s", 0, name, True)])
     return buffer.getvalue()
 
 
-def encode_exports(kinds: tuple[str, ...], inverse_map: np.ndarray, query: np.ndarray,
+#: The kinds made from the inverse map (the others need only the pixels).
+MAP_KINDS = frozenset({"stmap", "displace", "npy"})
+
+
+def encode_exports(kinds: tuple[str, ...], inverse_map: np.ndarray | None, query: np.ndarray,
                    retouched: np.ndarray, output: Path) -> list[tuple[Path, bytes]]:
     """``[(path, bytes)]`` of every export of one retouched query (``query`` and ``retouched``
-    its pixels, as written); paths from :func:`export_paths`."""
+    its pixels, as written); paths from :func:`export_paths`. ``inverse_map`` may be None
+    when no kind of :data:`MAP_KINDS` is asked for."""
     files: list[bytes] = []
     for kind in kinds:
         if kind == "stmap":

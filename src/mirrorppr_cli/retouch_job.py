@@ -430,7 +430,7 @@ def retouch_file(
     ``keep``: called after writing with the query and the result (``(H, W, 3)`` uint8 RGB)
     and a function that returns the inverse map (:func:`sampling_map`), e.g. for a review
     page."""
-    from .exports import encode_exports, export_paths, write_exports
+    from .exports import MAP_KINDS, encode_exports, export_paths, write_exports
 
     start = time.perf_counter()
     for path in [dest, *export_paths(dest, exports)]:
@@ -445,15 +445,17 @@ def retouch_file(
     result = with_pixels(picture, pixels)
     review = (review_reasons(picture.rgb8(), result.rgb8()) + doubts) if check else []
     encoded = []
+    inverse_map = None
     if exports:  # made before anything is written: a failure leaves no output behind
-        inverse_map = sampling_map(exemplar, picture.rgb8(), points, strength)
+        if MAP_KINDS & set(exports):
+            inverse_map = sampling_map(exemplar, picture.rgb8(), points, strength)
         encoded = encode_exports(exports, inverse_map, picture.pixels, pixels, dest)
     written = write_image(result, dest, force=force, format=output_format, jpeg_quality=quality)
     exported = write_exports(encoded, force=force)
     if keep is not None:
         keep(picture.rgb8(), result.rgb8(),
-             lambda: inverse_map if exports else sampling_map(exemplar, picture.rgb8(), points,
-                                                              strength))
+             lambda: inverse_map if inverse_map is not None else sampling_map(
+                 exemplar, picture.rgb8(), points, strength))
     lossy = written.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".webp")
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,

@@ -117,8 +117,8 @@ def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
 def write_review_page(folder: Path, run: dict, made: dict, *, as_json: bool) -> Path:
     """The run's review page in ``folder`` (:mod:`mirrorppr_cli.review_page`): assets the jobs
     made (motion heat-maps), the rest from the files (pixel differences)."""
-    from ..review_page import write_review
     from ..review_assets import make_assets
+    from ..review_page import write_review
 
     warnings: list[str] = []
     try:

@@ -91,7 +91,6 @@ def bench_command(
     dataset.json is checked first (exit 3 naming the item and the key); an item whose images
     cannot be read or scored is reported, the others are scored, and the exit code is 1. The
     report appears in --out only when complete."""
-    from ..errors import InputError
     from ..bench import report as R
     from ..bench.datasets import load_benchmark
     from ..bench.runner import (
@@ -103,6 +102,7 @@ def bench_command(
         rgb,
         score,
     )
+    from ..errors import InputError
 
     try:
         explicit = metric_list is not None
