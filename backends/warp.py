@@ -16,18 +16,6 @@ from mirrorppr_cli.warp import DEFAULT_GRID, apply_local_warp
 MODES = ("flow", "catalog", "hybrid")
 
 
-def _rgb8(pixels: np.ndarray) -> np.ndarray:
-    """A detector view of any supported pixel array: (H, W, 3) uint8 RGB."""
-    from mirrorppr_cli.io import to_uint8
-
-    p = to_uint8(pixels)
-    if p.ndim == 2:
-        p = p[..., None]
-    if p.shape[2] in (1, 2):
-        return np.repeat(p[..., :1], 3, axis=2)
-    return np.ascontiguousarray(p[..., :3])
-
-
 @dataclass(frozen=True)
 class WarpEdit:
     """A measured exemplar edit (:class:`~mirrorppr_cli.retouch_job.Exemplar`) and the mode
@@ -172,9 +160,9 @@ class WarpBackend:
         is detected on (default: ``pixels`` themselves; given when ``pixels`` are not a
         picture, e.g. coordinates for an inverse map)."""
         from mirrorppr_cli.body import detect_body
+        from mirrorppr_cli.io import as_rgb8
         from mirrorppr_cli.ops.body_catalog import apply_body_ops
 
         if rgb is None:
-            rgb = pixels if pixels.ndim == 3 and pixels.shape[2] == 3 and \
-                pixels.dtype == np.uint8 else _rgb8(pixels)
+            rgb = as_rgb8(pixels)
         return apply_body_ops(pixels, detect_body(rgb, name=name), requests)

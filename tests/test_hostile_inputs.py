@@ -25,6 +25,7 @@ import mirrorppr_cli.retouch_job as retouch_job
 from mirrorppr_cli import io as mio
 from mirrorppr_cli.cli import app
 from mirrorppr_cli.errors import InputError, MissingWeightsError
+from mirrorppr_cli.io import read as io_read
 
 runner = CliRunner()
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
@@ -286,7 +287,7 @@ def test_dev_zero_as_exemplar_is_refused(astro_png, tmp_path, role):
 def test_reading_is_bounded_by_the_pixel_limit(tmp_path):
     big = tmp_path / "big.png"
     with open(big, "wb") as handle:  # sparse: no disk used
-        handle.truncate(1000 * mio._MAX_BYTES_PER_PIXEL + mio._MAX_OVERHEAD_BYTES + 10)
+        handle.truncate(1000 * io_read._MAX_BYTES_PER_PIXEL + io_read._MAX_OVERHEAD_BYTES + 10)
     with pytest.raises(InputError, match="file is larger than"):
         mio.read_image(big, max_pixels=1000)
 

@@ -39,6 +39,8 @@ from mirrorppr_cli.io import (
     with_pixels,
     write_image,
 )
+from mirrorppr_cli.io import read as io_read
+from mirrorppr_cli.io import write as io_write
 
 CMYK_ICC = b"synthetic-cmyk-profile-" * 20  # io never parses profiles, only carries them
 
@@ -626,7 +628,7 @@ def test_png_round_trip_property(pixels: np.ndarray) -> None:
 
     with PIL.Image.open(BytesIO(data)) as pil:
         assert pil.format == "PNG"
-    decoded = mio._decode(Path("mem.png"), data, DEFAULT_MAX_PIXELS)
+    decoded = io_read._decode(Path("mem.png"), data, DEFAULT_MAX_PIXELS)
     assert decoded.mode == img.mode
     np.testing.assert_array_equal(decoded.pixels, pixels)
 
@@ -775,7 +777,7 @@ def test_pillow_bomb_guard_is_active_while_decoding(
     # check (set to our limit, warning turned into an error) must still stop it.
     path = tmp_path / "a.tif"
     PIL.Image.fromarray(astro).save(path)
-    monkeypatch.setattr(mio, "_check_pixel_limit", lambda *args: None)
+    monkeypatch.setattr(io_read, "_check_pixel_limit", lambda *args: None)
 
     with pytest.raises(InputError, match="too large"):
         read_image(path, max_pixels=3000)
@@ -901,7 +903,7 @@ def test_no_clobber_leaves_existing_file(
     def not_called(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("encoded although the destination exists")
 
-    monkeypatch.setattr(mio, "encode_image", not_called)
+    monkeypatch.setattr(io_write, "encode_image", not_called)
     with pytest.raises(OutputError, match="exists; pass --force to overwrite") as info:
         write_image(image_from_array(astro), dest)
 
@@ -999,7 +1001,7 @@ def test_encoder_failure_creates_nothing(
     def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(mio, "encode_image", broken)
+    monkeypatch.setattr(io_write, "encode_image", broken)
     dest = tmp_path / "new" / "out.png"
 
     with pytest.raises(OutputError, match="could not encode"):
@@ -1060,7 +1062,7 @@ def test_jpeg_fast_path_matches_pillow(tmp_path: Path, astro: np.ndarray, kind: 
     image.save(path, **options)
     data = path.read_bytes()
     with PIL.Image.open(BytesIO(data)) as opened:
-        assert mio._decode_jpeg_fast(path, opened, data) is not None  # the fast path is taken
+        assert io_read._decode_jpeg_fast(path, opened, data) is not None  # the fast path is taken
         expected = np.asarray(ImageOps.exif_transpose(opened).convert(opened.mode))
     picture = mio.read_image(path)
     assert picture.mode == ("L" if kind == "grey" else "RGB")
@@ -1074,7 +1076,7 @@ def test_jpeg_fast_path_never_passes_truncated_files(tmp_path: Path, astro: np.n
     cut = data.getvalue()[: len(data.getvalue()) * 2 // 3]
     with PIL.Image.open(BytesIO(cut)) as opened:
         try:
-            fast = mio._decode_jpeg_fast(tmp_path / "cut.jpg", opened, cut)
+            fast = io_read._decode_jpeg_fast(tmp_path / "cut.jpg", opened, cut)
         except InputError:
             fast = None
         assert fast is None

@@ -31,7 +31,7 @@ from .explain import (
     explain_body,
     residual_edit,
 )
-from .io import output_quality, read_image, to_uint8, with_pixels, write_image
+from .io import as_rgb8, output_quality, read_image, with_pixels, write_image
 from .landmarks import find_faces, mesh_face_at, select_face
 from .metrics.pixel import changed_mask
 from .ops import OpRequest, plan_warp
@@ -115,10 +115,10 @@ def sampling_map(exemplar: Exemplar, rgb: np.ndarray, points: np.ndarray,
     """
     height, width = rgb.shape[:2]
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    coords = np.dstack([xs, ys, np.zeros_like(xs)])
+    coords = np.dstack([xs, ys])  # two channels: every step is channel-wise
     mirrored = is_mirrored(exemplar.edit.appearance, rgb, points)
     moved = apply_exemplar(exemplar, coords, points, strength, rgb=rgb, mirrored=mirrored)
-    return np.ascontiguousarray(moved[..., :2], dtype=np.float32)
+    return np.ascontiguousarray(moved, dtype=np.float32)
 
 
 def _named(ops) -> str:
@@ -127,16 +127,6 @@ def _named(ops) -> str:
 
 def _clip(strength: float) -> float:
     return clip_strength(strength)
-
-
-def _detector_rgb(pixels: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB view of query pixels for the body detector."""
-    p = to_uint8(pixels)
-    if p.ndim == 2:
-        p = p[..., None]
-    if p.shape[2] < 3:
-        return np.ascontiguousarray(np.repeat(p[..., :1], 3, axis=2))
-    return np.ascontiguousarray(p[..., :3])
 
 
 def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.ndarray,
@@ -158,8 +148,7 @@ def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.nda
     notes = [] if notes is None else notes
     requests = [OpRequest(r.name, _clip(r.strength * strength)) for r in (fit.ops if fit else [])]
     wanted = ", ".join(f"{r.name} {r.strength:+.0f}" for r in requests) or "measured motion"
-    rgb = rgb if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8 \
-        else _detector_rgb(rgb)
+    rgb = as_rgb8(rgb)
     try:
         body = detect_body(rgb, name=name)
     except NoPersonError as error:

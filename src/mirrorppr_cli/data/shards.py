@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 from pathlib import Path
+
+from ..io.write import write_atomic as _write_atomic
 
 
 def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
@@ -33,21 +33,10 @@ def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, replacing any file there: the tool's one atomic
+    writer (:func:`mirrorppr_cli.io.write_atomic`: a hidden ``.part`` temporary beside
+    ``path``, fsynced and renamed into place). Failures raise ``OSError``."""
+    _write_atomic(path, data, replace=True)
 
 
 def sha256(data: bytes) -> str:
