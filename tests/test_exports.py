@@ -189,3 +189,25 @@ def test_apply_exports_reproduce_its_output(astronaut_512, tmp_path):
         str(tmp_path / "b_out.png"), "--export", "npy"])
     assert refused.exit_code == 4 and "b_out.map.npy" in refused.output
     assert not (tmp_path / "b_out.png").exists()  # nothing written when an export exists
+
+
+def test_the_query_body_is_detected_once_for_the_output_and_its_map(astronaut_512, tmp_path,
+                                                                     monkeypatch):
+    """retouch_file with an export retouches twice (pixels, then coordinates): one Subject
+    holds the query's body for both (mirrorppr_cli.subject)."""
+    from test_body_transfer import _lift_shoulder
+
+    import mirrorppr_cli.body as body_module
+
+    before = np.asarray(astronaut_512)
+    exemplar = measure_exemplar(before, _lift_shoulder(before, body_module.detect_body(before),
+                                                       12))
+    Image.fromarray(cv2.resize(before, (448, 448), interpolation=cv2.INTER_AREA)).save(
+        tmp_path / "q.png")
+    calls = []
+    real = body_module.detect_body
+    monkeypatch.setattr(body_module, "detect_body",
+                        lambda rgb, **kw: calls.append(rgb.shape) or real(rgb, **kw))
+    report = retouch_file(exemplar, tmp_path / "q.png", tmp_path / "q_out.png", exports=("npy",))
+    assert report.changed_pixels > 500 and len(report.exports) == 1
+    assert calls == [(448, 448, 3)]

@@ -36,6 +36,7 @@ from .landmarks import find_faces, mesh_face_at, select_face
 from .metrics.pixel import changed_mask
 from .ops import OpRequest, plan_warp
 from .ops.request import clip_strength
+from .subject import Subject
 from .transfer import (
     Edit,
     FaceWindow,
@@ -69,7 +70,8 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
                    strength: float = 1.0, *, rgb: np.ndarray | None = None,
                    notes: list[str] | None = None,
                    review: list[str] | None = None,
-                   mirrored: bool | None = None) -> np.ndarray:
+                   mirrored: bool | None = None,
+                   subject: Subject | None = None) -> np.ndarray:
     """The query's new pixels.
 
     flow: the measured motion carried over through the landmark correspondence; catalog: the
@@ -80,7 +82,8 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     ``rgb``: the query as ``(H, W, 3)`` uint8 RGB for the body detector (default: made from
     ``pixels``); ``notes``: gets what was skipped of the body edit, and why; ``review``: gets
     why the frame should be looked at (:func:`carry_body_residual`); ``mirrored``: whether the
-    query shows the exemplar's face mirrored (default: told from ``pixels``).
+    query shows the exemplar's face mirrored (default: told from ``pixels``); ``subject``: the
+    query's detections, shared with other passes over it (default: detected here).
     """
     if mirrored is None:
         mirrored = is_mirrored(exemplar.edit.appearance, pixels, points)
@@ -97,12 +100,13 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     if (has_ops or exemplar.body_residual is not None) and strength != 0:
         out = apply_body_edit(exemplar.body, out, pixels if rgb is None else rgb, strength,
                               notes=notes, residual=exemplar.body_residual, mirrored=mirrored,
-                              face_points=points, review=review)
+                              face_points=points, review=review, subject=subject)
     return out
 
 
 def sampling_map(exemplar: Exemplar, rgb: np.ndarray, points: np.ndarray,
-                 strength: float = 1.0) -> np.ndarray:
+                 strength: float = 1.0, *, mirrored: bool | None = None,
+                 subject: Subject | None = None) -> np.ndarray:
     """``(H, W, 2)`` float32: for every pixel of the retouched query, the query position
     ``(x, y)`` (px, pixel centres at integers) it takes its colour from — the inverse map of
     :func:`apply_exemplar` on the query ``rgb`` (``(H, W, 3)`` uint8) with landmarks
@@ -112,12 +116,15 @@ def sampling_map(exemplar: Exemplar, rgb: np.ndarray, points: np.ndarray,
     bilinearly (exact for coordinates) and moves or copies pixels, except the catalog
     operations' feathered edge, where a colour mix becomes a coordinate mix (resampling the
     query through the map there differs from the output by a grey level or so).
+    ``mirrored``, ``subject``: as the retouch itself found them (default: found again).
     """
     height, width = rgb.shape[:2]
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     coords = np.dstack([xs, ys])  # two channels: every step is channel-wise
-    mirrored = is_mirrored(exemplar.edit.appearance, rgb, points)
-    moved = apply_exemplar(exemplar, coords, points, strength, rgb=rgb, mirrored=mirrored)
+    if mirrored is None:
+        mirrored = is_mirrored(exemplar.edit.appearance, rgb, points)
+    moved = apply_exemplar(exemplar, coords, points, strength, rgb=rgb, mirrored=mirrored,
+                           subject=subject)
     return np.ascontiguousarray(moved, dtype=np.float32)
 
 
@@ -133,24 +140,26 @@ def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.nda
                     strength: float = 1.0, *, notes: list[str] | None = None,
                     name: str = "query", residual: BodyResidual | None = None,
                     mirrored: bool = False, face_points: np.ndarray | None = None,
-                    review: list[str] | None = None) -> np.ndarray:
+                    review: list[str] | None = None,
+                    subject: Subject | None = None) -> np.ndarray:
     """``pixels`` with the fitted body operations planned on the body detected in ``rgb``
     (the same image, for the detector; it may be ``pixels`` itself).
 
     No body found, or an operation's part not visible: that is skipped (a note says so), the
     pixels are returned as they are; the face edit already made stays. Pixels the body warp
     does not reach are bit-identical. ``face_points``: the query's face mesh, for carrying
-    ``residual`` (:func:`carry_body_residual`).
+    ``residual`` (:func:`carry_body_residual`); ``subject``: where the body is asked for
+    (detected once per query whatever the passes; default: detected here in ``rgb``).
     """
-    from .body import NoPersonError, detect_body
+    from .body import NoPersonError
     from .ops.body_catalog import apply_body_warp, get_body_operation, plan_body_warp
 
     notes = [] if notes is None else notes
     requests = [OpRequest(r.name, _clip(r.strength * strength)) for r in (fit.ops if fit else [])]
     wanted = ", ".join(f"{r.name} {r.strength:+.0f}" for r in requests) or "measured motion"
-    rgb = as_rgb8(rgb)
+    subject = subject or Subject(as_rgb8(rgb), name)
     try:
-        body = detect_body(rgb, name=name)
+        body = subject.body()
     except NoPersonError as error:
         notes.append(f"body edit not applied ({wanted}): {error}")
         return pixels.copy()
@@ -429,22 +438,25 @@ def retouch_file(
     points, chosen, found = face_points(picture.rgb8(), face_index, str(source))
     notes: list[str] = []
     doubts: list[str] = []
-    pixels = apply_exemplar(exemplar, picture.pixels, points, strength, rgb=picture.rgb8(),
-                            notes=notes, review=doubts)
+    subject = Subject(picture.rgb8(), str(source))
+    mirrored = is_mirrored(exemplar.edit.appearance, subject.rgb, points)
+    pixels = apply_exemplar(exemplar, picture.pixels, points, strength, rgb=subject.rgb,
+                            notes=notes, review=doubts, mirrored=mirrored, subject=subject)
     result = with_pixels(picture, pixels)
     review = (review_reasons(picture.rgb8(), result.rgb8()) + doubts) if check else []
     encoded = []
     inverse_map = None
     if exports:  # made before anything is written: a failure leaves no output behind
         if MAP_KINDS & set(exports):
-            inverse_map = sampling_map(exemplar, picture.rgb8(), points, strength)
+            inverse_map = sampling_map(exemplar, subject.rgb, points, strength,
+                                       mirrored=mirrored, subject=subject)
         encoded = encode_exports(exports, inverse_map, picture.pixels, pixels, dest)
     written = write_image(result, dest, force=force, format=output_format, jpeg_quality=quality)
     exported = write_exports(encoded, force=force)
     if keep is not None:
         keep(picture.rgb8(), result.rgb8(),
              lambda: inverse_map if inverse_map is not None else sampling_map(
-                 exemplar, picture.rgb8(), points, strength))
+                 exemplar, subject.rgb, points, strength, mirrored=mirrored, subject=subject))
     lossy = written.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".webp")
     return RetouchReport(
         input=str(source), output=str(written), faces_found=found, face=chosen,
