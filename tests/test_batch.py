@@ -14,17 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mirrorppr_cli.batch import FILES_PER_WORKER, run_batch, worker_count
+from mirrorppr_cli.batch import run_batch, worker_count
 from mirrorppr_cli.errors import InputError
 from mirrorppr_cli.ops import OpRequest, plan_warp
 from mirrorppr_cli.warp import apply_local_warp
 
 
-def test_worker_count_defaults_to_cores_for_big_batches_only(monkeypatch):
-    monkeypatch.setattr("mirrorppr_cli.batch.available_cores", lambda: 4)
-    assert worker_count(None, FILES_PER_WORKER - 1) == 1  # a worker's start is not worth it
-    assert worker_count(None, 2 * FILES_PER_WORKER) == 2
-    assert worker_count(None, 100 * FILES_PER_WORKER) == 4
+def test_worker_count_defaults_to_this_process():
+    assert worker_count(None, 500) == 1
     assert worker_count(3, 2) == 2 and worker_count(1, 50) == 1 and worker_count(2, 50) == 2
 
 

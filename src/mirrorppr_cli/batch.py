@@ -34,19 +34,15 @@ def available_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-#: By default a worker process is started for every this many files (up to one per core): a
-#: spawned worker costs about 2 s of CPU before its first file (imports, MediaPipe's graphs:
-#: 6 astronaut queries took 3.1 s in one process, 7.8 s in two), a 2 MP query about 0.3 s.
-FILES_PER_WORKER = 8
-
-
 def worker_count(requested: int | None, items: int) -> int:
-    """Processes for ``items`` files: ``requested``, or by default one per
-    :data:`FILES_PER_WORKER` files up to one per core; never more than the items; 1 means
-    this process alone."""
-    wanted = (min(available_cores(), items // FILES_PER_WORKER) if requested is None
-              else requested)
-    return max(1, min(wanted, items))
+    """Processes for ``items`` files: ``requested`` (default 1: this process alone), never
+    more than the items.
+
+    Not one per core by default: one process already keeps ~1.5 of 2 cores busy (OpenCV's and
+    MediaPipe's threads), and a spawned worker costs ~2 s of CPU before its first file
+    (imports, MediaPipe's graphs). Measured with ``benchmarks/bench_workers.py`` on the 2-core
+    VM: 32 queries of 2.7 MP took 6.7 s in one process, 9.4 s in two workers (0.71×)."""
+    return max(1, min(1 if requested is None else requested, items))
 
 
 def unexpected_failure(src: Path, error: BaseException, verbose: bool) -> str:
@@ -82,6 +78,9 @@ def _start_worker(parent: int, work: Callable, report_type: type, verbose: bool)
     from .data.workers import die_with_parent
 
     die_with_parent(parent)
+    import cv2
+
+    cv2.setNumThreads(1)  # the workers share the cores; OpenCV's own pool would oversubscribe
     if not verbose:
         from .native_stderr import quiet_libraries
 

@@ -78,8 +78,9 @@ def apply_command(
         "--review", help="Also write a review page of the batch (index.html: before/after, "
         "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", help="Processes for a batch (default: one per 8 files, up to one per "
-        "core; 1: this process alone).", metavar="N", min=1)] = None,
+        "--workers", help="Processes for a batch (default 1: this process alone, which "
+        "already runs several threads; more pay off on many cores and long batches).",
+        metavar="N", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -232,8 +233,9 @@ def retouch_command(
         "--review", help="Also write a review page of the batch (index.html: before/after, "
         "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", help="Processes for a batch, warp backend (default: one per 8 files, up "
-        "to one per core; 1: this process alone).", metavar="N", min=1)] = None,
+        "--workers", help="Processes for a batch, warp backend (default 1: this process "
+        "alone, which already runs several threads; more pay off on many cores and long "
+        "batches).", metavar="N", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
