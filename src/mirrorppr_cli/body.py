@@ -112,7 +112,7 @@ class Body:
         """A body from landmarks and a probability (or 0/1) mask, e.g. for synthetic figures."""
         pts = np.asarray(points, np.float64).reshape(N_POSE_POINTS, 2)
         vis = np.asarray(visibility, np.float64).reshape(N_POSE_POINTS)
-        prob = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+        prob = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)  # a new array: ours to change
         if prob.ndim != 2:
             raise ValueError("mask must be (H, W)")
         prob = _main_components(prob, pts, vis)
@@ -174,9 +174,15 @@ class Body:
 
 
 def _main_components(prob: np.ndarray, points: np.ndarray, vis: np.ndarray) -> np.ndarray:
-    """``prob`` zeroed outside the connected parts of the person that hold a visible body
-    landmark (shoulders and below); the largest part when none does."""
-    binary = (prob > MASK_THRESHOLD).astype(np.uint8)
+    """``prob`` (``(H, W)`` float32, changed in place and returned) zeroed outside the
+    connected parts of the person that hold a visible body landmark (shoulders and below); the
+    largest part when none does.
+
+    Only the kept parts' box (grown by the 2 px fringe) is worked on, with OpenCV's per-pixel
+    operations, and everything outside it is zeroed (at 24 MP every pass over the whole image
+    costs tens of milliseconds, and every full-size copy 96 MB)."""
+    binary = cv2.compare(np.ascontiguousarray(prob, np.float32), MASK_THRESHOLD, cv2.CMP_GT)
+    # (without statistics: OpenCV's labelling with them takes 4× as long)
     count, labels = cv2.connectedComponents(binary, connectivity=8)
     if count <= 2:
         return prob
@@ -192,11 +198,22 @@ def _main_components(prob: np.ndarray, points: np.ndarray, vis: np.ndarray) -> n
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         keep = {int(np.argmax(sizes))}
-    # Keep the soft fringe of the kept parts (within 2 px of them) for sub-pixel contours.
-    kept = np.isin(labels, sorted(keep)).astype(np.uint8)
-    near = cv2.dilate(kept, np.ones((5, 5), np.uint8)) > 0
-    near &= ~((labels > 0) & (kept == 0))
-    return np.where(near, prob, 0.0).astype(np.float32)
+    parts = [cv2.compare(labels, label, cv2.CMP_EQ) for label in sorted(keep)]
+    rects = np.array([cv2.boundingRect(part) for part in parts])  # x, y, w, h
+    x0, y0 = max(int(rects[:, 0].min()) - 2, 0), max(int(rects[:, 1].min()) - 2, 0)
+    x1 = min(int((rects[:, 0] + rects[:, 2]).max()) + 2, width)
+    y1 = min(int((rects[:, 1] + rects[:, 3]).max()) + 2, height)
+    kept = parts[0][y0:y1, x0:x1].copy()
+    for part in parts[1:]:
+        kept |= part[y0:y1, x0:x1]
+    part = labels[y0:y1, x0:x1]
+    # Keep the soft fringe of the kept parts (within 2 px of them) for sub-pixel contours,
+    # but not the other parts.
+    near = cv2.dilate(kept, np.ones((5, 5), np.uint8))
+    near &= kept | cv2.compare(part, 0, cv2.CMP_EQ)
+    prob[:y0], prob[y1:], prob[y0:y1, :x0], prob[y0:y1, x1:] = 0.0, 0.0, 0.0, 0.0
+    prob[y0:y1, x0:x1][near == 0] = 0.0
+    return prob
 
 
 def person_contour(mask: np.ndarray, spacing: float) -> Contour:

@@ -51,6 +51,7 @@ from .warp import (
     interpolate_nodes,
     mls_similarity,
     mls_similarity_shared,
+    nodes_reaching,
     pixel_grid,
 )
 
@@ -177,8 +178,16 @@ def _fields(points: np.ndarray, variants: list[list[OpRequest]], shape: tuple[in
     cols, rows = box.x0 + step * ix - inter.x0, box.y0 + step * iy - inter.y0
     m = mask[np.ix_(inter.y0 - mbox.y0 + rows, inter.x0 - mbox.x0 + cols)][..., None]
     nodes = grid_nodes(inter, DEFAULT_GRID)
-    for k, mapped in zip(live, _inverse_maps_at(nodes, [warps[k] for k in live]), strict=True):
-        disp = interpolate_nodes(inter, DEFAULT_GRID, mapped - nodes, rows, cols)
+    # Only nodes whose cubic support reaches a lattice pixel the feather mask keeps are
+    # evaluated (the others' weight there is exactly 0; elsewhere the mask zeroes the field).
+    needed = np.zeros((inter.height, inter.width), bool)
+    needed[np.ix_(rows, cols)] = m[..., 0] > 0
+    reaching = nodes_reaching(needed, DEFAULT_GRID, nodes.shape[:2])
+    maps = _inverse_maps_at(nodes[reaching], [warps[k] for k in live])
+    for k, mapped in zip(live, maps, strict=True):
+        offsets = np.zeros_like(nodes)
+        offsets[reaching] = mapped - nodes[reaching]
+        disp = interpolate_nodes(inter, DEFAULT_GRID, offsets, rows, cols)
         outs[k][iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1] = disp * m
     return outs
 

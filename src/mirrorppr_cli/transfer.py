@@ -322,26 +322,123 @@ def jacobian_determinant(field: np.ndarray) -> np.ndarray:
 UNFOLD_PASSES = 4
 
 
-def _unfolded(field: np.ndarray, sigma: float) -> np.ndarray:
+def _unfolded(field: np.ndarray, sigma: float, support: Box | None = None) -> np.ndarray:
     """``field`` with its fold-overs smoothed away locally.
 
     Where the backward map's Jacobian determinant is below :data:`MIN_JACOBIAN_DET` (a steep
     measured gradient, e.g. at the edge of a cross-faded edit), the field is replaced, within
     a feathered neighbourhood, by a more strongly blurred copy, with a wider blur each pass;
     elsewhere it is untouched; likewise where it is steeper than :data:`MAX_FIELD_GRADIENT`.
-    Only if that fails is the whole field scaled down.
+    Only if that fails is the whole field scaled down. Returns ``field`` itself (not a copy)
+    when nothing folds; never changes it.
+
+    ``support``: a box of ``field``'s pixels (``(h, w, 2)``, px) outside which it is zero
+    (default: found). Every pass is worked only where it can change something
+    (:func:`_unfold_pass`): the same values as on the whole field, at a cost that follows the
+    folds rather than the field's size.
     """
+    shape = field.shape[:2]
+    support = _nonzero_box(field) if support is None else support
+    if support.empty:  # a zero field folds nowhere
+        return field
     for k in range(UNFOLD_PASSES):
-        folded = (jacobian_determinant(field) < MIN_JACOBIAN_DET) | _steep(field)
+        window = _grown(support, 2, shape)  # beyond it the field and its gradient are zero
+        folded = _folded(field[window.slices()])
         if not folded.any():
             return field
-        reach = int(np.ceil(2 * sigma * (k + 1))) | 1
-        near = cv2.dilate(folded.astype(np.uint8), cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))).astype(np.float32)
-        mix = np.clip(cv2.GaussianBlur(near, (0, 0), sigma) * 2.0, 0.0, 1.0)[..., None]
-        blurred = cv2.GaussianBlur(field, (0, 0), 2 * sigma * (k + 1))
-        field = field + mix * (blurred - field)
-    return field * _fold_free_scale(field)
+        field, changed = _unfold_pass(field, folded, window, sigma, k)
+        support = _union(support, changed)
+    window = _grown(support, 2, shape)
+    return field * _fold_free_scale(field[window.slices()])
+
+
+def _folded(field: np.ndarray) -> np.ndarray:
+    """``(h, w)`` bool: where the backward map of ``field`` ``(h, w, 2)`` folds or is too
+    steep (:data:`MIN_JACOBIAN_DET`, :data:`MAX_FIELD_GRADIENT`)."""
+    return (jacobian_determinant(field) < MIN_JACOBIAN_DET) | _steep(field)
+
+
+def _unfold_pass(field: np.ndarray, folded: np.ndarray, window: Box, sigma: float,
+                 k: int) -> tuple[np.ndarray, Box]:
+    """Pass ``k`` of :func:`_unfolded`: ``(new field, box of the pixels it may change)``.
+
+    ``folded``: :func:`_folded` over ``window`` of ``field`` (``(h, w, 2)``), none outside it.
+    The pass mixes ``field`` towards its blur (σ = 2·``sigma``·(k + 1)) with a weight that is
+    the fold mask dilated (``reach`` px) and blurred (σ = ``sigma``): zero, exactly, farther
+    than ``reach`` + that blur's radius from every folded pixel. So only the folds' box grown
+    by that much changes, and its blurs need the field only a blur radius beyond: both are
+    worked on that crop (OpenCV's filters give the same values there as on the whole field;
+    where the crop meets the field's edge both reflect at the same edge).
+    """
+    shape = field.shape[:2]
+    rows, cols = np.nonzero(folded)
+    folds = Box(window.x0 + int(cols.min()), window.y0 + int(rows.min()),
+                window.x0 + int(cols.max()) + 1, window.y0 + int(rows.max()) + 1)
+    reach = int(np.ceil(2 * sigma * (k + 1))) | 1
+    wide = 2 * sigma * (k + 1)
+    changed = _grown(folds, reach + _gaussian_radius(sigma), shape)
+    crop = _grown(changed, _gaussian_radius(wide), shape)
+    marks = np.zeros((crop.height, crop.width), np.uint8)
+    marks[folds.y0 - crop.y0 : folds.y1 - crop.y0, folds.x0 - crop.x0 : folds.x1 - crop.x0] = \
+        folded[folds.y0 - window.y0 : folds.y1 - window.y0,
+               folds.x0 - window.x0 : folds.x1 - window.x0]
+    near = cv2.dilate(marks, cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))).astype(np.float32)
+    mix = np.clip(cv2.GaussianBlur(near, (0, 0), sigma) * 2.0, 0.0, 1.0)[..., None]
+    part = field[crop.slices()]
+    blurred = cv2.GaussianBlur(part, (0, 0), wide)
+    inner = (slice(changed.y0 - crop.y0, changed.y1 - crop.y0),
+             slice(changed.x0 - crop.x0, changed.x1 - crop.x0))
+    out = field.copy()
+    here = part[inner]
+    out[changed.slices()] = here + mix[inner] * (blurred[inner] - here)
+    return out, changed
+
+
+def _gaussian_radius(sigma: float) -> int:
+    """An upper bound (px) of the half-width of OpenCV's Gaussian kernel for ``sigma`` on a
+    float image (its size is ``round(8σ + 1) | 1``): beyond it a blur reads nothing."""
+    return int(np.ceil(4.0 * sigma)) + 1
+
+
+def _nonzero_box(field: np.ndarray) -> Box:
+    """The smallest box holding every pixel where ``field`` (``(h, w)`` or ``(h, w, K)``) is not
+    zero; an empty box when there is none."""
+    live = _nonzero(field)
+    if not live.any():
+        return Box(0, 0, 0, 0)
+    x, y, w, h = cv2.boundingRect(live.view(np.uint8))
+    return Box(x, y, x + w, y + h)
+
+
+def _nonzero(field: np.ndarray) -> np.ndarray:
+    """``(h, w)`` bool: where any component of ``field`` (``(h, w)`` or ``(h, w, K)``) is not
+    zero (NumPy's ``any`` over a short last axis is slow)."""
+    if field.ndim == 2:
+        return field != 0
+    live = field[..., 0] != 0
+    for c in range(1, field.shape[2]):
+        live |= field[..., c] != 0
+    return live
+
+
+def _grown(box: Box, margin: int, shape: tuple[int, int]) -> Box:
+    """``box`` grown by ``margin`` px on every side, clipped to an image of ``shape``; an
+    empty box stays empty."""
+    if box.empty:
+        return box
+    height, width = shape
+    return Box(max(box.x0 - margin, 0), max(box.y0 - margin, 0), min(box.x1 + margin, width),
+               min(box.y1 + margin, height))
+
+
+def _union(a: Box, b: Box) -> Box:
+    """The smallest box holding ``a`` and ``b`` (either may be empty)."""
+    if a.empty:
+        return b
+    if b.empty:
+        return a
+    return Box(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1))
 
 
 #: Smoothing scales above this many pixels are worked at a reduced resolution that brings
@@ -351,12 +448,13 @@ def _unfolded(field: np.ndarray, sigma: float) -> np.ndarray:
 WORK_SIGMA_PX = 4.0
 
 
-def _unfolded_coarse(field: np.ndarray, sigma: float) -> np.ndarray:
+def _unfolded_coarse(field: np.ndarray, sigma: float, support: Box | None = None) -> np.ndarray:
     """:func:`_unfolded` worked at a resolution where ``sigma`` is :data:`WORK_SIGMA_PX`
     (offsets scaled with it, so gradients and Jacobians are the same), the change it makes
-    brought back to full size; below that scale it is :func:`_unfolded` itself."""
+    brought back to full size; below that scale it is :func:`_unfolded` itself (``support``:
+    see there). ``field`` itself comes back when nothing folds."""
     if sigma <= WORK_SIGMA_PX:
-        return _unfolded(field, sigma)
+        return _unfolded(field, sigma, support)
     factor = WORK_SIGMA_PX / sigma
     height, width = field.shape[:2]
     small_size = (max(2, round(width * factor)), max(2, round(height * factor)))
@@ -451,12 +549,79 @@ def _no_edit(points: np.ndarray, appearance: np.ndarray | None = None) -> Edit:
 
 
 def _face_region(points: np.ndarray, unit: float, shape: tuple[int, int]) -> np.ndarray:
-    """Boolean ``(H, W)``: the landmarks' convex hull grown by :data:`FACE_MARGIN` face units."""
-    mask = np.zeros(shape, np.uint8)
+    """Boolean ``(H, W)``: the landmarks' convex hull grown by :data:`FACE_MARGIN` face units.
+
+    The hull is filled and dilated within its own box grown by the dilation's radius (the rest
+    stays False): the dilation's cost follows the face, not the window around it (a 24 MP
+    portrait's window is several megapixels, the kernel ~100 px wide).
+    """
+    out = np.zeros(shape, bool)
     hull = cv2.convexHull(points.astype(np.float32)).astype(np.int32)
-    cv2.fillConvexPoly(mask, hull, 1)
     grow = int(round(FACE_MARGIN * unit)) | 1
-    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))) > 0
+    x, y, w, h = cv2.boundingRect(hull)
+    height, width = shape
+    x0, y0 = max(x - grow, 0), max(y - grow, 0)
+    x1, y1 = min(x + w + grow, width), min(y + h + grow, height)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillConvexPoly(mask, hull - [x0, y0], 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))
+    grown = _dilated_runs(mask, kernel)
+    out[y0:y1, x0:x1] = (cv2.dilate(mask, kernel) > 0) if grown is None else grown
+    return out
+
+
+def _row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(has, first, last)`` per row of ``mask`` ``(h, w)``: whether it holds a non-zero
+    pixel, the first and last one's column; None unless every such row is one run."""
+    live = mask != 0
+    has = live.any(axis=1)
+    first = np.argmax(live, axis=1)
+    last = mask.shape[1] - 1 - np.argmax(live[:, ::-1], axis=1)
+    if np.any(live.sum(axis=1)[has] != (last - first + 1)[has]):
+        return None
+    return has, first, last
+
+
+def _dilated_runs(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray | None:
+    """``cv2.dilate(mask, kernel) > 0`` (anchor at the kernel's centre, nothing beyond the
+    edges) for a ``mask`` ``(h, w)`` whose rows are single runs (a filled convex polygon) and
+    a ``kernel`` whose rows are too (an ellipse), as one run per output row: the union of the
+    mask's runs, each widened by the kernel row that reaches it. None when a union is not one
+    run, or either is not made of runs (the caller dilates then).
+
+    Its cost is rows × kernel rows, where OpenCV's grows with pixels × kernel size.
+    """
+    runs, kruns = _row_runs(mask), _row_runs(kernel)
+    if runs is None or kruns is None:
+        return None
+    has, first, last = runs
+    k_has, k_first, k_last = kruns
+    height, width = mask.shape
+    cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
+    rows = np.nonzero(k_has)[0]
+    source = np.arange(height)[:, None] + (rows - cy)[None, :]  # (h, kernel rows)
+    inside = (source >= 0) & (source < height)
+    source = np.clip(source, 0, height - 1)
+    valid = inside & has[source]
+    lo = first[source] - (k_last[rows] - cx)[None, :]
+    hi = last[source] - (k_first[rows] - cx)[None, :]
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, width - 1)
+    valid &= lo <= hi
+    lo = np.where(valid, lo, width)
+    hi = np.where(valid, hi, -1)
+    order = np.argsort(lo, axis=1, kind="stable")
+    lo_sorted = np.take_along_axis(lo, order, axis=1)
+    reach = np.maximum.accumulate(np.take_along_axis(hi, order, axis=1), axis=1)
+    gap = (lo_sorted[:, 1:] > reach[:, :-1] + 1) & (lo_sorted[:, 1:] < width)
+    if gap.any():
+        return None
+    out = np.zeros((height, width), bool)
+    start, stop = lo.min(axis=1), hi.max(axis=1)
+    for y in np.nonzero(valid.any(axis=1))[0]:
+        out[y, start[y] : stop[y] + 1] = True
+    return out
 
 
 def _explained(after: np.ndarray, before: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -594,21 +759,80 @@ CORRESPONDENCE_SIGMA = 0.05
 CORRESPONDENCE_STEP_SIGMAS = 0.5
 
 
+#: The query region where a carried field can be non-zero is its non-zero part's box mapped
+#: as the query box is (:func:`_query_box`), grown by this many correspondence σ: the mapping
+#: (exemplar → query MLS) is not the inverse of the smoothed correspondence between two faces'
+#: noisy landmarks; on the nine survey pairs the carried motion reached up to 3.3 σ beyond it.
+REACH_SIGMAS = 4.0
+#: Carried offsets must stay this many ``grid`` nodes inside the nodes whose correspondence was
+#: evaluated (:func:`_carried_offsets`); closer, the field may reach beyond them, and the
+#: correspondence is evaluated over the whole box instead.
+REACH_RING_NODES = 2
+
+
 def _correspondence(box: Box, q_h: np.ndarray, ex_h: np.ndarray, flip: np.ndarray,
-                    sigma: float, grid: int = GRID) -> np.ndarray:
-    """``(ny, nx, 2)``: T at the ``grid`` nodes of ``box`` (:func:`grid_nodes`), T the
-    similarity MLS from the query handles ``q_h`` (already multiplied by ``flip``) to the
-    exemplar handles ``ex_h``, smoothed over ``sigma`` px."""
+                    sigma: float, grid: int = GRID, within: Box | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(T, exact)``: T ``(ny, nx, 2)`` at the ``grid`` nodes of ``box`` (:func:`grid_nodes`),
+    T the similarity MLS from the query handles ``q_h`` (already multiplied by ``flip``) to the
+    exemplar handles ``ex_h``, smoothed over ``sigma`` px; ``exact`` ``(ny, nx)`` bool: the
+    nodes that hold the value T has when it is computed over the whole box (all of them
+    without ``within``).
+
+    ``within`` (query px, inside ``box``): the MLS is evaluated only at the nodes of the
+    coarser lattice over it, grown by the smoothing kernel's radius and one node; T is exact
+    at the nodes whose smoothing and interpolation read evaluated nodes only (and not defined
+    elsewhere: zero).
+    """
     step = grid * max(1, int(CORRESPONDENCE_STEP_SIGMAS * sigma / grid))
-    coarse = mls_similarity(grid_nodes(box, step) * flip, q_h, ex_h)
-    coarse = _smooth_nodes(coarse, sigma / step)
+    nodes = grid_nodes(box, step) * flip
+    ny, nx = nodes.shape[:2]
+    sigma_nodes = sigma / step
+    rows, cols = slice(0, ny), slice(0, nx)
+    inner_rows, inner_cols = rows, cols
+    if within is not None:
+        radius = _gaussian_radius(sigma_nodes) if sigma_nodes >= 0.5 else 0
+        inner_rows = _node_span(within.y0 - box.y0, within.y1 - box.y0, step, ny)
+        inner_cols = _node_span(within.x0 - box.x0, within.x1 - box.x0, step, nx)
+        rows = _grown_span(inner_rows, radius + 1, ny)
+        cols = _grown_span(inner_cols, radius + 1, nx)
+        # the nodes whose smoothing reads evaluated nodes only (the grid's own edges are
+        # replicated alike in the part and in the whole)
+        inner_rows = _shrunk_span(rows, radius, ny)
+        inner_cols = _shrunk_span(cols, radius, nx)
+    coarse = np.zeros(nodes.shape)
+    coarse[rows, cols] = _smooth_nodes(mls_similarity(nodes[rows, cols], q_h, ex_h), sigma_nodes)
+    exact = np.zeros((ny, nx), bool)
+    exact[inner_rows, inner_cols] = True
     if step == grid:
-        return coarse
+        return coarse, exact
     fine = grid_nodes(box, grid)
     where = ((fine - [box.x0, box.y0]) / step).astype(np.float32)
-    coarse = coarse.astype(np.float32)
-    return cv2.remap(coarse, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+    mapped = cv2.remap(coarse.astype(np.float32), where[..., 0], where[..., 1], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+    # a fine node is exact when the (up to four) coarse nodes it is interpolated from are
+    r0 = np.clip(np.floor(where[:, 0, 1]).astype(int), 0, ny - 1)
+    c0 = np.clip(np.floor(where[0, :, 0]).astype(int), 0, nx - 1)
+    r1, c1 = np.minimum(r0 + 1, ny - 1), np.minimum(c0 + 1, nx - 1)
+    fine_exact = (exact[np.ix_(r0, c0)] & exact[np.ix_(r0, c1)] & exact[np.ix_(r1, c0)]
+                  & exact[np.ix_(r1, c1)])
+    return mapped, fine_exact
+
+
+def _node_span(lo: int, hi: int, step: int, count: int) -> slice:
+    """The nodes (``step`` px apart from 0, ``count`` of them) from the last at or before
+    pixel ``lo`` to the first at or after pixel ``hi − 1``."""
+    return slice(max(lo // step, 0), min(-(-(hi - 1) // step) + 1, count))
+
+
+def _grown_span(span: slice, by: int, count: int) -> slice:
+    return slice(max(span.start - by, 0), min(span.stop + by, count))
+
+
+def _shrunk_span(span: slice, by: int, count: int) -> slice:
+    """``span`` less ``by`` at each end that is not an end of the ``count`` nodes."""
+    return slice(span.start + by if span.start > 0 else 0,
+                 span.stop - by if span.stop < count else count)
 
 
 def _smooth_nodes(mapped: np.ndarray, sigma_nodes: float) -> np.ndarray:
@@ -689,36 +913,113 @@ def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.nda
     ``confine``: ``(H, W)`` float in [0, 1] over the query, multiplied into the carried offsets
     (where the query may move: :func:`body_confinement`); ``report`` then gets ``"kept"``, the
     share of the carried motion (sum of squared offsets) that it keeps.
+
+    Cost: a carried edit moves a few per cent of the query box (the features it reshapes), so
+    the correspondence is evaluated only where the field can reach (:func:`_carried_offsets`)
+    and the interpolation, unfolding, resampling and blending only where offsets are not zero
+    (:func:`_reached_box`, :func:`_unfolded`): the same pixels as over the whole box.
     """
     flip = _flip(reflect)
     q_h = q_h * flip
     box = _query_box(field_box, ex_h, q_h, query.shape[:2], reflect)
+    if report is not None and confine is not None:
+        report["kept"] = 1.0
     if box.empty:
         return query if in_place else query.copy()
     # Nodes GRID px apart, wider where the field is smooth on a larger scale (big images).
     grid = GRID * max(1, int(smooth_sigma / (2 * WORK_SIGMA_PX)))
-    mapped = _correspondence(box, q_h, ex_h, flip, correspondence_sigma, grid)
-    sampled = _sample(field, field_box, mapped)
-    offsets = (sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T) * (flip * strength)
-    dx, dy = interpolate_planes(box, grid, offsets)
+    offsets = _carried_offsets(field, field_box, ex_h, q_h, box, flip, correspondence_sigma,
+                               grid, reflect) * (flip * strength)
+    # Everything below is worked only where the field can be non-zero: the same values as
+    # over the whole box (pixels the field does not move are copied either way).
+    part = _reached_box(offsets, grid, box)
+    if part.empty:
+        return query if in_place else query.copy()
+    rows, cols = np.arange(part.y0, part.y1), np.arange(part.x0, part.x1)
+    dx, dy = interpolate_planes(box, grid, offsets, rows, cols)
     if confine is not None:
-        inside = confine[box.slices()].astype(np.float32)
+        inside = confine[box.y0 + part.y0 : box.y0 + part.y1,
+                         box.x0 + part.x0 : box.x0 + part.x1].astype(np.float32)
         before = float(np.sum(dx * dx + dy * dy))
         dx, dy = dx * inside, dy * inside
         if report is not None:
             report["kept"] = float(np.sum(dx * dx + dy * dy)) / before if before > 0 else 1.0
     # A safety net: whatever the correspondence did, the query's field is made fold-free.
-    smooth = _unfolded_coarse(np.dstack([dx, dy]).astype(np.float32), smooth_sigma)
-    dx, dy = np.ascontiguousarray(smooth[..., 0]), np.ascontiguousarray(smooth[..., 1])
+    whole = np.zeros((box.height, box.width, 2), np.float32)
+    whole[part.slices()] = np.dstack([dx, dy])
+    smooth = _unfolded_coarse(whole, smooth_sigma, support=part)
+    moved = part if smooth is whole else _nonzero_box(smooth)
+    if moved.empty:
+        return query if in_place else query.copy()
+    dx = np.ascontiguousarray(smooth[moved.slices() + (0,)])
+    dy = np.ascontiguousarray(smooth[moved.slices() + (1,)])
     # The field is smooth and falls to zero by itself: a pixel is either moved by its offset
     # or copied (no cross-fade of moved and unmoved pixels, which would ghost an edge).
     weight = (np.hypot(dx, dy) >= MIN_OFFSET_PX).astype(np.float32)
     if not weight.any():
         return query if in_place else query.copy()
-    dx += np.arange(box.x0, box.x1)[None, :]  # the sources: + the pixel grid, in place
-    dy += np.arange(box.y0, box.y1)[:, None]
+    target = Box(box.x0 + moved.x0, box.y0 + moved.y0, box.x0 + moved.x1, box.y0 + moved.y1)
+    dx += np.arange(target.x0, target.x1)[None, :]  # the sources: + the pixel grid, in place
+    dy += np.arange(target.y0, target.y1)[:, None]
     warped = remap_xy(query, dx, dy)
-    return blend_into(query, warped, weight, box, in_place=in_place)
+    return blend_into(query, warped, weight, target, in_place=in_place)
+
+
+def _carried_offsets(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.ndarray,
+                     box: Box, flip: np.ndarray, sigma: float, grid: int,
+                     reflect: bool) -> np.ndarray:
+    """``(ny, nx, 2)``: the offsets of ``field`` (over ``field_box``) carried to the ``grid``
+    nodes of the query ``box``: sampled at the corresponding exemplar points
+    (:func:`_correspondence`, σ ``sigma`` px; ``q_h`` already multiplied by ``flip``) and
+    turned by the handles' similarity; ``flip`` and strength not yet applied.
+
+    The correspondence is evaluated only over the query box of the field's non-zero part
+    (:func:`_query_box`, as ``box`` is of the whole field box), where the field can reach:
+    outside it the offsets are zero, as they are outside ``box``. If a carried offset comes
+    within :data:`REACH_RING_NODES` nodes of that region's edge, the field may reach beyond
+    it, and the correspondence is evaluated over the whole box instead.
+    """
+    support = _nonzero_box(field)
+    if support.empty:
+        return np.zeros(grid_nodes(box, grid).shape)
+    # where the correspondence can reach the field: its support (and the pixel bilinear
+    # sampling reads beyond), mapped as the query box is mapped from the field's box
+    moving = Box(field_box.x0 + support.x0 - 1, field_box.y0 + support.y0 - 1,
+                 field_box.x0 + support.x1 + 1, field_box.y0 + support.y1 + 1)
+    within = _grown(_query_box(moving, ex_h, q_h, (box.y1, box.x1), reflect),
+                    int(np.ceil(REACH_SIGMAS * sigma)), (box.y1, box.x1))
+    within = Box(max(within.x0, box.x0), max(within.y0, box.y0), within.x1, within.y1)
+    if not within.empty:
+        mapped, exact = _correspondence(box, q_h, ex_h, flip, sigma, grid, within=within)
+        sampled = _sample(field, field_box, mapped)
+        sampled[~exact] = 0.0
+        live = _nonzero(sampled)
+        ring = 2 * REACH_RING_NODES + 1
+        edge = cv2.dilate((~exact).astype(np.uint8), np.ones((ring, ring), np.uint8)) > 0
+        if not np.any(live & edge):
+            return sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T
+    mapped, _ = _correspondence(box, q_h, ex_h, flip, sigma, grid)
+    sampled = _sample(field, field_box, mapped)
+    return sampled[..., :2] @ _similarity_inverse(ex_h, q_h).T
+
+
+def _reached_box(offsets: np.ndarray, grid: int, box: Box) -> Box:
+    """The pixels of ``box`` (in its own coordinates) that the separable cubic interpolation
+    (:func:`~mirrorppr_cli.warp.interpolate_planes`) of node values ``offsets``
+    ``(ny, nx, K)``, ``grid`` px apart, can make non-zero; an empty box when every node is zero.
+
+    Pixel ``i`` lies between nodes ``⌊i/grid⌋`` and the next and reads two nodes either side
+    (the ghost nodes beyond the ends are made of the two end nodes), so only pixels with a
+    non-zero node among ``⌊i/grid⌋ − 1 … ⌊i/grid⌋ + 2`` can be non-zero.
+    """
+    live = _nonzero(offsets)
+    rows, cols = np.any(live, axis=1), np.any(live, axis=0)
+    if not rows.any():
+        return Box(0, 0, 0, 0)
+    r0, r1 = int(np.argmax(rows)), len(rows) - 1 - int(np.argmax(rows[::-1]))
+    c0, c1 = int(np.argmax(cols)), len(cols) - 1 - int(np.argmax(cols[::-1]))
+    return Box(max(grid * (c0 - 2), 0), max(grid * (r0 - 2), 0),
+               min(grid * (c1 + 2), box.width), min(grid * (r1 + 2), box.height))
 
 
 # --------------------------------------------------------------------------------------------
@@ -832,7 +1133,7 @@ def body_confinement(person: np.ndarray, unit: float, face: FaceWindow,
     confine = np.minimum(taper * 2.0, 1.0) * region  # full value a sigma or so inside
     if factor < 1:
         confine = cv2.resize(confine, (width, height), interpolation=cv2.INTER_LINEAR)
-        confine[face_mask] = 0.0  # the face stays exactly untouched at full size
+        confine[face.window.slices()][face.region] = 0.0  # the face stays exactly untouched
     return confine.astype(np.float32)
 
 

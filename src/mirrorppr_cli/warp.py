@@ -309,7 +309,7 @@ def _inverse_planes_fast(box: Box, source_points: np.ndarray, target_points: np.
     if needed is None:
         disp = mls_similarity(nodes, target_points, source_points, alpha) - nodes  # (ny, nx, 2)
     else:
-        live = _nodes_reaching(needed, grid, nodes.shape[:2])
+        live = nodes_reaching(needed, grid, nodes.shape[:2])
         disp = np.zeros_like(nodes)
         disp[live] = mls_similarity(nodes[live], target_points, source_points, alpha) - nodes[live]
     planes = interpolate_planes(box, grid, disp, rows, cols)
@@ -318,7 +318,7 @@ def _inverse_planes_fast(box: Box, source_points: np.ndarray, target_points: np.
     return planes
 
 
-def _nodes_reaching(needed: np.ndarray, grid: int, node_shape: tuple[int, int]) -> np.ndarray:
+def nodes_reaching(needed: np.ndarray, grid: int, node_shape: tuple[int, int]) -> np.ndarray:
     """Bool ``node_shape``: nodes of :func:`grid_nodes` with a weight on some ``needed`` pixel.
 
     A node's cubic weight is non-zero on pixels less than ``2·grid`` away in x and in y (the
@@ -459,9 +459,21 @@ def blend_into(
     Pixels where ``mask == 0`` (and all pixels outside ``box``) are copied bit-for-bit.
     Returns a new array of ``pixels``' shape and dtype, or ``pixels`` itself, changed, with
     ``in_place``.
+
+    For 8- and 16-bit integer pixels (and ``warped`` of their type) the mix is computed only
+    where ``0 < mask < 1`` (the feather): where ``mask == 1`` it is ``warped`` itself (exact in
+    float32), which is copied.
     """
     out = pixels if in_place else pixels.copy()
     region = out[box.slices()]
+    if (np.issubdtype(pixels.dtype, np.integer) and pixels.dtype.itemsize <= 2
+            and warped.dtype == pixels.dtype):
+        np.copyto(region, warped, where=(mask == 1.0)[..., None])
+        rows, cols = np.nonzero((mask > 0) & (mask != 1.0))
+        if len(rows):
+            region[rows, cols] = _mixed(region[rows, cols], warped[rows, cols],
+                                        mask[rows, cols][:, None], pixels.dtype)
+        return out
     base = region.astype(np.float32)
     mixed = warped.astype(np.float32)  # region + mask·(warped − region), in place
     mixed -= base
@@ -473,6 +485,20 @@ def blend_into(
         np.clip(mixed, info.min, info.max, out=mixed)
     np.copyto(region, mixed.astype(pixels.dtype), where=(mask > 0)[..., None])
     return out
+
+
+def _mixed(base: np.ndarray, warped: np.ndarray, mask: np.ndarray, dtype) -> np.ndarray:
+    """``base + mask·(warped − base)`` in float32 (``(N, C)`` integer pixels, ``mask``
+    ``(N, 1)``), rounded and clipped to ``dtype``: :func:`blend_into`'s mix, operation for
+    operation."""
+    mixed = warped.astype(np.float32)
+    mixed -= base.astype(np.float32)
+    mixed *= mask
+    mixed += base.astype(np.float32)
+    info = np.iinfo(dtype)
+    np.rint(mixed, out=mixed)
+    np.clip(mixed, info.min, info.max, out=mixed)
+    return mixed.astype(dtype)
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,18 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
 
 def changed_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool: pixels where ``a`` and ``b`` (same shape, ``(H, W)`` or ``(H, W, C)``)
-    differ in any channel. OpenCV for uint8 images of up to 4 channels (about 3× faster than
-    NumPy's ``any`` over the channel axis on a 2 MP frame), NumPy otherwise."""
+    differ in any channel. For uint8 images of up to 4 channels: OpenCV's absolute difference,
+    its channels OR-ed (about 2× faster than a channel sum by ``cv2.transform``, 5× faster than
+    NumPy's ``any`` over the channel axis on a 2 MP frame); NumPy otherwise."""
     if a.ndim == 2:
         return a != b
     if a.dtype == np.uint8 and b.dtype == np.uint8 and a.shape[2] <= 4:
-        diff = cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b))
-        # the channel sum saturates at 255 for uint8: still > 0 wherever one channel differs
-        return cv2.transform(diff, np.ones((1, a.shape[2]), np.float32)) > 0
+        # (OpenCV returns one channel as (H, W): put the axis back)
+        diff = cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b)).reshape(a.shape)
+        differs = diff[..., 0].copy()
+        for c in range(1, a.shape[2]):
+            differs |= diff[..., c]
+        return differs > 0
     return np.any(a != b, axis=-1)
 
 

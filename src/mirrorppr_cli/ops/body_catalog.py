@@ -703,8 +703,9 @@ def plan_stage(body: Body, request: OpRequest) -> BodyStage | None:
     dst[: len(source)] += shift
     grid = int(np.clip(round(GRID_UNITS * unit), 2, 8))
     here = pixel_grid(box)
+    # the map is needed only where W > 0 (elsewhere it is multiplied by 0)
     disp = weight[..., None].astype(np.float64) * (
-        inverse_map_fast(box, src, dst, grid=grid) - here
+        inverse_map_fast(box, src, dst, grid=grid, needed=weight > 0) - here
     )
     return BodyStage(
         name=request.name,
@@ -795,39 +796,50 @@ def _thinned(points: np.ndarray, spacing: float) -> np.ndarray:
 def _weight(
     body: Body, source: np.ndarray, shift: np.ndarray, reach: float, margin: float
 ) -> tuple[np.ndarray, Box]:
-    """``W = W_person · W_region`` (module docstring) and the bounding box of ``W > 0``."""
+    """``W = W_person · W_region`` (module docstring) and the bounding box of ``W > 0``.
+
+    ``W_region`` is exactly 0 farther than :data:`REGION_OUTER` body units from every seed, so
+    everything is worked in the seeds' box grown by that much (the same values as over the
+    whole image: the distance transform is exact, the rest per pixel)."""
     height, width = body.shape
     unit = body.frame.unit
-    person = 1.0 - smoothstep(body.outside_distance, reach, reach + margin)
     size = np.linalg.norm(shift, axis=1)
     significant = size >= REGION_SEED * size.max()
     seeds = np.concatenate([source[significant], (source + shift)[significant]])
-    canvas = np.full((height, width), 255, np.uint8)
     idx = np.rint(seeds).astype(int)
     ok = (idx[:, 0] >= 0) & (idx[:, 0] < width) & (idx[:, 1] >= 0) & (idx[:, 1] < height)
-    canvas[idx[ok, 1], idx[ok, 0]] = 0
     if not ok.any():
         return np.zeros((0, 0), np.float32), Box(0, 0, 0, 0)
+    idx = idx[ok]
+    pad = int(np.ceil(REGION_OUTER * unit)) + 1
+    crop = Box(max(int(idx[:, 0].min()) - pad, 0), max(int(idx[:, 1].min()) - pad, 0),
+               min(int(idx[:, 0].max()) + pad + 1, width),
+               min(int(idx[:, 1].max()) + pad + 1, height))
+    person = 1.0 - smoothstep(body.outside_distance[crop.slices()], reach, reach + margin)
+    canvas = np.full((crop.height, crop.width), 255, np.uint8)
+    canvas[idx[:, 1] - crop.y0, idx[:, 0] - crop.x0] = 0
     near = cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     region = 1.0 - smoothstep(near, REGION_INNER * unit, REGION_OUTER * unit)
-    weight = (person * region * _face_guard(body)).astype(np.float32)
+    weight = (person * region * _face_guard(body, crop)).astype(np.float32)
     weight[weight < 1e-4] = 0.0
     ys, xs = np.nonzero(weight > 0)
     if len(xs) == 0:
         return np.zeros((0, 0), np.float32), Box(0, 0, 0, 0)
     box = Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    return np.ascontiguousarray(weight[box.slices()]), box
+    return (np.ascontiguousarray(weight[box.slices()]),
+            Box(crop.x0 + box.x0, crop.y0 + box.y0, crop.x0 + box.x1, crop.y0 + box.y1))
 
 
-def _face_guard(body: Body) -> np.ndarray | float:
-    """``W_face``: 0 inside the face ellipse (:meth:`Body.face_zone`, stretched upwards by
-    :data:`FACE_UP` to cover the hair), rising to 1 at :data:`FACE_FEATHER` times its size."""
+def _face_guard(body: Body, box: Box | None = None) -> np.ndarray | float:
+    """``W_face`` over ``box`` (default the whole image): 0 inside the face ellipse
+    (:meth:`Body.face_zone`, stretched upwards by :data:`FACE_UP` to cover the hair), rising to
+    1 at :data:`FACE_FEATHER` times its size."""
     zone = body.face_zone()
     if zone is None:
         return 1.0
     centre, half_u, half_v = zone
     height, width = body.shape
-    local = body.frame.to_local(pixel_grid(Box.full(height, width)))
+    local = body.frame.to_local(pixel_grid(Box.full(height, width) if box is None else box))
     # Above its centre the zone reaches higher, over the hair.
     dv = local[..., 1] - centre[1]
     dv = np.where(dv < 0, dv / FACE_UP, dv)
