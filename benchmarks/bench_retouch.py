@@ -141,7 +141,9 @@ def main() -> int:
         from _real_speed import run_real  # benchmarks/ is sys.path[0] when run as a script
 
         wanted = [p.strip() for p in args.pairs.split(",") if p.strip()] if args.pairs else None
-        return run_real(args.real, baseline=args.baseline, pairs=wanted, repeats=args.repeats,
+        # absolute: the children run in a scratch folder
+        return run_real(args.real.resolve(), baseline=args.baseline and args.baseline.resolve(),
+                        pairs=wanted, repeats=args.repeats,
                         cold_repeats=args.cold_repeats, big_repeats=args.big_repeats,
                         big_pair=args.big_pair, snapshot=not args.no_snapshot,
                         out=args.out or Path("bench-results/retouch_real.json"))
