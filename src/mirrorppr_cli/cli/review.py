@@ -16,8 +16,9 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError, MirrorError, OutputError, UsageError
-from ..review_assets import check_out, make_assets
-from ..review_page import DATA_FILE, asset_for, item_flags, write_review
+
+# The page's modules (OpenCV for the thumbnails) are imported by the functions that use them:
+# every `mirrorppr` command registers this one at start-up.
 
 
 def review_command(
@@ -29,10 +30,12 @@ def review_command(
         "--out", "-o", help="Folder for the page (a JSON report only; default: "
         "REPORT-review/ beside it).", metavar="DIR", show_default=False)] = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Replace the page in an --out that holds files.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        "--force", help="Replace the page in an --out that holds files.", metavar="")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.",
+                                          metavar="")] = False,
 ) -> None:
     """Write the static review page of a batch: before/after, motion, flags."""
+    from ..review_page import asset_for, item_flags, write_review
     from .console import err, fail, out, plain
 
     warnings: list[str] = []
@@ -63,6 +66,8 @@ def _gather(path: Path, out_dir: Path | None, force: bool,
             warnings: list[str]) -> tuple[Path, dict, dict]:
     """``(page folder, report, assets)`` for PATH: a review folder's own, or made from the
     files a JSON report names."""
+    from ..review_assets import check_out, make_assets
+
     if not path.exists():
         raise InputError(f"{path}: not found")
     data = None if path.is_dir() else _read_json(path)
@@ -92,6 +97,8 @@ def _read_json(path: Path) -> dict:
 
 
 def _from_folder(folder: Path) -> tuple[Path, dict, dict]:
+    from ..review_page import DATA_FILE
+
     data_file = folder / DATA_FILE
     if not data_file.is_file():
         raise InputError(f"{folder}: no {DATA_FILE} (not a folder written by --review); "
