@@ -211,3 +211,14 @@ def test_the_query_body_is_detected_once_for_the_output_and_its_map(astronaut_51
     report = retouch_file(exemplar, tmp_path / "q.png", tmp_path / "q_out.png", exports=("npy",))
     assert report.changed_pixels > 500 and len(report.exports) == 1
     assert calls == [(448, 448, 3)]
+
+
+def test_kinds_encoded_in_threads_give_the_bytes_of_one_thread(job, tmp_path):
+    from mirrorppr_cli.exports import _encode_kind, encode_exports
+
+    exemplar, query, out, _, _ = job
+    inverse = sampling_map(exemplar, query, find_faces(query)[0].points, 0.9)
+    together = encode_exports(ALL, inverse, query, out, tmp_path / "o.png")
+    alone = [data for kind in ALL for data in _encode_kind(kind, inverse, query, out)]
+    assert [data for _, data in together] == alone
+    assert [p.name for p, _ in together][:2] == ["o.stmap.exr", "o.displace-x.png"]

@@ -163,27 +163,43 @@ def _encode_layers(query: np.ndarray, retouched: np.ndarray) -> bytes:
 MAP_KINDS = frozenset({"stmap", "displace", "npy"})
 
 
+def _encode_kind(kind: str, inverse_map: np.ndarray | None, query: np.ndarray,
+                 retouched: np.ndarray) -> list[bytes]:
+    """The files of one export kind, in :func:`export_paths`' order."""
+    if kind == "stmap":
+        return [_encode_exr(to_stmap(inverse_map))]
+    if kind == "displace":
+        x_map, y_map, scale = to_displacement(inverse_map)
+        return [_encode_png16(x_map), _encode_png16(y_map), (json.dumps({
+            "scale_px": scale, "neutral": DISPLACE_NEUTRAL, "bits": 16,
+            "meaning": "source = pixel + (value - neutral) / neutral * scale_px; x map: "
+                       "x, y map: y; pixels, y down, centres at integers",
+            "width": int(inverse_map.shape[1]), "height": int(inverse_map.shape[0]),
+        }, indent=1) + "\n").encode()]
+    if kind == "npy":
+        return [_encode_npy(inverse_map)]
+    if kind == "layers":
+        return [_encode_layers(query, retouched)]
+    raise ValueError(f"unknown export kind {kind!r}")
+
+
 def encode_exports(kinds: tuple[str, ...], inverse_map: np.ndarray | None, query: np.ndarray,
                    retouched: np.ndarray, output: Path) -> list[tuple[Path, bytes]]:
     """``[(path, bytes)]`` of every export of one retouched query (``query`` and ``retouched``
     its pixels, as written); paths from :func:`export_paths`. ``inverse_map`` may be None
-    when no kind of :data:`MAP_KINDS` is asked for."""
-    files: list[bytes] = []
-    for kind in kinds:
-        if kind == "stmap":
-            files.append(_encode_exr(to_stmap(inverse_map)))
-        elif kind == "displace":
-            x_map, y_map, scale = to_displacement(inverse_map)
-            files += [_encode_png16(x_map), _encode_png16(y_map), (json.dumps({
-                "scale_px": scale, "neutral": DISPLACE_NEUTRAL, "bits": 16,
-                "meaning": "source = pixel + (value - neutral) / neutral * scale_px; x map: "
-                           "x, y map: y; pixels, y down, centres at integers",
-                "width": int(inverse_map.shape[1]), "height": int(inverse_map.shape[0]),
-            }, indent=1) + "\n").encode()]
-        elif kind == "npy":
-            files.append(_encode_npy(inverse_map))
-        elif kind == "layers":
-            files.append(_encode_layers(query, retouched))
+    when no kind of :data:`MAP_KINDS` is asked for.
+
+    Several kinds are encoded in threads (OpenCV's and zlib's encoders release the GIL); the
+    bytes are those of one thread."""
+    if len(kinds) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(kinds)) as pool:
+            parts = list(pool.map(lambda kind: _encode_kind(kind, inverse_map, query,
+                                                            retouched), kinds))
+    else:
+        parts = [_encode_kind(kind, inverse_map, query, retouched) for kind in kinds]
+    files = [data for part in parts for data in part]
     return list(zip(export_paths(output, kinds), files, strict=True))
 
 
