@@ -135,13 +135,18 @@ def test_face_similarity_is_reported_with_its_model_name(benchmark, tmp_path):
     assert "substitute, not ArcFace" in (out / "results.md").read_text()
 
 
-def test_items_without_ground_truth_report_what_changed(benchmark, tmp_path):
+def _without_truth(benchmark: Path, root: Path) -> Path:
+    """``benchmark``'s items without their ground truth (as a set of real pairs is), at ``root``."""
     items = json.loads((benchmark / "dataset.json").read_text())
     for item in items:
         item.pop("pair2_edited")
-    real = tmp_path / "real"
-    shutil.copytree(benchmark / "images", real / "images")
-    (real / "dataset.json").write_text(json.dumps(items))
+    shutil.copytree(benchmark / "images", root / "images")
+    (root / "dataset.json").write_text(json.dumps(items))
+    return root
+
+
+def test_items_without_ground_truth_report_what_changed(benchmark, tmp_path):
+    real = _without_truth(benchmark, tmp_path / "real")
     out = tmp_path / "report"
     result = _bench(str(real), "--backend", "warp", "--oracle", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
@@ -170,12 +175,7 @@ def test_default_backend_is_scored_by_default(benchmark, tmp_path):
 
 def test_items_without_ground_truth_report_face_similarity_to_the_query(benchmark, tmp_path):
     """A real pair has no truth: the face is compared with the query's own (1 unchanged)."""
-    items = json.loads((benchmark / "dataset.json").read_text())
-    for item in items:
-        item.pop("pair2_edited")
-    real = tmp_path / "real"
-    shutil.copytree(benchmark / "images", real / "images")
-    (real / "dataset.json").write_text(json.dumps(items))
+    real = _without_truth(benchmark, tmp_path / "real")
     result = _bench(str(real), "--backend", "warp", "--metrics", "face,artefacts",
                     "--face-model", "dlib", "--out", str(tmp_path / "r"), "--json")
     assert result.exit_code == 0, result.output

@@ -26,14 +26,6 @@ from .errors import MirrorError
 Outcome = tuple[int, object, str | None, BaseException | None]
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return max(os.cpu_count() or 1, 1)
-
-
 def worker_count(requested: int | None, items: int) -> int:
     """Processes for ``items`` files: ``requested`` (default 1: this process alone), never
     more than the items.

@@ -90,7 +90,7 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     if exemplar.explanation is None:
         out = transfer(exemplar.edit, pixels, points, strength=strength, mirrored=mirrored)
     else:
-        requests = [OpRequest(r.name, _clip(r.strength * strength))
+        requests = [OpRequest(r.name, clip_strength(r.strength * strength))
                     for r in exemplar.explanation.ops]
         out = apply_local_warp(pixels, plan_warp(points, requests)) if requests else pixels.copy()
         if exemplar.residual is not None:
@@ -132,10 +132,6 @@ def _named(ops) -> str:
     return ", ".join(f"{r.name} {r.strength:+.0f}" for r in ops)
 
 
-def _clip(strength: float) -> float:
-    return clip_strength(strength)
-
-
 def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.ndarray,
                     strength: float = 1.0, *, notes: list[str] | None = None,
                     name: str = "query", residual: BodyResidual | None = None,
@@ -155,7 +151,7 @@ def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.nda
     from .ops.body_catalog import apply_body_warp, get_body_operation, plan_body_warp
 
     notes = [] if notes is None else notes
-    requests = [OpRequest(r.name, _clip(r.strength * strength)) for r in (fit.ops if fit else [])]
+    requests = [OpRequest(r.name, clip_strength(r.strength * strength)) for r in (fit.ops if fit else [])]
     wanted = ", ".join(f"{r.name} {r.strength:+.0f}" for r in requests) or "measured motion"
     subject = subject or Subject(as_rgb8(rgb), name)
     try:

@@ -75,12 +75,8 @@ def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                **({"skipped": len(skipped)} if skip_existing else {}),
                **({"to_review": len(flagged)} if checked else {}), "workers": used,
                **(summary_extra or {})}
-    made = {}  # review assets the jobs made (motion heat-maps), by item
-    for index, r in enumerate(reports):
-        if isinstance(getattr(r, "extra", None), dict) and "review" in r.extra:
-            from ..review_assets import item_id
-
-            made[item_id(index)] = r.extra.pop("review")
+    made = {index: r.extra.pop("review") for index, r in enumerate(reports)  # heat-maps
+            if isinstance(getattr(r, "extra", None), dict) and "review" in r.extra}
     run = {"items": [r.to_dict() for r in reports], "summary": summary}
     page = None
     if review_dir is not None:
@@ -116,13 +112,14 @@ def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
 
 def write_review_page(folder: Path, run: dict, made: dict, *, as_json: bool) -> Path:
     """The run's review page in ``folder`` (:mod:`mirrorppr_cli.review_page`): assets the jobs
-    made (motion heat-maps), the rest from the files (pixel differences)."""
-    from ..review_assets import make_assets
+    made (motion heat-maps, by item index), the rest from the files (pixel differences)."""
+    from ..review_assets import item_id, make_assets
     from ..review_page import write_review
 
     warnings: list[str] = []
     try:
-        assets = make_assets(folder, run, [Path.cwd()], warnings, ready=made)
+        assets = make_assets(folder, run, [Path.cwd()], warnings,
+                             ready={item_id(index): asset for index, asset in made.items()})
         page = write_review(folder, run, assets)
     except OSError as error:
         raise fail(OutputError(f"{error.filename or folder}: the review page could not be "
