@@ -14,15 +14,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mirrorppr_cli.batch import run_batch, worker_count
+from mirrorppr_cli import batch
+from mirrorppr_cli.batch import MIN_BATCH_FOR_WORKERS, run_batch, worker_count
 from mirrorppr_cli.errors import InputError
 from mirrorppr_cli.ops import OpRequest, plan_warp
 from mirrorppr_cli.warp import apply_local_warp
 
 
-def test_worker_count_defaults_to_this_process():
+def test_worker_count_default_is_every_core_for_a_long_batch(monkeypatch):
+    monkeypatch.setattr(batch, "available_cores", lambda: 4)
+    assert worker_count(None, 500) == 4 and worker_count(None, MIN_BATCH_FOR_WORKERS) == 4
+    assert worker_count(None, MIN_BATCH_FOR_WORKERS - 1) == 1  # too short to pay a start-up
+    monkeypatch.setattr(batch, "available_cores", lambda: 1)
     assert worker_count(None, 500) == 1
     assert worker_count(3, 2) == 2 and worker_count(1, 50) == 1 and worker_count(2, 50) == 2
+
+
+def test_available_cores_is_this_process_s_share():
+    assert 1 <= batch.available_cores() <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert batch.available_cores() == len(os.sched_getaffinity(0))
 
 
 class _Report:
@@ -35,7 +46,12 @@ def _work(src: Path, dest: Path):
         raise InputError(f"{src}: unreadable")
     if src.name == "crash":
         raise ZeroDivisionError("boom")
-    return _Report(str(src))
+    if src.name == "die" and os.environ.get("BATCH_TEST_PARENT") != str(os.getpid()):
+        os._exit(9)  # a worker killed mid-file (never the test's own process)
+    report = _Report(str(src))  # where it ran, and with how many threads
+    report.pid, report.opencv_threads = os.getpid(), cv2.getNumThreads()
+    report.openblas = os.environ.get("OPENBLAS_NUM_THREADS")
+    return report
 
 
 def test_failures_become_reports_and_the_batch_goes_on():
@@ -46,6 +62,42 @@ def test_failures_become_reports_and_the_batch_goes_on():
     assert outcomes[1][1].exit_code == 3 and outcomes[1][2] == "bad: unreadable"
     assert outcomes[2][1].exit_code == 1 and "ZeroDivisionError" in outcomes[2][2]
     assert isinstance(outcomes[2][3], ZeroDivisionError)
+
+
+def test_workers_share_the_batch_with_this_process(monkeypatch):
+    """``workers=2``: this process and one spawned worker take the files; failures are reports
+    there too; the worker runs one OpenCV and one OpenBLAS thread, this process one OpenCV
+    thread while the batch runs and its own count again after it."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    names = ["a", "bad", "crash", "b", "c", "d", "e", "f"]
+    plan = [(Path(n), Path(n + ".out")) for n in names]
+    threads = cv2.getNumThreads()
+    outcomes = sorted(run_batch(plan, _work, _Report, workers=2), key=lambda o: o[0])
+    assert cv2.getNumThreads() == threads
+    assert [o[0] for o in outcomes] == list(range(len(names)))
+    assert [o[1].status for o in outcomes] == [
+        "failed" if n in ("bad", "crash") else "ok" for n in names]
+    assert outcomes[1][2] == "bad: unreadable" and "ZeroDivisionError" in outcomes[2][2]
+    ok = [o[1] for o in outcomes if o[1].status == "ok"]
+    assert {r.opencv_threads for r in ok} == {1}
+    spawned = [r for r in ok if r.pid != os.getpid()]
+    assert spawned, "the worker was handed files before this process took the rest"
+    assert {r.pid for r in spawned} == {spawned[0].pid}  # one started worker
+    assert {r.openblas for r in spawned} == {"1"}
+
+
+def test_a_worker_that_dies_fails_its_files_and_the_batch_ends(monkeypatch):
+    """A started worker that dies (killed, out of memory) must not hang the batch: the files
+    it held fail with a message that says so, this process does the rest."""
+    monkeypatch.setenv("BATCH_TEST_PARENT", str(os.getpid()))
+    names = ["die", "a", "b", "c", "d"]  # the first files go to the worker
+    plan = [(Path(n), Path(n + ".out")) for n in names]
+    outcomes = sorted(run_batch(plan, _work, _Report, workers=2), key=lambda o: o[0])
+    assert [o[0] for o in outcomes] == list(range(len(names)))
+    assert outcomes[0][1].status == "failed"
+    assert "worker process ended unexpectedly" in outcomes[0][2]
+    done_here = [o[1] for o in outcomes if o[1].status == "ok"]
+    assert done_here and all(r.pid == os.getpid() for r in done_here)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +142,10 @@ def test_two_workers_write_the_bytes_one_process_writes(shoot, tmp_path):
     assert inputs == sorted(inputs)  # reports in the plan's order
     assert [i["status"] for i in report_2["items"]] == ["ok"] * 5 + ["failed"]
     assert "q9_broken.jpg" in report_2["items"][-1]["error"]
-    # really other processes: each report says which worker wrote it, never the run's own
+    # the run's own process and one started worker: each report says which process wrote
+    # it, and the worker wrote some (it is handed files before the run takes any itself)
     pids = {item["extra"]["worker_pid"] for item in report_2["items"] if item["status"] == "ok"}
-    assert 1 <= len(pids) <= 2 and parent not in pids and os.getpid() not in pids
+    assert len(pids - {parent}) == 1 and os.getpid() not in pids
     assert all("worker_pid" not in item["extra"] for item in report_1["items"])
     written = sorted((tmp_path / "one").iterdir())
     assert len(written) == 5

@@ -8,8 +8,17 @@ the batch goes on. Reports come back in the order of the plan whatever the order
 finish in, and a worker's output bytes are those of a sequential run (the same functions on
 the same inputs).
 
+``workers`` = N means N processes retouch: this one and N − 1 started for the batch. This
+process has everything imported and the detectors built already, so it works from the first
+file while each started worker spends ~2 s of CPU on its imports; files are handed out one at
+a time to whichever process is free (each started worker has at most two handed to it and
+not yet finished).
+
 Workers are spawned (not forked: MediaPipe's graphs run threads that a fork would copy
 half-way) and end with the parent (:func:`~mirrorppr_cli.data.workers.die_with_parent`).
+Each process runs one file at a time on one core: OpenCV is set to one thread in the workers
+and, while they run, in this process; the workers' OpenMP/OpenBLAS pools are limited to one
+thread before numpy loads (``OMP_NUM_THREADS`` and the like, unless set by the user).
 """
 
 from __future__ import annotations
@@ -25,16 +34,44 @@ from .errors import MirrorError
 #: ``(plan index, report, message to print or None, the exception for --verbose or None)``
 Outcome = tuple[int, object, str | None, BaseException | None]
 
+#: A default run (no ``--workers``) uses every core only for a batch of at least this many
+#: files; a shorter one runs in this process alone. What a second process can win is small on
+#: a short batch: before the first query this process spends ~3.3 s importing and measuring
+#: the exemplar, which no worker shares; a started worker spends ~2 s of CPU on its own
+#: imports before its first file; and one process already runs its queries ~10% faster than
+#: one thread would (OpenCV's pool). Measured on the 2-core VM, 2.7 MP queries, two
+#: processes against one (``benchmarks/bench_workers.py`` and interleaved runs; the VM shared
+#: with other jobs, so the wall times move with their load): 16 queries 0.89×, 32 queries
+#: 0.80-0.96×, 48 queries 1.02×, 96 queries 0.90-1.59× (median of five sets 1.18×).
+MIN_BATCH_FOR_WORKERS = 48
+
+#: Thread pools limited to one thread in a worker (unless set by the user): each worker takes
+#: one core, and OpenBLAS's helper thread spins while it waits for work.
+WORKER_THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Files handed to a started worker and not yet finished, at most: the one it runs and the
+#: next, so that it never waits for this process (busy with a file of its own) to send one.
+WORKER_PREFETCH = 2
+
+
+def available_cores() -> int:
+    """Cores this process may run on (``os.process_cpu_count``, its CPU affinity where that
+    is missing), at least 1."""
+    count = getattr(os, "process_cpu_count", None)  # Python 3.13+
+    if count is not None:
+        return max(count() or 1, 1)
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
 
 def worker_count(requested: int | None, items: int) -> int:
-    """Processes for ``items`` files: ``requested`` (default 1: this process alone), never
-    more than the items.
-
-    Not one per core by default: one process already keeps ~1.5 of 2 cores busy (OpenCV's and
-    MediaPipe's threads), and a spawned worker costs ~2 s of CPU before its first file
-    (imports, MediaPipe's graphs). Measured with ``benchmarks/bench_workers.py`` on the 2-core
-    VM: 32 queries of 2.7 MP took 6.7 s in one process, 9.4 s in two workers (0.71×)."""
-    return max(1, min(1 if requested is None else requested, items))
+    """Processes for ``items`` files: ``requested``, or by default every core
+    (:func:`available_cores`) for a batch of :data:`MIN_BATCH_FOR_WORKERS` files or more and
+    this process alone for a shorter one (and on one core); never more than the items."""
+    if requested is None:
+        requested = available_cores() if items >= MIN_BATCH_FOR_WORKERS else 1
+    return max(1, min(requested, items))
 
 
 def unexpected_failure(src: Path, error: BaseException, verbose: bool) -> str:
@@ -61,18 +98,32 @@ def run_item(work: Callable, report_type: type, src: Path, dest: Path, *,
                 message, error)
 
 
+def _mark_process(report: object) -> None:
+    """Say in the report which process wrote it (``extra["worker_pid"]``)."""
+    if isinstance(getattr(report, "extra", None), dict):
+        report.extra["worker_pid"] = os.getpid()
+
+
 # ------------------------------------------------------------------ worker processes
 
 _worker_job: tuple[Callable, type, bool] | None = None
 
 
-def _start_worker(parent: int, work: Callable, report_type: type, verbose: bool) -> None:
+def _start_worker(parent: int, job: bytes) -> None:
+    """Pool initializer. ``job`` is the pickled ``(work, report type, verbose)``: unpickling it
+    imports numpy, OpenCV and MediaPipe, so it is unpickled here, after the worker is tied to
+    its parent and its thread pools are limited, not with the initializer's arguments."""
     from .data.workers import die_with_parent
 
     die_with_parent(parent)
+    for name in WORKER_THREAD_LIMITS:  # read when numpy/OpenBLAS loads, below
+        os.environ.setdefault(name, "1")
+    import pickle
+
     import cv2
 
     cv2.setNumThreads(1)  # the workers share the cores; OpenCV's own pool would oversubscribe
+    work, report_type, verbose = pickle.loads(job)
     if not verbose:
         from .native_stderr import quiet_libraries
 
@@ -86,28 +137,104 @@ def _run_in_worker(index: int, src: Path, dest: Path) -> Outcome:
     report, message, error = run_item(work, report_type, src, dest, verbose=verbose)
     if error is not None:  # the exception may not pickle; its text is in the message
         error = RuntimeError(f"{type(error).__name__}: {error}")
-    if isinstance(getattr(report, "extra", None), dict):
-        report.extra["worker_pid"] = os.getpid()
+    _mark_process(report)
     return index, report, message, error
-
-
-def _star(args):
-    return _run_in_worker(*args)
 
 
 def run_batch(plan: list[tuple[Path, Path]], work: Callable, report_type: type, *,
               workers: int = 1, verbose: bool = False) -> Iterator[Outcome]:
     """Outcomes of ``work`` on every ``(src, dest)`` of ``plan`` as they finish (workers > 1:
-    in that many spawned processes; the caller orders them by index)."""
-    if workers <= 1:
+    in this process and ``workers`` − 1 spawned ones; the caller orders them by index)."""
+    if workers <= 1 or len(plan) <= 1:
         for index, (src, dest) in enumerate(plan):
             yield (index, *run_item(work, report_type, src, dest, verbose=verbose))
         return
+    yield from _run_shared(plan, work, report_type, min(workers, len(plan)) - 1, verbose)
+
+
+def _run_shared(plan: list[tuple[Path, Path]], work: Callable, report_type: type,
+                started: int, verbose: bool) -> Iterator[Outcome]:
+    """``plan`` in this process and ``started`` spawned workers, each taking the next file
+    when it is free. A worker that dies (killed, out of memory) fails the files it held, with
+    a message that says so; the rest of the batch is done here."""
+    import pickle
+    import queue
+    import threading
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import cv2
+
+    todo = deque(enumerate(plan))
+    lock = threading.Lock()
+    finished: queue.SimpleQueue = queue.SimpleQueue()  # the workers' outcomes
+    sent = received = 0
+    job = pickle.dumps((work, report_type, verbose))
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_start_worker,
-                      initargs=(os.getpid(), work, report_type, verbose)) as pool:
-        tasks = [(index, src, dest) for index, (src, dest) in enumerate(plan)]
-        yield from pool.imap_unordered(_star, tasks, chunksize=1)
+    with ProcessPoolExecutor(started, mp_context=context, initializer=_start_worker,
+                             initargs=(os.getpid(), job)) as pool:
+
+        def fail(index: int, src: Path, error: BaseException) -> None:
+            if isinstance(error, BrokenProcessPool):
+                message = (f"{src}: a worker process ended unexpectedly (killed or out of "
+                           "memory?); run again with --skip-existing")
+            else:  # e.g. an outcome that does not pickle
+                message = unexpected_failure(src, error, verbose)
+            finished.put((index, report_type(input=str(src), status="failed", error=message,
+                                             exit_code=1), message, error))
+
+        def send() -> None:
+            """The next file to the workers, if one is left and they still run."""
+            nonlocal sent
+            with lock:
+                if not todo:
+                    return
+                index, (src, dest) = todo.popleft()
+                try:
+                    future = pool.submit(_run_in_worker, index, src, dest)
+                except (BrokenProcessPool, RuntimeError):  # broken, or shutting down
+                    todo.appendleft((index, (src, dest)))  # this process does it
+                    return
+                sent += 1
+            future.add_done_callback(lambda done: arrived(done, index, src))
+
+        def arrived(done, index: int, src: Path) -> None:  # on the pool's thread
+            error = done.exception()
+            if error is None:
+                finished.put(done.result())
+            else:
+                fail(index, src, error)
+            send()
+
+        for _ in range(started * WORKER_PREFETCH):
+            send()
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # this process is one of the workers now
+        try:
+            while True:
+                while True:  # what the workers finished meanwhile
+                    try:
+                        outcome = finished.get_nowait()
+                    except queue.Empty:
+                        break
+                    received += 1
+                    yield outcome
+                with lock:
+                    if not todo:
+                        break
+                    index, (src, dest) = todo.popleft()
+                report, message, error = run_item(work, report_type, src, dest, verbose=verbose)
+                _mark_process(report)
+                yield index, report, message, error
+            while True:
+                with lock:  # nothing is left to send: ``sent`` is final
+                    if received >= sent:
+                        break
+                received += 1
+                yield finished.get()
+        finally:
+            cv2.setNumThreads(threads)
 
 
 # ------------------------------------------------------------------ the jobs

@@ -78,9 +78,8 @@ def apply_command(
         "--review", help="Also write a review page of the batch (index.html: before/after, "
         "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", help="Processes for a batch (default 1: this process alone, which "
-        "already runs several threads; more pay off on many cores and long batches).",
-        metavar="N", min=1)] = None,
+        "--workers", help="Processes for a batch, this one included (default: every core "
+        "for 48 files or more, else this process alone).", metavar="N", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -233,9 +232,9 @@ def retouch_command(
         "--review", help="Also write a review page of the batch (index.html: before/after, "
         "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", help="Processes for a batch, warp backend (default 1: this process "
-        "alone, which already runs several threads; more pay off on many cores and long "
-        "batches).", metavar="N", min=1)] = None,
+        "--workers", help="Processes for a batch, this one included, warp backend (default: "
+        "every core for 48 files or more, else this process alone).", metavar="N",
+        min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
