@@ -16,8 +16,8 @@ from PIL import Image
 
 from mirrorppr_cli.batch import run_batch, worker_count
 from mirrorppr_cli.errors import InputError
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.warp import apply_local_warp
 
 
 def test_worker_count_defaults_to_this_process():

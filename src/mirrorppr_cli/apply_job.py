@@ -14,8 +14,8 @@ import numpy as np
 
 from .backend import Backend, require
 from .errors import OutputError
+from .geometric.landmarks import check_detectable, find_faces, select_face
 from .io import Picture, frames_note, read_image, with_pixels, write_image
-from .landmarks import check_detectable, find_faces, select_face
 from .ops import OpRequest
 
 

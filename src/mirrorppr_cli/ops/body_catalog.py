@@ -1,14 +1,14 @@
 """Body operations: one declarative entry per named edit, planned into one confined MLS warp.
 
-Every operation moves points of the person's outline (:attr:`mirrorppr_cli.body.Body.contour`,
+Every operation moves points of the person's outline (:attr:`mirrorppr_cli.geometric.body.Body.contour`,
 sampled every 0.02 body units) along their outward normal or along a body-frame axis, by a
 *profile* that is 0 at the ends of the body part and 1 in its middle, so the moved stretch of
 outline blends into the still part. Body units are shoulder distances (see
-:class:`mirrorppr_cli.body.BodyFrame`); strength ``s`` in [−100, 100] scales the move linearly
+:class:`mirrorppr_cli.geometric.body.BodyFrame`); strength ``s`` in [−100, 100] scales the move linearly
 (``t = s/100``), its sign is the direction (``+`` = the ``plus`` meaning), and ``gain`` is the
 amount at ``|s| = 100`` for (+, −).
 
-Control points of the similarity-MLS warp (:func:`mirrorppr_cli.warp.mls_similarity`, α = 1,
+Control points of the similarity-MLS warp (:func:`mirrorppr_cli.geometric.mls.mls_similarity`, α = 1,
 evaluated on the fast path's coarse grid):
 
 * moving: the outline samples with a non-zero profile (the inside of the body follows them
@@ -29,7 +29,7 @@ planned inverse map is therefore ``x ↦ x + W(x)·D(x)``, with ``D`` the MLS di
 * ``W_region`` is 1 within :data:`REGION_INNER` body units of a moving point and falls to
   exactly 0 at :data:`REGION_OUTER`, so other body parts are not touched;
 * ``W_face`` is 0 on the face (an ellipse from the pose's eyes, ears and mouth, see
-  :meth:`mirrorppr_cli.body.Body.face_zone`) and rises to 1 just outside it: body edits never
+  :meth:`mirrorppr_cli.geometric.body.Body.face_zone`) and rises to 1 just outside it: body edits never
   move the face.
 
 Only pixels with ``W > 0`` are resampled; every other pixel is copied bit for bit. Background
@@ -57,10 +57,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .. import body as B
-from ..body import Body
 from ..errors import InputError, UsageError
-from ..warp import Box, inverse_map_fast, pixel_grid
+from ..geometric import body as B
+from ..geometric.body import Body
+from ..geometric.box import Box
+from ..geometric.mls import inverse_map_fast, pixel_grid
 from .request import MAX_STRENGTH, OpRequest
 
 #: Outline samples that do not move but lie within this many body units of a moving one are
@@ -634,7 +635,7 @@ def plan_body_warp(body: Body, requests: list[OpRequest], *, strict: bool = True
     (checked in the tests), so their composition is too, however the operations overlap.
 
     Args:
-        body: from :func:`mirrorppr_cli.body.detect_body` (or :meth:`Body.from_landmarks`).
+        body: from :func:`mirrorppr_cli.geometric.body.detect_body` (or :meth:`Body.from_landmarks`).
         requests: body operations and strengths in [−100, 100].
         strict: when True, an operation whose body part is not visible raises
             :class:`BodyPartNotVisible`; when False it is skipped.

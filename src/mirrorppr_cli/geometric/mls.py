@@ -25,6 +25,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .box import Box
+
 #: Default node spacing of the fast path, in output pixels.
 DEFAULT_GRID = 4
 
@@ -175,36 +177,6 @@ def _mls_solve(sums: np.ndarray, flat: np.ndarray) -> np.ndarray:
     c = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
     z = flat[:, 0] + 1j * flat[:, 1]
     return c * (z - a_star) + b_star
-
-
-@dataclass(frozen=True)
-class Box:
-    """A pixel rectangle ``[x0, x1) × [y0, y1)`` in integer pixel indices."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
-
-    @property
-    def empty(self) -> bool:
-        return self.width <= 0 or self.height <= 0
-
-    def slices(self) -> tuple[slice, slice]:
-        """``(rows, cols)`` slices selecting this box from an ``(H, W, ...)`` array."""
-        return slice(self.y0, self.y1), slice(self.x0, self.x1)
-
-    @staticmethod
-    def full(height: int, width: int) -> Box:
-        return Box(0, 0, width, height)
 
 
 def pixel_grid(box: Box) -> np.ndarray:
