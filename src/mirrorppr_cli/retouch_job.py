@@ -4,14 +4,13 @@ The geometry is :mod:`mirrorppr_cli.geometric` (:func:`~mirrorppr_cli.geometric.
 measure_exemplar` once per batch, :func:`~mirrorppr_cli.geometric.apply.apply_exemplar` per
 query); this module adds what a file needs: reading and writing with the source's metadata and
 quality, exports beside the output, the artefact check that flags a frame for review, and the
-report (:class:`RetouchReport`).
+report (:class:`~mirrorppr_cli.result.Result`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,34 +21,8 @@ from .geometric.face import is_mirrored
 from .geometric.measure import Exemplar, face_points, measure_exemplar
 from .io import output_quality, read_image, with_pixels, write_image
 from .metrics.pixel import changed_mask
+from .result import Result
 from .subject import Subject
-
-
-@dataclass
-class RetouchReport:
-    """What happened to one query; serialised as-is by ``--json``."""
-
-    input: str
-    output: str | None = None
-    status: str = "ok"
-    error: str | None = None
-    exit_code: int = 0
-    faces_found: int = 0
-    face: int | None = None
-    changed_pixels: int = 0
-    strength: float = 1.0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    #: Why the written frame should be looked at before it ships (empty: nothing found).
-    review: list[str] = field(default_factory=list)
-    #: Files written beside the output (``--export``).
-    exports: list[str] = field(default_factory=list)
-    #: The JPEG/WebP quality the output was written at (the source's unless --quality).
-    quality: int | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def load_exemplar(before: Path, after: Path, *, mode: str = "hybrid",
@@ -71,7 +44,7 @@ def retouch_file(
     max_pixels: int | None = None, check: bool = True, exports: tuple[str, ...] = (),
     quality: int | None = None,
     keep: Callable[[np.ndarray, np.ndarray, Callable[[], np.ndarray]], None] | None = None,
-) -> RetouchReport:
+) -> Result:
     """Apply ``exemplar`` to the query ``source``; write ``dest`` atomically; errors propagate.
 
     ``check``: look for artefacts in the result (:func:`review_reasons`); what is found is in
@@ -110,7 +83,7 @@ def retouch_file(
              lambda: inverse_map if inverse_map is not None else sampling_map(
                  exemplar, subject.rgb, points, strength, mirrored=mirrored, subject=subject))
     lossy = written.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".webp")
-    return RetouchReport(
+    return Result(
         input=str(source), output=str(written), faces_found=found, face=chosen,
         changed_pixels=int(np.count_nonzero(changed_mask(pixels, picture.pixels))),
         strength=strength, seconds=round(time.perf_counter() - start, 4), notes=notes,
