@@ -162,7 +162,7 @@ class WarpBackend:
         picture, e.g. coordinates for an inverse map)."""
         from mirrorppr_cli.geometric.body import detect_body
         from mirrorppr_cli.io import as_rgb8
-        from mirrorppr_cli.ops.body_catalog import apply_body_ops
+        from mirrorppr_cli.ops.body_plan import apply_body_ops
 
         if rgb is None:
             rgb = as_rgb8(pixels)

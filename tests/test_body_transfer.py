@@ -37,7 +37,8 @@ from mirrorppr_cli.geometric.motion import changed_off_face
 from mirrorppr_cli.metrics.edit_fidelity import edit_fidelity
 from mirrorppr_cli.metrics.pixel import psnr
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import apply_body_ops, is_body_operation, plan_body_warp
+from mirrorppr_cli.ops.body_catalog import is_body_operation
+from mirrorppr_cli.ops.body_plan import apply_body_ops, plan_body_warp
 
 runner = CliRunner()
 

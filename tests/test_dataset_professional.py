@@ -39,7 +39,8 @@ from mirrorppr_cli.geometric.body import NoPersonError, detect_body
 from mirrorppr_cli.geometric.landmarks import find_faces
 from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import CATALOG, OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import BODY_CATALOG, apply_body_ops
+from mirrorppr_cli.ops.body_catalog import BODY_CATALOG
+from mirrorppr_cli.ops.body_plan import apply_body_ops
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]

@@ -327,7 +327,7 @@ def test_fit_fields_from_the_nodes_that_matter_equal_all_nodes(astronaut_512_poi
 
 def _weight_whole(body, source, shift, reach, margin):
     """``W_person · W_region · W_face`` over the whole image, then its box (as before)."""
-    from mirrorppr_cli.ops import body_catalog as C
+    from mirrorppr_cli.ops import body_plan as C
 
     height, width = body.shape
     unit = body.frame.unit
@@ -355,7 +355,7 @@ def _weight_whole(body, source, shift, reach, margin):
 def test_body_plans_from_the_weighted_part_equal_the_whole_image_plans(monkeypatch):
     from test_body_ops import figure_scene
 
-    from mirrorppr_cli.ops import body_catalog as C
+    from mirrorppr_cli.ops import body_plan as C
 
     _, mask, points, vis = figure_scene()
     body = B.Body.from_landmarks(points, vis, mask)

@@ -22,7 +22,7 @@ from mirrorppr_cli.geometric.landmarks import find_faces
 from mirrorppr_cli.geometric.measure import measure_exemplar
 from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import apply_body_ops
+from mirrorppr_cli.ops.body_plan import apply_body_ops
 from mirrorppr_cli.selection import parse_op_names, read_ops_file, select_parts
 
 runner = CliRunner()

@@ -279,7 +279,8 @@ def make_professional_samples(faces_dir: Path, source: str, seed: int,
     no operation at all is not written).
     """
     from ..geometric.body import NoPersonError, detect_body
-    from ..ops.body_catalog import BODY_CATALOG, apply_body_warp, plan_body_warp
+    from ..ops.body_catalog import BODY_CATALOG
+    from ..ops.body_plan import apply_body_warp, plan_body_warp
 
     result = SourceResult(source)
     rgb, faces, result.skipped = _standard_source(faces_dir, source, settings)

@@ -103,7 +103,8 @@ def apply_body_edit(fit: BodyExplanation | None, pixels: np.ndarray, rgb: np.nda
     ``residual`` (:func:`carry_body_residual`); ``subject``: where the body is asked for
     (detected once per query whatever the passes; default: detected here in ``rgb``).
     """
-    from ..ops.body_catalog import apply_body_warp, get_body_operation, plan_body_warp
+    from ..ops.body_catalog import get_body_operation
+    from ..ops.body_plan import apply_body_warp, plan_body_warp
     from .body import NoPersonError
 
     notes = [] if notes is None else notes

@@ -21,7 +21,7 @@ How much of the measured motion (squared) the fitted operations explain is repor
 Body operations (:data:`~mirrorppr_cli.ops.body_catalog.BODY_CATALOG`) are fitted the same way
 (:func:`explain_body`) to the body motion measured outside the face
 (:func:`~mirrorppr_cli.geometric.motion.estimate_body_motion`): each operation's field is that of
-:func:`~mirrorppr_cli.ops.body_catalog.plan_body_warp` on the exemplar's own body at
+:func:`~mirrorppr_cli.ops.body_plan.plan_body_warp` on the exemplar's own body at
 ±``BASIS_STRENGTH`` — the warp's sampling map minus the identity, i.e. the same backward
 convention as the measured flow (``after(x) = before(x + d(x))``, ``(x, y)`` px) and as the
 face fields; operations whose part is not visible in the exemplar are left out. The face fit
@@ -38,7 +38,8 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ..ops import CATALOG, OpRequest, plan_warp
-from ..ops.body_catalog import BODY_CATALOG, BodyPartNotVisible, plan_body_warp
+from ..ops.body_catalog import BODY_CATALOG, BodyPartNotVisible
+from ..ops.body_plan import plan_body_warp
 from .body import Body
 from .box import Box
 from .face_frame import FaceFrame
