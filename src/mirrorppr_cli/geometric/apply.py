@@ -31,7 +31,7 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
                    notes: list[str] | None = None,
                    review: list[str] | None = None,
                    mirrored: bool | None = None,
-                   subject: Subject | None = None) -> np.ndarray:
+                   subject: Subject | None = None, in_place: bool = False) -> np.ndarray:
     """The query's new pixels.
 
     flow: the measured motion carried over through the landmark correspondence; catalog: the
@@ -43,16 +43,22 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     ``pixels``); ``notes``: gets what was skipped of the body edit, and why; ``review``: gets
     why the frame should be looked at (:func:`carry_body_residual`); ``mirrored``: whether the
     query shows the exemplar's face mirrored (default: told from ``pixels``); ``subject``: the
-    query's detections, shared with other passes over it (default: detected here).
+    query's detections, shared with other passes over it (default: detected here);
+    ``in_place``: ``pixels`` may be changed and returned (the caller owns them; ``rgb`` is then
+    required: the body detector must see the query, not a half-edited image).
     """
+    if in_place and rgb is None:
+        raise ValueError("apply_exemplar: in_place needs rgb")
     if mirrored is None:
         mirrored = is_mirrored(exemplar.edit.appearance, pixels, points)
     if exemplar.explanation is None:
-        out = transfer(exemplar.edit, pixels, points, strength=strength, mirrored=mirrored)
+        out = transfer(exemplar.edit, pixels, points, strength=strength, mirrored=mirrored,
+                       in_place=in_place)
     else:
         requests = [OpRequest(r.name, clip_strength(r.strength * strength))
                     for r in exemplar.explanation.ops]
-        out = apply_local_warp(pixels, plan_warp(points, requests)) if requests else pixels.copy()
+        out = (apply_local_warp(pixels, plan_warp(points, requests), in_place=in_place)
+               if requests else pixels if in_place else pixels.copy())
         if exemplar.residual is not None:
             out = transfer(exemplar.residual, out, points, strength=strength, in_place=True,
                            mirrored=mirrored)
@@ -79,12 +85,13 @@ def sampling_map(exemplar: Exemplar, rgb: np.ndarray, points: np.ndarray,
     ``mirrored``, ``subject``: as the retouch itself found them (default: found again).
     """
     height, width = rgb.shape[:2]
-    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    coords = np.dstack([xs, ys])  # two channels: every step is channel-wise
+    coords = np.empty((height, width, 2), np.float32)  # two channels: every step is channel-wise
+    coords[..., 0] = np.arange(width, dtype=np.float32)
+    coords[..., 1] = np.arange(height, dtype=np.float32)[:, None]
     if mirrored is None:
         mirrored = is_mirrored(exemplar.edit.appearance, rgb, points)
     moved = apply_exemplar(exemplar, coords, points, strength, rgb=rgb, mirrored=mirrored,
-                           subject=subject)
+                           subject=subject, in_place=True)
     return np.ascontiguousarray(moved, dtype=np.float32)
 
 

@@ -496,18 +496,20 @@ class LocalWarp:
 
 
 def apply_local_warp(
-    pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID
+    pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Warp ``pixels`` (``(H, W, C)``, any dtype cv2 can remap) inside the feathered region.
 
     ``method``: ``"fast"`` (coarse grid, within :func:`fast_path_bound`) or ``"exact"``.
-    Pixels outside the feathered region are returned bit-identical.
+    Pixels outside the feathered region are returned bit-identical. ``in_place``: ``pixels``
+    itself is changed and returned (no whole-image copy; the caller owns it).
     """
     if warp.is_identity or len(warp.source) < 2:
-        return pixels.copy()
+        return pixels if in_place else pixels.copy()
     mask, box = feather_mask(pixels.shape[:2], warp.polygons, warp.feather_px)
     if box.empty:
-        return pixels.copy()
+        return pixels if in_place else pixels.copy()
     if method == "exact":
         warped = remap(pixels, inverse_map_exact(box, warp.source, warp.target))
     elif method == "fast":
@@ -517,4 +519,4 @@ def apply_local_warp(
         warped = remap_xy(pixels, map_x, map_y)
     else:
         raise ValueError(f"unknown warp method {method!r}")
-    return blend_into(pixels, warped, mask, box)
+    return blend_into(pixels, warped, mask, box, in_place=in_place)
