@@ -4,7 +4,8 @@ The exemplar is the astronaut (public domain) with its eyes enlarged and mouth n
 query the astronaut upscaled to 6000×4000 (its face turned 5°). In one process, after a warm-up:
 ``retouch_file`` without exports, then with each kind alone and with all four, ``--repeats``
 times each, alternating; CPU seconds (``time.process_time``, all threads) and wall seconds.
-The cost of a kind is its run minus the run without exports, medians.
+The cost of a kind is its run minus the run without exports, medians; then the size of
+each file written (MB).
 
     python benchmarks/bench_exports.py --repeats 3
 """
@@ -59,6 +60,8 @@ def main() -> None:
                 retouch_file(exemplar, folder / "q.png", folder / "out.png", force=True,
                              exports=runs[name])
                 times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
+        sizes = {path.name.removeprefix("out."): round(path.stat().st_size / 1e6, 1)
+                 for path in sorted(folder.glob("out.*")) if path.name != "out.png"}
     base_cpu = statistics.median(t[0] for t in times["none"])
     base_wall = statistics.median(t[1] for t in times["none"])
     result = {"query": "6000x4000 (24 MP)", "repeats": args.repeats,
@@ -67,7 +70,8 @@ def main() -> None:
               "export_cost": {name: {
                   "cpu_s": round(statistics.median(t[0] for t in times[name]) - base_cpu, 2),
                   "wall_s": round(statistics.median(t[1] for t in times[name]) - base_wall, 2)}
-                  for name in runs if name != "none"}}
+                  for name in runs if name != "none"},
+              "file_mb": sizes}
     print(json.dumps(result, indent=2))
 
 

@@ -4,6 +4,7 @@ resampled by OpenCV's remap) gives the tool's own pixels to within interpolation
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -224,3 +225,110 @@ def test_kinds_encoded_in_threads_give_the_bytes_of_one_thread(job, tmp_path):
     alone = [data for kind in ALL for data in _encode_kind(kind, inverse, query, out)]
     assert [data for _, data in together] == alone
     assert [p.name for p, _ in together][:2] == ["o.stmap.exr", "o.displace-x.png"]
+
+
+def _random_map(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """An inverse map with identity, small and large moves (some far outside the image)."""
+    rng = np.random.default_rng(seed)
+    grid = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32)
+    moved = grid + rng.normal(0, 3, grid.shape).astype(np.float32)
+    moved[: height // 3] = grid[: height // 3]  # untouched rows
+    moved[-2:, -3:] = rng.uniform(-5000, 5000, (2, 3, 2)).astype(np.float32)
+    return np.ascontiguousarray(moved)
+
+
+def test_conversions_keep_the_float32_steps_of_their_formulas():
+    """to_stmap / to_displacement compute in place, in planes: the values are those of the
+    documented formulas evaluated plainly (the code before, bit for bit)."""
+    from mirrorppr_cli.exports import DISPLACE_NEUTRAL, to_displacement, to_stmap
+
+    for inverse in (_random_map(61, 47), _random_map(5, 3, seed=1),
+                    np.zeros((0, 4, 2), np.float32)):
+        height, width = inverse.shape[:2]
+        s = (inverse[..., 0] + 0.5) / width
+        t = 1.0 - (inverse[..., 1] + 0.5) / height
+        plain = np.dstack([s, t, np.zeros_like(s)]).astype(np.float32)
+        stmap = to_stmap(inverse)
+        assert stmap.dtype == np.float32 and stmap.shape == plain.shape
+        assert np.array_equal(stmap, plain)
+        assert all(stmap[..., c].flags.c_contiguous for c in range(3))
+
+        xs, ys = np.meshgrid(np.arange(width, dtype=np.float32),
+                             np.arange(height, dtype=np.float32))
+        dx, dy = inverse[..., 0] - xs, inverse[..., 1] - ys
+        scale = float(max(1.0, np.ceil(max(np.abs(dx).max(initial=0),
+                                           np.abs(dy).max(initial=0)))))
+        x_map, y_map, got_scale = to_displacement(inverse)
+        assert got_scale == scale
+        for got, d in ((x_map, dx), (y_map, dy)):
+            want = np.clip(np.rint(DISPLACE_NEUTRAL + DISPLACE_NEUTRAL * d / scale), 0,
+                           65535).astype(np.uint16)
+            assert got.dtype == np.uint16 and np.array_equal(got, want)
+
+
+def test_stmap_exr_holds_the_exact_floats(tmp_path):
+    """The OpenEXR writer's file: three float32 channels, PIZ, the STMap's floats bit for bit
+    as OpenCV (the tests' reader, BGR) and OpenEXR read them."""
+    import OpenEXR
+
+    from mirrorppr_cli.exports import _encode_exr, to_stmap
+
+    stmap = to_stmap(_random_map(70, 90))
+    (tmp_path / "m.exr").write_bytes(_encode_exr(stmap))
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    bgr = cv2.imread(str(tmp_path / "m.exr"), cv2.IMREAD_UNCHANGED)
+    assert bgr.dtype == np.float32 and np.array_equal(bgr[..., ::-1], stmap)
+    with OpenEXR.File(str(tmp_path / "m.exr"), separate_channels=True) as exr:
+        # (the header and channels are emptied when the file closes)
+        assert exr.header()["compression"] == OpenEXR.PIZ_COMPRESSION
+        channels = exr.channels()
+        assert sorted(channels) == ["B", "G", "R"]
+        for c, name in enumerate("RGB"):
+            assert channels[name].pixels.dtype == np.float32
+            assert np.array_equal(channels[name].pixels, stmap[..., c])
+
+
+def test_npy_bytes_are_numpys_own():
+    from mirrorppr_cli.exports import _encode_npy
+
+    inverse = _random_map(33, 21)
+    buffer = io.BytesIO()
+    np.save(buffer, inverse, allow_pickle=False)
+    assert _encode_npy(inverse) == buffer.getvalue()
+    assert _encode_npy(inverse[::2]) == _encode_npy(np.ascontiguousarray(inverse[::2]))
+
+
+@pytest.mark.parametrize("shape, dtype", [((70, 45, 3), np.uint8), ((70, 45, 4), np.uint8),
+                                          ((70, 45, 1), np.uint8), ((70, 45, 2), np.uint8),
+                                          ((70, 45, 3), np.uint16)])
+def test_layers_pages_hold_every_pixel(shape, dtype):
+    """Strips of the retouched page without a change are the query's compressed strips
+    again; every page reads back exactly, whatever the channels and depth."""
+    import tifffile
+
+    from mirrorppr_cli.exports import LAYERS_ROWS_PER_STRIP, _encode_layers
+
+    rng = np.random.default_rng(3)
+    query = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    retouched = query.copy()
+    retouched[20:23, 5:9, -1] ^= 1  # one channel of a few pixels in one strip
+    retouched[-1, -1, 0] ^= 1
+    changed = np.any(query != retouched, axis=-1)
+    data = _encode_layers(query, retouched)
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        assert len(tif.pages) == 3
+        pages = [page.asarray() for page in tif.pages]
+        assert [page.tags[285].value for page in tif.pages] == ["query", "retouched",
+                                                                "changed mask"]
+        assert tif.pages[0].rowsperstrip == LAYERS_ROWS_PER_STRIP
+        strips = [[data[o:o + n] for o, n in zip(page.dataoffsets, page.databytecounts,
+                                                      strict=True)]
+                  for page in tif.pages[:2]]
+    squeeze = shape[2] == 1
+    assert np.array_equal(pages[0], query[..., 0] if squeeze else query)
+    assert np.array_equal(pages[1], retouched[..., 0] if squeeze else retouched)
+    assert pages[2].dtype == np.uint8 and np.array_equal(pages[2], np.where(changed, 255, 0))
+    # untouched strips: the query's compressed bytes again; the two touched ones: others
+    touched = {20 // LAYERS_ROWS_PER_STRIP, (shape[0] - 1) // LAYERS_ROWS_PER_STRIP}
+    assert len(strips[0]) == len(strips[1]) == -(-shape[0] // LAYERS_ROWS_PER_STRIP)
+    assert [i for i, (a, b) in enumerate(zip(*strips, strict=True)) if a != b] == sorted(touched)
