@@ -17,7 +17,6 @@ of 16 (the official inference setting).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -57,7 +56,6 @@ class NeuralBackend:
         self.steps, self.seed = steps, seed
         self.status: Callable[[str], None] = lambda message: None
         self._engine = None
-        self._condition_cache: tuple[str, object] | None = None
 
     # -- the backend protocol (mirrorppr_cli.backend.Backend) -----------------------------------
     def prepare(self, status: Callable[[str], None] | None = None) -> None:
@@ -72,21 +70,20 @@ class NeuralBackend:
         return frames_note(*header_info(path, max_pixels=max_pixels)[2:])
 
     def measure(self, before: Path, after: Path, *, max_pixels: int | None = None,
-                on_stage: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The exemplar pair as RGB arrays; its conditioning is computed with the first query
-        (and cached for the rest)."""
-        from mirrorppr_cli.neural_job import read_exemplar_rgb
+                on_stage: Callable[[str], None] | None = None):
+        """The exemplar pair (:class:`~mirrorppr_cli.neural_job.NeuralEdit`); its condition
+        tokens are computed with the first query and kept in it for the rest."""
+        from mirrorppr_cli.neural_job import read_exemplar
 
         if on_stage:
             on_stage("reading the exemplar")
-        return read_exemplar_rgb(before, after, max_pixels=max_pixels)
+        return read_exemplar(before, after, max_pixels=max_pixels)
 
-    def retouch_file(self, edit: tuple[np.ndarray, np.ndarray], source: Path, dest: Path,
-                     settings):
+    def retouch_file(self, edit, source: Path, dest: Path, settings):
         from mirrorppr_cli.neural_job import neural_retouch_file
 
         note = self.input_note(source, settings.max_pixels)
-        report = neural_retouch_file(self, *edit, source, dest, force=settings.force,
+        report = neural_retouch_file(self, edit, source, dest, force=settings.force,
                                      output_format=settings.output_format,
                                      max_pixels=settings.max_pixels)
         if note is not None:
@@ -188,18 +185,17 @@ class NeuralBackend:
         return floor_size(width, height)
 
     # -- the job --------------------------------------------------------------------------
-    def _condition(self, engine, before: np.ndarray, after: np.ndarray):
-        digest = hashlib.blake2b(before.tobytes() + after.tobytes() +
-                                 repr((before.shape, after.shape)).encode(), digest_size=16)
-        key = digest.hexdigest()
-        if self._condition_cache is None or self._condition_cache[0] != key:
-            self._condition_cache = (key, engine.condition(before, after))
-        return self._condition_cache[1]
-
     def retouch(self, before: np.ndarray, after: np.ndarray, query: np.ndarray,
                 strength: float = 1.0) -> np.ndarray:
-        """Apply the exemplar's operation to ``query``; ``(H', W', 3)`` uint8 at the official
-        output size. The exemplar's conditioning is computed once for a batch."""
+        """Arrays in, array out (what ``bench`` scores): :meth:`apply` of this one pair."""
+        from mirrorppr_cli.neural_job import NeuralEdit
+
+        return self.apply(NeuralEdit(before, after), query, strength)
+
+    def apply(self, edit, query: np.ndarray, strength: float = 1.0) -> np.ndarray:
+        """Apply the exemplar's operation (``edit``: a
+        :class:`~mirrorppr_cli.neural_job.NeuralEdit`, whose condition tokens are computed
+        here once) to ``query``; ``(H', W', 3)`` uint8 at the official output size."""
         import cv2
 
         self.require_extra()
@@ -210,7 +206,9 @@ class NeuralBackend:
                              "learned representation); use the warp backend to scale edits")
         try:
             engine = self.engine()
-            cond, mask = self._condition(engine, before, after)
+            if edit.condition is None:
+                edit.condition = engine.condition(edit.before, edit.after)
+            cond, mask = edit.condition
             out_w, out_h = floor_size(query.shape[1], query.shape[0])
             run_w, run_h = self.run_size(query.shape[1], query.shape[0])
             result = engine.sample(cond, mask, query, steps=self.steps, seed=self.seed,

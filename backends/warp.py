@@ -10,15 +10,15 @@ import numpy as np
 
 from mirrorppr_cli.backend import RetouchSettings
 from mirrorppr_cli.errors import UsageError
+from mirrorppr_cli.geometric.mls import DEFAULT_GRID, apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.warp import DEFAULT_GRID, apply_local_warp
 
 MODES = ("flow", "catalog", "hybrid")
 
 
 @dataclass(frozen=True)
 class WarpEdit:
-    """A measured exemplar edit (:class:`~mirrorppr_cli.retouch_job.Exemplar`) and the mode
+    """A measured exemplar edit (:class:`~mirrorppr_cli.geometric.measure.Exemplar`) and the mode
     it was measured in."""
 
     exemplar: object
@@ -95,7 +95,8 @@ class WarpBackend:
         self, before: np.ndarray, after: np.ndarray, query: np.ndarray, strength: float = 1.0
     ) -> np.ndarray:
         """Measure the edit of ``before``→``after`` and apply it to ``query`` (RGB uint8 arrays)."""
-        from mirrorppr_cli.retouch_job import apply_exemplar, face_points, measure_exemplar
+        from mirrorppr_cli.geometric.apply import apply_exemplar
+        from mirrorppr_cli.geometric.measure import face_points, measure_exemplar
 
         exemplar = measure_exemplar(before, after, mode=self.mode)
         q_points, _, _ = face_points(query, None, "query")
@@ -159,9 +160,9 @@ class WarpBackend:
         ``name`` names the image in errors (no person found); ``rgb``: the picture the body
         is detected on (default: ``pixels`` themselves; given when ``pixels`` are not a
         picture, e.g. coordinates for an inverse map)."""
-        from mirrorppr_cli.body import detect_body
+        from mirrorppr_cli.geometric.body import detect_body
         from mirrorppr_cli.io import as_rgb8
-        from mirrorppr_cli.ops.body_catalog import apply_body_ops
+        from mirrorppr_cli.ops.body_plan import apply_body_ops
 
         if rgb is None:
             rgb = as_rgb8(pixels)

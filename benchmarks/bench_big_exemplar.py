@@ -32,9 +32,9 @@ import numpy as np
 def make_pair(side: int, folder: Path) -> tuple[Path, Path, Path]:
     from skimage import data
 
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.ops import OpRequest, plan_warp
-    from mirrorppr_cli.warp import apply_local_warp
 
     rgb = cv2.resize(data.astronaut(), (side, side), interpolation=cv2.INTER_CUBIC)
     small = cv2.resize(rgb, (1024, 1024), interpolation=cv2.INTER_AREA)
@@ -67,7 +67,7 @@ def run_child(before: Path, after: Path, query: Path, out: Path) -> dict:
 def exemplar_cpu(before: Path, after: Path) -> float:
     """CPU seconds of measuring the exemplar alone (reading included), in this process with
     the detectors already started."""
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
     from mirrorppr_cli.retouch_job import load_exemplar
 
     find_faces(np.zeros((64, 64, 3), np.uint8))

@@ -480,10 +480,10 @@ def profile_source(
     )
     from mirrorppr_cli.data.sampling import sample_ops, sample_rng
     from mirrorppr_cli.data.shards import sha256, tar_bytes, write_atomic, write_json_atomic
+    from mirrorppr_cli.geometric.landmarks import find_faces
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.io import read_image
-    from mirrorppr_cli.landmarks import find_faces
     from mirrorppr_cli.ops import plan_warp
-    from mirrorppr_cli.warp import apply_local_warp
 
     ext = settings.image_format
     ms: dict[str, float] = {}
@@ -547,8 +547,8 @@ def profile_pairs(faces: Path, sources: list[str], work: Path, args) -> dict:
     the warp baseline.
     """
     from mirrorppr_cli.data.pairs import PairSettings, standardise
+    from mirrorppr_cli.geometric.landmarks import find_faces
     from mirrorppr_cli.io import read_image
-    from mirrorppr_cli.landmarks import find_faces
 
     settings = PairSettings(
         pairs=PAIRS, augmentations=args.augment, area=args.size**2, image_format=IMAGE_FORMAT
@@ -596,8 +596,8 @@ def warp_baseline(states: dict[str, dict], repeats: int) -> dict:
     full-frame warp, on the same images, landmarks and sampled ops, interleaved."""
     from bench_warp import official_apply
 
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.ops import plan_warp
-    from mirrorppr_cli.warp import apply_local_warp
 
     def pair_funcs(state: dict) -> dict:
         rgb, points, requests = state["rgb"], state["points"], state["requests"]

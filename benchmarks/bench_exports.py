@@ -32,10 +32,11 @@ def main() -> None:
 
     from skimage import data
 
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
+    from mirrorppr_cli.geometric.measure import measure_exemplar
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.ops import OpRequest, plan_warp
-    from mirrorppr_cli.retouch_job import measure_exemplar, retouch_file
-    from mirrorppr_cli.warp import apply_local_warp
+    from mirrorppr_cli.retouch_job import retouch_file
 
     cv2.setNumThreads(1)
     before = data.astronaut()

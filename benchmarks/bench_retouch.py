@@ -52,12 +52,13 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
+from mirrorppr_cli.geometric.apply import apply_exemplar  # noqa: E402
+from mirrorppr_cli.geometric.landmarks import find_faces  # noqa: E402
+from mirrorppr_cli.geometric.measure import measure_exemplar  # noqa: E402
+from mirrorppr_cli.geometric.mls import apply_local_warp  # noqa: E402
 from mirrorppr_cli.io import read_image, with_pixels, write_image  # noqa: E402
-from mirrorppr_cli.landmarks import find_faces  # noqa: E402
 from mirrorppr_cli.memory import keep_freed_memory  # noqa: E402
 from mirrorppr_cli.ops import OpRequest, plan_warp  # noqa: E402
-from mirrorppr_cli.retouch_job import apply_exemplar, measure_exemplar  # noqa: E402
-from mirrorppr_cli.warp import apply_local_warp  # noqa: E402
 
 TARGET_FIRST_MS, TARGET_FURTHER_MS = 250.0, 100.0
 

@@ -9,7 +9,7 @@ OMP/OpenBLAS/MKL pools are pinned to one thread before numpy is imported):
 
 * Input: ``skimage.data.astronaut()`` upscaled to 1024×1024 with ``cv2.INTER_CUBIC``; its
   landmarks are detected once, outside the timed part.
-* Two workloads, each planned once into a :class:`~mirrorppr_cli.warp.LocalWarp`: one op
+* Two workloads, each planned once into a :class:`~mirrorppr_cli.geometric.mls.LocalWarp`: one op
   (``eye_resize=60``) and the official generator's eight ops with strengths alternating
   +60 / −60.
 * Three implementations of the same LocalWarp, each timed end to end (image in, image out):
@@ -105,12 +105,10 @@ from mirrorppr_cli.data.official_llw import (  # noqa: E402
     official_nodes,
     official_upsample,
 )
-from mirrorppr_cli.landmarks import find_faces  # noqa: E402
-from mirrorppr_cli.ops.catalog import SIMULATED_OPS  # noqa: E402
-from mirrorppr_cli.ops.compose import OpRequest, plan_warp  # noqa: E402
-from mirrorppr_cli.warp import (  # noqa: E402
+from mirrorppr_cli.geometric.box import Box  # noqa: E402
+from mirrorppr_cli.geometric.landmarks import find_faces  # noqa: E402
+from mirrorppr_cli.geometric.mls import (  # noqa: E402
     DEFAULT_GRID,
-    Box,
     LocalWarp,
     apply_local_warp,
     blend_into,
@@ -122,6 +120,8 @@ from mirrorppr_cli.warp import (  # noqa: E402
     pixel_grid,
     remap,
 )
+from mirrorppr_cli.ops.catalog import SIMULATED_OPS  # noqa: E402
+from mirrorppr_cli.ops.compose import OpRequest, plan_warp  # noqa: E402
 
 # --------------------------------------------------------------------------- inputs
 

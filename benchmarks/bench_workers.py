@@ -40,9 +40,9 @@ from PIL import Image
 def _astronaut_batch(folder: Path, count: int) -> tuple[Path, Path]:
     from skimage import data
 
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.ops import OpRequest, plan_warp
-    from mirrorppr_cli.warp import apply_local_warp
 
     base = cv2.resize(data.astronaut(), (1632, 1632), interpolation=cv2.INTER_CUBIC)
     after = apply_local_warp(base, plan_warp(find_faces(base)[0].points,

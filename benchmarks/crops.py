@@ -21,9 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mirrorppr_cli.geometric.apply import apply_exemplar
+from mirrorppr_cli.geometric.measure import face_points, measure_exemplar
 from mirrorppr_cli.io import read_image
 from mirrorppr_cli.metrics.artefacts import new_blobs
-from mirrorppr_cli.retouch_job import apply_exemplar, face_points, measure_exemplar
 
 SIDE = 320
 

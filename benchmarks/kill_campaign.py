@@ -64,10 +64,10 @@ def make_inputs(folder: Path, count: int) -> tuple[Path, Path, Path]:
     """``count`` query portraits in ``folder/queries`` and an exemplar pair."""
     from skimage import data
 
+    from mirrorppr_cli.geometric.landmarks import find_faces
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.io import image_from_array, write_image
-    from mirrorppr_cli.landmarks import find_faces
     from mirrorppr_cli.ops import OpRequest, plan_warp
-    from mirrorppr_cli.warp import apply_local_warp
 
     base = data.astronaut()
     queries = folder / "queries"

@@ -60,8 +60,8 @@ def prepare(faces: Path, work: Path, pairs: int, seed: int,
     from PIL import Image
 
     from mirrorppr_cli.data.simface import face_crop
+    from mirrorppr_cli.geometric.landmarks import find_faces
     from mirrorppr_cli.io import read_image
-    from mirrorppr_cli.landmarks import find_faces
 
     files = sorted(p for p in faces.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     held = [p for i, p in enumerate(files) if i % 3 == 2]

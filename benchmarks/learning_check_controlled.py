@@ -42,12 +42,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from learning_check import SIDE, SMALL  # noqa: E402
 
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.io import read_image  # noqa: E402
-from mirrorppr_cli.landmarks import find_faces  # noqa: E402
 from mirrorppr_cli.model.config import from_dict  # noqa: E402
 from mirrorppr_cli.ops import OpRequest, plan_warp  # noqa: E402
 from mirrorppr_cli.train.loops import PretrainModel  # noqa: E402
-from mirrorppr_cli.warp import apply_local_warp  # noqa: E402
 
 #: Crop side as a multiple of the landmarks' bounding box.
 CROP = 1.2

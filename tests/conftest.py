@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.landmarks import find_faces
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

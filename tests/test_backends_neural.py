@@ -86,6 +86,25 @@ def test_the_exemplar_changes_the_result(weights, images, eager_result):
     assert not np.array_equal(unchanged, eager_result)
 
 
+def test_the_edit_keeps_its_condition_tokens(weights, images, eager_result, monkeypatch):
+    """A measured neural edit computes the exemplar's condition once, for every query of a
+    batch, and gives the bytes of the one-pair call."""
+    from mirrorppr_cli.neural_job import NeuralEdit
+
+    backend = NeuralBackend(weights=weights, steps=STEPS)
+    engine = backend.engine()
+    calls = []
+    real = engine.condition
+    monkeypatch.setattr(engine, "condition", lambda *a: calls.append(1) or real(*a))
+    before, after, query = images
+    edit = NeuralEdit(before, after)
+    first = backend.apply(edit, query)
+    assert edit.condition is not None and len(calls) == 1
+    second = backend.apply(edit, query[::-1].copy())
+    assert len(calls) == 1  # not recomputed for the second query
+    assert np.array_equal(first, eager_result) and second.shape == first.shape
+
+
 def test_compile_matches_eager_and_does_not_recompile_within_a_bucket(weights, images,
                                                                       eager_result, tmp_path):
     from torch._dynamo.utils import counters

@@ -17,8 +17,8 @@ from PIL import Image
 from mirrorppr_cli import batch
 from mirrorppr_cli.batch import MIN_BATCH_FOR_WORKERS, run_batch, worker_count
 from mirrorppr_cli.errors import InputError
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.warp import apply_local_warp
 
 
 def test_worker_count_default_is_every_core_for_a_long_batch(monkeypatch):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirrorppr_cli.body_correspondence import (
+from mirrorppr_cli.geometric.body_correspondence import (
     CHECK_JOINTS,
     POSE_AGREEMENT,
     fit_similarity,
     pose_disagreement,
 )
-from mirrorppr_cli.landmark_mirror import MIRROR
-from mirrorppr_cli.transfer import POSE_MIRROR
+from mirrorppr_cli.geometric.carry import POSE_MIRROR
+from mirrorppr_cli.geometric.landmark_mirror import MIRROR
 
 RNG = np.random.default_rng(7)
 FACE = RNG.uniform(200, 300, size=(478, 2))

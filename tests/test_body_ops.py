@@ -1,4 +1,4 @@
-"""Body operations (:mod:`mirrorppr_cli.body`, :mod:`mirrorppr_cli.ops.body_catalog`).
+"""Body operations (:mod:`mirrorppr_cli.geometric.body`, :mod:`mirrorppr_cli.ops.body_catalog`).
 
 Every operation and direction is re-measured on its output:
 
@@ -36,19 +36,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from mirrorppr_cli import body as B
-from mirrorppr_cli.body import Body, NoPersonError, detect_body
 from mirrorppr_cli.errors import InputError, UsageError
+from mirrorppr_cli.geometric import body as B
+from mirrorppr_cli.geometric.body import Body, NoPersonError, detect_body
+from mirrorppr_cli.geometric.mls import pixel_grid
 from mirrorppr_cli.ops import OpRequest
-from mirrorppr_cli.ops.body_catalog import (
-    BODY_CATALOG,
-    BodyPartNotVisible,
-    apply_body_ops,
-    apply_body_warp,
-    get_body_operation,
-    plan_body_warp,
-)
-from mirrorppr_cli.warp import pixel_grid
+from mirrorppr_cli.ops.body_catalog import BODY_CATALOG, BodyPartNotVisible, get_body_operation
+from mirrorppr_cli.ops.body_plan import apply_body_ops, apply_body_warp, plan_body_warp
 
 OBAMA3 = Path(__file__).resolve().parents[2] / "shared" / "faces" / "packages" / "obama3.jpg"
 

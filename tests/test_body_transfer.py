@@ -23,18 +23,22 @@ from _perturbations import rotate_on_canvas
 from PIL import Image
 from typer.testing import CliRunner
 
-import mirrorppr_cli.body as body_module
-from mirrorppr_cli.body import detect_body
+import mirrorppr_cli.geometric.body as body_module
 from mirrorppr_cli.cli import app
-from mirrorppr_cli.explain import _body_field
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.apply import apply_exemplar
+from mirrorppr_cli.geometric.body import detect_body
+from mirrorppr_cli.geometric.box import Box
+from mirrorppr_cli.geometric.face import face_window
+from mirrorppr_cli.geometric.fit import _body_field
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.measure import MODES, measure_exemplar
+from mirrorppr_cli.geometric.mls import LocalWarp, apply_local_warp, pixel_grid
+from mirrorppr_cli.geometric.motion import changed_off_face
 from mirrorppr_cli.metrics.edit_fidelity import edit_fidelity
 from mirrorppr_cli.metrics.pixel import psnr
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import apply_body_ops, is_body_operation, plan_body_warp
-from mirrorppr_cli.retouch_job import MODES, apply_exemplar, measure_exemplar
-from mirrorppr_cli.transfer import changed_off_face, face_window
-from mirrorppr_cli.warp import Box, LocalWarp, apply_local_warp, pixel_grid
+from mirrorppr_cli.ops.body_catalog import is_body_operation
+from mirrorppr_cli.ops.body_plan import apply_body_ops, plan_body_warp
 
 runner = CliRunner()
 
@@ -348,7 +352,7 @@ def test_body_fit_scale_keeps_the_strengths(astronaut_512, astronaut_512_points,
     shoulders are 194 px apart: 0.66×); the strengths match a full-resolution fit (measured
     −60.4 full size, −60.1 at the fit scale for shoulder_width −60; +59.6 / +59.5 for
     arm_thickness +60)."""
-    import mirrorppr_cli.retouch_job as job
+    import mirrorppr_cli.geometric.measure as job
 
     before = np.asarray(astronaut_512)
     fits = {}
@@ -430,7 +434,7 @@ def test_body_confinement_is_the_person_grown_off_the_face(astronaut_512, astron
                                                           exemplar_body):
     """Carried body motion may move the person and a margin around it, never the face region
     nor the background far from the person."""
-    from mirrorppr_cli.transfer import BODY_MARGIN, body_confinement
+    from mirrorppr_cli.geometric.motion import BODY_MARGIN, body_confinement
 
     unit = exemplar_body.frame.unit
     face = face_window(astronaut_512_points, astronaut_512.shape[:2])
@@ -449,7 +453,7 @@ def test_body_motion_carried_off_the_person_is_left_out_and_flagged(
         astronaut_512, exemplar_body, query, monkeypatch):
     """A query whose person (as detected) ends at the neck: the shoulder motion carried to it
     lands off the person; it is left out and the frame is flagged for review."""
-    import mirrorppr_cli.body as body_mod
+    import mirrorppr_cli.geometric.body as body_mod
 
     before = np.asarray(astronaut_512)
     exemplar = measure_exemplar(before, _lift_shoulder(before, exemplar_body, 12), mode="hybrid")

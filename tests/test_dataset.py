@@ -51,9 +51,9 @@ from mirrorppr_cli.data.sampling import MAX_OPS, STRENGTH_RANGE, sample_ops, sam
 from mirrorppr_cli.data.shards import read_members, sha256
 from mirrorppr_cli.data.simface import build_simface
 from mirrorppr_cli.errors import UsageError
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import SIMULATED_OPS, OpRequest, plan_warp
-from mirrorppr_cli.warp import apply_local_warp
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -770,7 +770,7 @@ import sys
 from pathlib import Path
 from skimage import data
 from mirrorppr_cli.data import build as B
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.landmarks import find_faces
 find_faces(data.astronaut())  # the parent has used MediaPipe (a notebook, a test session)
 plan = B.make_plan(Path(sys.argv[1]), seed=0, pairs=1, augmentations=1, area=128 * 128,
                    image_format="png", shard_size=3)

@@ -20,7 +20,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mirrorppr_cli.body import NoPersonError, detect_body
 from mirrorppr_cli.cli import app
 from mirrorppr_cli.data import build as B
 from mirrorppr_cli.data import pairs as P
@@ -36,10 +35,12 @@ from mirrorppr_cli.data.sampling import (
     sample_rng,
 )
 from mirrorppr_cli.data.shards import read_members
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.body import NoPersonError, detect_body
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import CATALOG, OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import BODY_CATALOG, apply_body_ops
-from mirrorppr_cli.warp import apply_local_warp
+from mirrorppr_cli.ops.body_catalog import BODY_CATALOG
+from mirrorppr_cli.ops.body_plan import apply_body_ops
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -287,7 +288,7 @@ def test_sampled_body_ops_that_cannot_act_are_recorded_as_skipped(astronaut_512,
 
 def test_no_body_is_a_counted_skip(portraits, tmp_path, monkeypatch):
     """Pose finding nobody skips the source as ``no_body``, counted like the other reasons."""
-    import mirrorppr_cli.body as body_module
+    import mirrorppr_cli.geometric.body as body_module
 
     def nobody(rgb, **_):
         raise NoPersonError("no person found")

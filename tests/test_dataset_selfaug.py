@@ -26,8 +26,8 @@ from mirrorppr_cli.data import official_llw as L
 from mirrorppr_cli.data.selfaug import discover_pairs
 from mirrorppr_cli.data.simface import build_simface, split_of
 from mirrorppr_cli.errors import UsageError
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.warp import apply_local_warp
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]

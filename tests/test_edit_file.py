@@ -13,10 +13,11 @@ import pytest
 
 from mirrorppr_cli.edit_file import load_edit, save_edit
 from mirrorppr_cli.errors import InputError, OutputError
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.apply import apply_exemplar
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.measure import measure_exemplar
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.retouch_job import apply_exemplar, measure_exemplar
-from mirrorppr_cli.warp import apply_local_warp
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_body_edits_survive_the_round_trip(astronaut_512, tmp_path):
     """The body residual (flow, pose points, face mesh) comes back exactly."""
     from test_body_transfer import _lift_shoulder
 
-    from mirrorppr_cli.body import detect_body
+    from mirrorppr_cli.geometric.body import detect_body
 
     before = np.asarray(astronaut_512)
     exemplar = measure_exemplar(before, _lift_shoulder(before, detect_body(before), 12))

@@ -10,11 +10,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mirrorppr_cli.cli import app
-from mirrorppr_cli.explain import explain
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.fit import explain
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.mls import apply_local_warp
+from mirrorppr_cli.geometric.motion import estimate_edit
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.transfer import estimate_edit
-from mirrorppr_cli.warp import apply_local_warp
 
 runner = CliRunner()
 CASES = [
@@ -90,10 +90,10 @@ def test_nothing_edited_explains_nothing(astronaut_512, astronaut_512_points):
 def test_fit_scale_resamples_a_linear_field_exactly(astronaut_1024_points):
     """_at_fit_scale: pixel centre → pixel centre, offsets × s, no half-pixel shift (a linear
     field must come out as the same linear field in fit pixels)."""
-    from mirrorppr_cli.explain import FIT_UNIT_PX, _at_fit_scale
-    from mirrorppr_cli.face_frame import FaceFrame
-    from mirrorppr_cli.transfer import Edit
-    from mirrorppr_cli.warp import Box
+    from mirrorppr_cli.geometric.box import Box
+    from mirrorppr_cli.geometric.face_frame import FaceFrame
+    from mirrorppr_cli.geometric.fit import FIT_UNIT_PX, _at_fit_scale
+    from mirrorppr_cli.geometric.motion import Edit
 
     points = (astronaut_1024_points + 0.5) * 3 - 0.5  # the astronaut at 3072²
     side = 3072
@@ -129,8 +129,8 @@ def test_explain_does_not_depend_on_the_image_resolution(astronaut_1024, astrona
 
 
 def test_field_on_the_fit_lattice_equals_the_full_field_subsampled(astronaut_1024_points):
-    from mirrorppr_cli.explain import FIT_STEP, _field
-    from mirrorppr_cli.warp import Box
+    from mirrorppr_cli.geometric.box import Box
+    from mirrorppr_cli.geometric.fit import FIT_STEP, _field
 
     box = Box(333, 160, 571, 371)  # odd offsets: the lattice does not start on a node
     for ops in ([OpRequest("eye_resize", 50)], [OpRequest("jawline", -60),
@@ -148,8 +148,8 @@ def test_fields_of_an_operation_at_both_signs_equal_its_fields_alone(astronaut_5
     """The fit evaluates an operation's + and − fields together (shared nodes, fixed handles
     summed once): the same fields as one at a time; lists that act with other operations are
     refused."""
-    from mirrorppr_cli.explain import FIT_STEP, _field, _fields
-    from mirrorppr_cli.warp import Box
+    from mirrorppr_cli.geometric.box import Box
+    from mirrorppr_cli.geometric.fit import FIT_STEP, _field, _fields
 
     x0, y0 = np.floor(astronaut_512_points.min(axis=0)).astype(int) - 20
     x1, y1 = np.ceil(astronaut_512_points.max(axis=0)).astype(int) + 20
@@ -169,8 +169,8 @@ def test_fields_of_an_operation_at_both_signs_equal_its_fields_alone(astronaut_5
 def test_inverse_maps_share_fixed_handles_even_when_repeated():
     """Warps whose fixed handles repeat (a point fixed twice) or differ: each inverse map is
     still the MLS of its own whole handle set."""
-    from mirrorppr_cli.explain import _inverse_maps_at
-    from mirrorppr_cli.warp import LocalWarp, mls_similarity
+    from mirrorppr_cli.geometric.fit import _inverse_maps_at
+    from mirrorppr_cli.geometric.mls import LocalWarp, mls_similarity
 
     rng = np.random.default_rng(2)
     fixed = rng.uniform(0, 200, (20, 2))

@@ -15,10 +15,12 @@ from PIL import Image
 
 from mirrorppr_cli.errors import OutputError, UsageError
 from mirrorppr_cli.exports import parse_kinds
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.apply import sampling_map
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.measure import measure_exemplar
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.retouch_job import measure_exemplar, retouch_file, sampling_map
-from mirrorppr_cli.warp import apply_local_warp
+from mirrorppr_cli.retouch_job import retouch_file
 
 ALL = ("stmap", "displace", "npy", "layers")
 
@@ -143,8 +145,8 @@ def test_body_edits_are_in_the_map(astronaut_512, astronaut_512_points):
     within a grey level."""
     from test_body_transfer import _lift_shoulder
 
-    from mirrorppr_cli.body import detect_body
-    from mirrorppr_cli.retouch_job import apply_exemplar
+    from mirrorppr_cli.geometric.apply import apply_exemplar
+    from mirrorppr_cli.geometric.body import detect_body
 
     before = np.asarray(astronaut_512)
     exemplar = measure_exemplar(before, _lift_shoulder(before, detect_body(before), 12))
@@ -198,7 +200,7 @@ def test_the_query_body_is_detected_once_for_the_output_and_its_map(astronaut_51
     holds the query's body for both (mirrorppr_cli.subject)."""
     from test_body_transfer import _lift_shoulder
 
-    import mirrorppr_cli.body as body_module
+    import mirrorppr_cli.geometric.body as body_module
 
     before = np.asarray(astronaut_512)
     exemplar = measure_exemplar(before, _lift_shoulder(before, body_module.detect_body(before),

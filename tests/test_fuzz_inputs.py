@@ -40,9 +40,14 @@ from skimage import data
 
 from mirrorppr_cli.apply_job import apply_ops_to_file
 from mirrorppr_cli.errors import InputError, MirrorError
+from mirrorppr_cli.geometric.landmarks import (
+    MAX_DETECT_SIDE,
+    _run,
+    check_detectable,
+    detect_face_boxes,
+)
 from mirrorppr_cli.inputs import check_detectable_file
 from mirrorppr_cli.io import read_image
-from mirrorppr_cli.landmarks import MAX_DETECT_SIDE, _run, check_detectable, detect_face_boxes
 from mirrorppr_cli.ops import OpRequest
 from mirrorppr_cli.retouch_job import load_exemplar
 

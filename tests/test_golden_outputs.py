@@ -20,11 +20,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mirrorppr_cli.body import detect_body
 from mirrorppr_cli.cli import app
+from mirrorppr_cli.geometric.body import detect_body
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import apply_body_ops
-from mirrorppr_cli.warp import apply_local_warp
+from mirrorppr_cli.ops.body_plan import apply_body_ops
 
 GOLDEN = Path(__file__).with_name("golden_outputs.json")
 WRITE = os.environ.get("MIRRORPPR_WRITE_GOLDEN") == "1"

@@ -7,13 +7,15 @@ import cv2
 import numpy as np
 import pytest
 
-from mirrorppr_cli import regions as R
-from mirrorppr_cli.face_frame import FaceFrame
-from mirrorppr_cli.landmark_mirror import MIRROR
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric import regions as R
+from mirrorppr_cli.geometric.carry import transfer
+from mirrorppr_cli.geometric.face import face_patch, is_mirrored, mirror_evidence
+from mirrorppr_cli.geometric.face_frame import FaceFrame
+from mirrorppr_cli.geometric.landmark_mirror import MIRROR
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.mls import LocalWarp, apply_local_warp
+from mirrorppr_cli.geometric.motion import estimate_edit
 from mirrorppr_cli.metrics.edit_fidelity import edit_fidelity
-from mirrorppr_cli.transfer import estimate_edit, face_patch, is_mirrored, mirror_evidence, transfer
-from mirrorppr_cli.warp import LocalWarp, apply_local_warp
 
 
 def _points(rgb: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from skimage import data
 
 from mirrorppr_cli.errors import NoFaceError
-from mirrorppr_cli.landmarks import N_POINTS, find_faces, select_face
+from mirrorppr_cli.geometric.landmarks import N_POINTS, find_faces, select_face
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mirrorppr_cli.body import detect_body
+from mirrorppr_cli.geometric.body import detect_body
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import apply_body_ops
-from mirrorppr_cli.warp import apply_local_warp
+from mirrorppr_cli.ops.body_plan import apply_body_ops
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -33,7 +33,7 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 GRAPHS = r"""
 import json, sys
 from pathlib import Path
-from mirrorppr_cli import body
+from mirrorppr_cli.geometric import body
 from mirrorppr_cli.retouch_job import load_exemplar, retouch_file
 
 before, face_after, body_after, query, out = (Path(p) for p in json.loads(sys.argv[1]))

@@ -67,7 +67,7 @@ def test_a_ringed_dot_is_one_ringed_blob(astronaut):
 @pytest.fixture(scope="module")
 def catalog_warp(astronaut):
     """The project's own warp of the astronaut: eyes +60, nasal alae −50, mouth +40."""
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
     from mirrorppr_cli.ops import OpRequest, plan_warp
 
     points = find_faces(astronaut)[0].points
@@ -76,7 +76,7 @@ def catalog_warp(astronaut):
 
 
 def test_the_projects_own_warp_makes_no_blobs(astronaut, catalog_warp):
-    from mirrorppr_cli.warp import apply_local_warp
+    from mirrorppr_cli.geometric.mls import apply_local_warp
 
     out = apply_local_warp(astronaut, catalog_warp)
     assert np.any(out != astronaut)  # it did move pixels
@@ -172,7 +172,7 @@ def test_a_field_switching_on_and_off_pixel_by_pixel_has_islands():
 
 
 def test_the_projects_own_warp_field_has_no_fold_and_no_jump(astronaut, catalog_warp):
-    from mirrorppr_cli.warp import feather_mask, inverse_map_exact
+    from mirrorppr_cli.geometric.mls import feather_mask, inverse_map_exact
 
     mask, box = feather_mask(astronaut.shape[:2], catalog_warp.polygons, catalog_warp.feather_px)
     inverse = inverse_map_exact(box, catalog_warp.source, catalog_warp.target)

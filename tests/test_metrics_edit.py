@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.metrics.edit_fidelity import dense_flow, edit_fidelity
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.warp import apply_local_warp
 
 
 @pytest.fixture(scope="module")

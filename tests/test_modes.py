@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirrorppr_cli import regions as R
-from mirrorppr_cli.face_frame import FaceFrame
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric import regions as R
+from mirrorppr_cli.geometric.apply import apply_exemplar
+from mirrorppr_cli.geometric.face_frame import FaceFrame
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.measure import measure_exemplar
+from mirrorppr_cli.geometric.mls import LocalWarp, apply_local_warp
 from mirrorppr_cli.metrics.edit_fidelity import edit_fidelity
-from mirrorppr_cli.retouch_job import apply_exemplar, measure_exemplar
-from mirrorppr_cli.warp import LocalWarp, apply_local_warp
 
 
 def raise_brows(image: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -21,12 +21,12 @@ import pytest
 from _perturbations import perturbations
 from mediapipe.python.solutions import face_mesh_connections as mp_mesh
 
-from mirrorppr_cli import regions as R
 from mirrorppr_cli.errors import UsageError
-from mirrorppr_cli.face_frame import FaceFrame
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric import regions as R
+from mirrorppr_cli.geometric.face_frame import FaceFrame
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.mls import apply_local_warp, feather_mask
 from mirrorppr_cli.ops import CATALOG, SIMULATED_OPS, OpRequest, parse_op, plan_warp
-from mirrorppr_cli.warp import apply_local_warp, feather_mask
 
 # --------------------------------------------------------------------------------------------
 # measurement helpers

@@ -27,12 +27,17 @@ import numpy as np
 import pytest
 from _perturbations import perturbations
 
-from mirrorppr_cli import regions as R
-from mirrorppr_cli.face_frame import FaceFrame
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric import regions as R
+from mirrorppr_cli.geometric.face_frame import FaceFrame
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.mls import (
+    apply_local_warp,
+    feather_mask,
+    inverse_map_exact,
+    pixel_grid,
+)
 from mirrorppr_cli.ops import CATALOG, SIMULATED_OPS, OpRequest, plan_warp
 from mirrorppr_cli.ops.compose import FEATHER_FACE_UNITS
-from mirrorppr_cli.warp import apply_local_warp, feather_mask, inverse_map_exact, pixel_grid
 
 #: The operations beyond the official generator's eight, in catalog order.
 FACE_OPS = [

@@ -13,13 +13,17 @@ import cv2
 import numpy as np
 import pytest
 
-from mirrorppr_cli import body as B
-from mirrorppr_cli import transfer as T
+from mirrorppr_cli.geometric import body as B
+from mirrorppr_cli.geometric import carry as geo_carry
+from mirrorppr_cli.geometric import face as geo_face
+from mirrorppr_cli.geometric import field as geo_field
+from mirrorppr_cli.geometric.box import Box
+from mirrorppr_cli.geometric.carry import carry_field
+from mirrorppr_cli.geometric.mls import apply_local_warp, blend_into
+from mirrorppr_cli.geometric.motion import estimate_edit
 from mirrorppr_cli.metrics import artefacts as A
 from mirrorppr_cli.metrics.pixel import changed_mask
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.transfer import carry_field, estimate_edit
-from mirrorppr_cli.warp import Box, apply_local_warp, blend_into
 
 # ---------------------------------------------------------------------------------------------
 # Unfolding a field: each pass only where the folds are
@@ -28,8 +32,8 @@ from mirrorppr_cli.warp import Box, apply_local_warp, blend_into
 def _unfolded_whole(field: np.ndarray, sigma: float) -> np.ndarray:
     """The unfolding passes over the whole field (the implementation before the passes were
     restricted to the folds' neighbourhood)."""
-    for k in range(T.UNFOLD_PASSES):
-        folded = (T.jacobian_determinant(field) < T.MIN_JACOBIAN_DET) | T._steep(field)
+    for k in range(geo_field.UNFOLD_PASSES):
+        folded = (geo_field.jacobian_determinant(field) < geo_field.MIN_JACOBIAN_DET) | geo_field._steep(field)
         if not folded.any():
             return field
         reach = int(np.ceil(2 * sigma * (k + 1))) | 1
@@ -38,7 +42,7 @@ def _unfolded_whole(field: np.ndarray, sigma: float) -> np.ndarray:
         mix = np.clip(cv2.GaussianBlur(near, (0, 0), sigma) * 2.0, 0.0, 1.0)[..., None]
         blurred = cv2.GaussianBlur(field, (0, 0), 2 * sigma * (k + 1))
         field = field + mix * (blurred - field)
-    return field * T._fold_free_scale(field)
+    return field * geo_field._fold_free_scale(field)
 
 
 def _bumps(rng: np.random.Generator, shape: tuple[int, int], count: int) -> np.ndarray:
@@ -61,18 +65,18 @@ def test_unfolding_near_the_folds_equals_unfolding_the_whole_field():
     for _ in range(24):
         field = _bumps(rng, (240, 320), int(rng.integers(1, 4)))
         sigma = float(rng.uniform(1.5, 4.0))
-        folding += bool(T._folded(field).any())
+        folding += bool(geo_field._folded(field).any())
         whole = _unfolded_whole(field.copy(), sigma)
-        np.testing.assert_array_equal(T._unfolded(field.copy(), sigma), whole)
+        np.testing.assert_array_equal(geo_field._unfolded(field.copy(), sigma), whole)
     assert folding >= 12  # most of these fields fold: the passes ran
 
 
 def test_unfolding_leaves_the_field_alone_when_nothing_folds():
     field = _bumps(np.random.default_rng(2), (100, 120), 1) * 0.01
-    assert not T._folded(field).any()
-    assert T._unfolded(field, 2.0) is field
+    assert not geo_field._folded(field).any()
+    assert geo_field._unfolded(field, 2.0) is field
     zero = np.zeros((50, 60, 2), np.float32)
-    assert T._unfolded(zero, 2.0) is zero
+    assert geo_field._unfolded(zero, 2.0) is zero
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +90,7 @@ def carried_edit(astronaut_1024, astronaut_1024_points):
     before, points = np.asarray(astronaut_1024), np.asarray(astronaut_1024_points)
     after = apply_local_warp(before, plan_warp(points, [OpRequest("eye_resize", 60),
                                                         OpRequest("mouth_resize", 40)]))
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
 
     edit = estimate_edit(before, after, points, find_faces(after)[0].points)
     query = cv2.warpAffine(before, cv2.getRotationMatrix2D((512, 512), 8, 0.85), (1024, 1024),
@@ -106,13 +110,13 @@ def test_carrying_where_the_field_reaches_equals_carrying_over_the_whole_box(
         carried_edit, monkeypatch, smooth_sigma):
     edit, query, q_points = carried_edit
     calls = []
-    real = T._correspondence
-    monkeypatch.setattr(T, "_correspondence",
+    real = geo_carry._correspondence
+    monkeypatch.setattr(geo_carry, "_correspondence",
                         lambda *a, **k: calls.append(k.get("within")) or real(*a, **k))
     restricted = _carry(edit, query, q_points, smooth_sigma=smooth_sigma)
     assert len(calls) == 1 and calls[0] is not None  # one evaluation, a restricted one
     assert np.any(restricted != query)
-    monkeypatch.setattr(T, "REACH_SIGMAS", 1e6)  # the reach covers the whole box
+    monkeypatch.setattr(geo_carry, "REACH_SIGMAS", 1e6)  # the reach covers the whole box
     np.testing.assert_array_equal(_carry(edit, query, q_points, smooth_sigma=smooth_sigma),
                                   restricted)
 
@@ -124,10 +128,10 @@ def test_a_field_reaching_the_edge_of_its_region_is_carried_over_the_whole_box(
     edit, query, q_points = carried_edit
     whole = _carry(edit, query, q_points)
     calls = []
-    real = T._correspondence
-    monkeypatch.setattr(T, "_correspondence",
+    real = geo_carry._correspondence
+    monkeypatch.setattr(geo_carry, "_correspondence",
                         lambda *a, **k: calls.append(k.get("within")) or real(*a, **k))
-    monkeypatch.setattr(T, "REACH_SIGMAS", -5.0)  # shrinks the region inside the motion
+    monkeypatch.setattr(geo_carry, "REACH_SIGMAS", -5.0)  # shrinks the region inside the motion
     np.testing.assert_array_equal(_carry(edit, query, q_points), whole)
     assert len(calls) == 2 and calls[0] is not None and calls[1] is None
 
@@ -135,18 +139,18 @@ def test_a_field_reaching_the_edge_of_its_region_is_carried_over_the_whole_box(
 def test_carried_offsets_reach_only_the_pixels_next_to_moving_nodes():
     """``_reached_box``: the pixels the cubic interpolation of node values can make non-zero;
     outside it the interpolated field is exactly zero."""
-    from mirrorppr_cli.warp import interpolate_planes
+    from mirrorppr_cli.geometric.mls import interpolate_planes
 
     box = Box(0, 0, 97, 83)
     values = np.zeros((83 // 4 + 2, 97 // 4 + 2, 2))
     values[7:9, 10, 0] = 1.5
     values[8, 12, 1] = -0.5
-    part = T._reached_box(values, 4, box)
+    part = geo_carry._reached_box(values, 4, box)
     planes = interpolate_planes(box, 4, values)
     outside = np.ones((83, 97), bool)
     outside[part.slices()] = False
     assert np.all(planes[:, outside] == 0) and np.any(planes[:, ~outside] != 0)
-    assert T._reached_box(np.zeros_like(values), 4, box).empty
+    assert geo_carry._reached_box(np.zeros_like(values), 4, box).empty
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +161,7 @@ def _face_region_whole(points: np.ndarray, unit: float, shape: tuple[int, int]) 
     mask = np.zeros(shape, np.uint8)
     hull = cv2.convexHull(points.astype(np.float32)).astype(np.int32)
     cv2.fillConvexPoly(mask, hull, 1)
-    grow = int(round(T.FACE_MARGIN * unit)) | 1
+    grow = int(round(geo_face.FACE_MARGIN * unit)) | 1
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow))) > 0
 
 
@@ -169,7 +173,7 @@ def test_face_region_equals_the_dilation_of_the_whole_window(astronaut_512_point
         cases.append((rng.uniform(-40, 340, size=(int(rng.integers(3, 30)), 2)),
                       float(rng.uniform(1, 200)), shape))
     for points, unit, shape in cases:
-        np.testing.assert_array_equal(T._face_region(points, unit, shape),
+        np.testing.assert_array_equal(geo_face._face_region(points, unit, shape),
                                       _face_region_whole(points, unit, shape))
 
 
@@ -183,14 +187,14 @@ def test_row_run_dilation_equals_opencv_or_declines():
         side = int(rng.integers(1, 40)) | 1
         shape = (cv2.MORPH_ELLIPSE, cv2.MORPH_RECT, cv2.MORPH_CROSS)[k % 3]
         kernel = cv2.getStructuringElement(shape, (side, side))
-        grown = T._dilated_runs(mask, kernel)
+        grown = geo_face._dilated_runs(mask, kernel)
         if grown is not None:
             done += 1
             np.testing.assert_array_equal(grown, cv2.dilate(mask, kernel) > 0)
     assert done >= 70
     two_runs = np.zeros((9, 20), np.uint8)
     two_runs[4, 2:5] = two_runs[4, 12:15] = 1  # one row, two runs: not for this method
-    assert T._dilated_runs(two_runs, np.ones((3, 3), np.uint8)) is None
+    assert geo_face._dilated_runs(two_runs, np.ones((3, 3), np.uint8)) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +306,7 @@ def test_changed_mask_equals_any_channel_differing(channels):
 
 def test_fit_fields_from_the_nodes_that_matter_equal_all_nodes(astronaut_512_points,
                                                                  monkeypatch):
-    from mirrorppr_cli import explain as E
+    from mirrorppr_cli.geometric import fit as E
 
     points = np.asarray(astronaut_512_points)
     x0, y0 = np.floor(points.min(axis=0)).astype(int) - 20
@@ -323,7 +327,7 @@ def test_fit_fields_from_the_nodes_that_matter_equal_all_nodes(astronaut_512_poi
 
 def _weight_whole(body, source, shift, reach, margin):
     """``W_person · W_region · W_face`` over the whole image, then its box (as before)."""
-    from mirrorppr_cli.ops import body_catalog as C
+    from mirrorppr_cli.ops import body_plan as C
 
     height, width = body.shape
     unit = body.frame.unit
@@ -351,7 +355,7 @@ def _weight_whole(body, source, shift, reach, margin):
 def test_body_plans_from_the_weighted_part_equal_the_whole_image_plans(monkeypatch):
     from test_body_ops import figure_scene
 
-    from mirrorppr_cli.ops import body_catalog as C
+    from mirrorppr_cli.ops import body_plan as C
 
     _, mask, points, vis = figure_scene()
     body = B.Body.from_landmarks(points, vis, mask)

@@ -26,14 +26,16 @@ from typer.testing import CliRunner
 
 from mirrorppr_cli.cli import app
 from mirrorppr_cli.errors import InputError
-from mirrorppr_cli.face_frame import FaceFrame
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.apply import apply_exemplar
+from mirrorppr_cli.geometric.carry import transfer
+from mirrorppr_cli.geometric.face_frame import FaceFrame
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.measure import measure_exemplar
+from mirrorppr_cli.geometric.mls import apply_local_warp
+from mirrorppr_cli.geometric.motion import Edit, estimate_edit
 from mirrorppr_cli.metrics.edit_fidelity import dense_flow, edit_fidelity
 from mirrorppr_cli.metrics.pixel import psnr
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.retouch_job import apply_exemplar, measure_exemplar
-from mirrorppr_cli.transfer import Edit, estimate_edit, transfer
-from mirrorppr_cli.warp import apply_local_warp
 
 runner = CliRunner()
 
@@ -656,7 +658,7 @@ def test_a_strong_edit_of_one_photo_is_accepted(astronaut_512):
     0.08-face-unit limit (23 px on a 1024² item was refused). Here the face region is moved by
     0.12 face units inside a feathered hull: the photo is the same outside the face, so it is
     a before/after pair and is measured."""
-    from mirrorppr_cli.face_frame import FaceFrame
+    from mirrorppr_cli.geometric.face_frame import FaceFrame
 
     before = np.asarray(astronaut_512)
     points = _points(before)
@@ -673,7 +675,8 @@ def test_a_strong_edit_of_one_photo_is_accepted(astronaut_512):
 
 
 def test_photo_likeness_tells_one_photo_from_another(astronaut_512):
-    from mirrorppr_cli.transfer import face_window, photo_likeness
+    from mirrorppr_cli.geometric.face import face_window
+    from mirrorppr_cli.geometric.motion import photo_likeness
 
     before = np.asarray(astronaut_512)
     face = face_window(_points(before), before.shape[:2])
@@ -731,16 +734,16 @@ def test_cli_flags_a_damaged_frame_for_review(pngs_512, tmp_path, monkeypatch):
 def test_large_faces_are_measured_at_the_flow_scale(astronaut_1024, monkeypatch):
     """A face larger than FLOW_UNIT_PX is measured shrunk and its field returned at full size:
     the same field as measured at full size, to a fraction of a pixel."""
-    from mirrorppr_cli import transfer as T
+    from mirrorppr_cli.geometric import motion as geo_motion
 
     before = cv2.resize(np.asarray(astronaut_1024), (2048, 2048), interpolation=cv2.INTER_CUBIC)
     points = _points(before)
-    assert FaceFrame.from_points(points).unit > 1.2 * T.FLOW_UNIT_PX
+    assert FaceFrame.from_points(points).unit > 1.2 * geo_motion.FLOW_UNIT_PX
     after = apply_local_warp(before, plan_warp(points, [OpRequest("eye_resize", 60),
                                                          OpRequest("nose_alar", -50)]))
     after_points = _points(after)
     shrunk = estimate_edit(before, after, points, after_points)
-    monkeypatch.setattr(T, "FLOW_UNIT_PX", float("inf"))
+    monkeypatch.setattr(geo_motion, "FLOW_UNIT_PX", float("inf"))
     full = estimate_edit(before, after, points, after_points)
     assert shrunk.box == full.box and shrunk.flow.shape == full.flow.shape
     moving = np.linalg.norm(full.flow, axis=-1) > 0.5
@@ -753,15 +756,15 @@ def test_large_smoothing_scales_are_unfolded_at_a_reduced_resolution():
     """A field smooth on a 30 px scale with a fold: worked at a reduced resolution, the fold
     is gone at full size (the Jacobian is the same at both scales); a fold-free field comes
     back untouched."""
-    from mirrorppr_cli import transfer as T
+    from mirrorppr_cli.geometric import field as geo_field
 
     h, w = 600, 800
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     bump = np.exp(-(((xs - 400) / 60) ** 2 + ((ys - 300) / 60) ** 2)).astype(np.float32)
     folded = np.dstack([-120 * bump * (xs - 400) / 60, np.zeros_like(bump)]).astype(np.float32)
-    assert T.jacobian_determinant(folded).min() < 0
-    fixed = T._unfolded_coarse(folded.copy(), 30.0)
-    assert T.jacobian_determinant(fixed).min() >= 0.9 * T.MIN_JACOBIAN_DET
+    assert geo_field.jacobian_determinant(folded).min() < 0
+    fixed = geo_field.unfolded_coarse(folded.copy(), 30.0)
+    assert geo_field.jacobian_determinant(fixed).min() >= 0.9 * geo_field.MIN_JACOBIAN_DET
     gentle = folded * 0.05
-    assert T.jacobian_determinant(gentle).min() > 0.5
-    assert np.array_equal(T._unfolded_coarse(gentle.copy(), 30.0), gentle)
+    assert geo_field.jacobian_determinant(gentle).min() > 0.5
+    assert np.array_equal(geo_field.unfolded_coarse(gentle.copy(), 30.0), gentle)

@@ -442,9 +442,9 @@ def _public_domain_run(tmp_path: Path) -> Path:
     coffee, CC0): the demo's exemplar pair (eyes enlarged, mouth narrowed), four queries, one
     without a face; saved with ``--json``, with the motion fields (``--export npy``)."""
     from mirrorppr_cli.cli import app
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.ops import OpRequest, plan_warp
-    from mirrorppr_cli.warp import apply_local_warp
 
     folder = tmp_path / "shoot"
     folder.mkdir()
@@ -502,9 +502,9 @@ def test_retouch_review_writes_the_motion_of_each_frame_from_its_worker(tmp_path
     from skimage import data
 
     from mirrorppr_cli.cli import app
-    from mirrorppr_cli.landmarks import find_faces
+    from mirrorppr_cli.geometric.landmarks import find_faces
+    from mirrorppr_cli.geometric.mls import apply_local_warp
     from mirrorppr_cli.ops import OpRequest, plan_warp
-    from mirrorppr_cli.warp import apply_local_warp
 
     before = data.astronaut()
     after = apply_local_warp(before, plan_warp(find_faces(before)[0].points,

@@ -14,15 +14,16 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mirrorppr_cli.body import detect_body
 from mirrorppr_cli.cli import app
 from mirrorppr_cli.errors import InputError, UsageError
-from mirrorppr_cli.landmarks import find_faces
+from mirrorppr_cli.geometric.apply import apply_exemplar
+from mirrorppr_cli.geometric.body import detect_body
+from mirrorppr_cli.geometric.landmarks import find_faces
+from mirrorppr_cli.geometric.measure import measure_exemplar
+from mirrorppr_cli.geometric.mls import apply_local_warp
 from mirrorppr_cli.ops import OpRequest, plan_warp
-from mirrorppr_cli.ops.body_catalog import apply_body_ops
-from mirrorppr_cli.retouch_job import apply_exemplar, measure_exemplar
+from mirrorppr_cli.ops.body_plan import apply_body_ops
 from mirrorppr_cli.selection import parse_op_names, read_ops_file, select_parts
-from mirrorppr_cli.warp import apply_local_warp
 
 runner = CliRunner()
 

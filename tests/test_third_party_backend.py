@@ -21,7 +21,7 @@ from mirrorppr_cli.backend import Backend, RetouchSettings, register_backend
 from mirrorppr_cli.cli import app
 from mirrorppr_cli.errors import UsageError
 from mirrorppr_cli.io import image_from_array, read_image, write_image
-from mirrorppr_cli.retouch_job import RetouchReport
+from mirrorppr_cli.result import Result
 
 runner = CliRunner()
 
@@ -56,7 +56,7 @@ class ToneBackend:
         pixels = np.clip(picture.rgb8().astype(np.int16) + edit, 0, 255).astype(np.uint8)
         written = write_image(image_from_array(pixels), dest, force=settings.force,
                               format=settings.output_format)
-        return RetouchReport(input=str(source), output=str(written))
+        return Result(input=str(source), output=str(written))
 
     def edit_summary(self, edit):
         return {"tone_offset": [int(v) for v in edit]}

@@ -1,4 +1,4 @@
-"""The similarity-MLS warp core: :mod:`mirrorppr_cli.warp`.
+"""The similarity-MLS warp core: :mod:`mirrorppr_cli.geometric.mls`.
 
 Tolerances are stated next to each assertion with the value measured when the test was written
 (numpy 1.26 / OpenCV 4.11, x86-64). Tests marked ``xfail(strict=True)`` pin down a documented
@@ -12,10 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mirrorppr_cli.ops import CATALOG, OpRequest, plan_warp
-from mirrorppr_cli.warp import (
+from mirrorppr_cli.geometric.box import Box
+from mirrorppr_cli.geometric.mls import (
     DEFAULT_GRID,
-    Box,
     LocalWarp,
     apply_local_warp,
     fast_path_bound,
@@ -26,6 +25,7 @@ from mirrorppr_cli.warp import (
     pixel_grid,
     remap,
 )
+from mirrorppr_cli.ops import CATALOG, OpRequest, plan_warp
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -568,7 +568,8 @@ def test_exact_and_fast_warps_agree_on_a_smooth_warp(astronaut_512):
 def test_inverse_map_fast_on_a_lattice_and_where_needed():
     """rows/cols give the full map's values at those pixels; `needed` skips nodes that reach
     no needed pixel and leaves the map exact at needed pixels."""
-    from mirrorppr_cli.warp import Box, inverse_map_fast
+    from mirrorppr_cli.geometric.box import Box
+    from mirrorppr_cli.geometric.mls import inverse_map_fast
 
     rng = np.random.default_rng(3)
     src = rng.uniform(40, 200, (30, 2))
@@ -588,7 +589,7 @@ def test_inverse_map_fast_on_a_lattice_and_where_needed():
 def test_mls_with_shared_fixed_handles_equals_mls_of_each_whole_set():
     """mls_similarity_shared sums the shared fixed handles once; each set's result is
     mls_similarity of its whole handle set (up to the sums' rounding)."""
-    from mirrorppr_cli.warp import mls_similarity_shared
+    from mirrorppr_cli.geometric.mls import mls_similarity_shared
 
     rng = np.random.default_rng(11)
     fixed = rng.uniform(0, 300, (40, 2))
@@ -611,7 +612,12 @@ def test_mls_with_shared_fixed_handles_equals_mls_of_each_whole_set():
 def test_interpolation_planes_are_the_channels_of_the_interpolated_map():
     """interpolate_planes (K, h, w) = interpolate_nodes (h, w, K) moved, = the separable cubic
     convolution of each channel; nodes' values are reproduced at node pixels."""
-    from mirrorppr_cli.warp import _cubic_weights, grid_nodes, interpolate_nodes, interpolate_planes
+    from mirrorppr_cli.geometric.mls import (
+        _cubic_weights,
+        grid_nodes,
+        interpolate_nodes,
+        interpolate_planes,
+    )
 
     rng = np.random.default_rng(5)
     box = Box(3, 8, 3 + 57, 8 + 41)

@@ -7,40 +7,16 @@ progress and prints the reports.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .backend import Backend, require
 from .errors import OutputError
+from .geometric.landmarks import check_detectable, find_faces, select_face
 from .io import Picture, frames_note, read_image, with_pixels, write_image
-from .landmarks import check_detectable, find_faces, select_face
 from .ops import OpRequest
-
-
-@dataclass
-class ApplyReport:
-    """What happened to one input; serialised as-is by ``--json``."""
-
-    input: str
-    output: str | None = None
-    status: str = "ok"  # "ok", "failed" or "skipped" (--skip-existing: the output exists)
-    error: str | None = None
-    exit_code: int = 0
-    faces_found: int = 0
-    face: int | None = None
-    face_box: list[float] | None = None
-    ops: list[dict] = field(default_factory=list)
-    changed_pixels: int = 0
-    size: list[int] | None = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)  # for the user: what was not as asked
-    exports: list[str] = field(default_factory=list)  # files written beside the output
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .result import Result
 
 
 def apply_ops_to_picture(
@@ -51,7 +27,7 @@ def apply_ops_to_picture(
     face_index: int | None = None,
     name: str = "image",
     keep_map: list | None = None,
-) -> tuple[Picture, ApplyReport]:
+) -> tuple[Picture, Result]:
     """Detect the face, apply ``requests`` with ``backend``; return the new picture and a report.
 
     ``keep_map``: a list that gets the inverse map of the edit (``(H, W, 2)`` float32, for
@@ -84,7 +60,7 @@ def apply_ops_to_picture(
                                             rgb=with_pixels(picture, face_edited).rgb8())
         keep_map.append(np.ascontiguousarray(coords[..., :2], dtype=np.float32))
     changed = int(np.any(pixels != picture.pixels, axis=-1).sum())
-    report = ApplyReport(
+    report = Result(
         input=name,
         faces_found=len(faces),
         face=faces.index(face) if face is not None else None,
@@ -108,7 +84,7 @@ def apply_ops_to_file(
     max_pixels: int | None = None,
     exports: tuple[str, ...] = (),
     review_dir: Path | None = None,
-) -> ApplyReport:
+) -> Result:
     """Read ``source``, apply ``requests``, write ``dest`` atomically; errors propagate.
 
     ``exports``: kinds of :mod:`mirrorppr_cli.exports` written beside ``dest``;

@@ -89,7 +89,7 @@ class Backend(Protocol):
     def retouch_file(self, edit: Any, source: Path, dest: Path,
                      settings: RetouchSettings) -> Any:
         """Apply ``edit`` to the query ``source``, write ``dest`` atomically; a report with
-        ``to_dict()`` (:class:`~mirrorppr_cli.retouch_job.RetouchReport`)."""
+        ``to_dict()`` (:class:`~mirrorppr_cli.result.Result`)."""
         ...
 
     def retouch(self, before: np.ndarray, after: np.ndarray, query: np.ndarray) -> np.ndarray:

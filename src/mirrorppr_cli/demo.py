@@ -22,10 +22,10 @@ def demo_retouch_inputs(folder: Path) -> tuple[tuple[Path, Path], list[str]]:
     import numpy as np
     from skimage import data
 
+    from .geometric.landmarks import find_faces
+    from .geometric.mls import apply_local_warp
     from .io import image_from_array, write_image
-    from .landmarks import find_faces
     from .ops import OpRequest, plan_warp
-    from .warp import apply_local_warp
 
     before = data.astronaut()
     ops = [OpRequest("eye_resize", 60), OpRequest("mouth_resize", -40)]

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputError
-from .explain import BodyExplanation, BodyResidual, Explanation
+from .geometric.box import Box
+from .geometric.fit import BodyExplanation, BodyResidual, Explanation
+from .geometric.measure import MODES, Exemplar
+from .geometric.motion import Edit
 from .ops import OpRequest
 from .ops.request import MAX_STRENGTH
-from .retouch_job import MODES, Exemplar
-from .transfer import Edit
-from .warp import Box
 
 FORMAT = "mirrorppr-edit"
 VERSION = 1

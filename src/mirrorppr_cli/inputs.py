@@ -23,8 +23,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from mirrorppr_cli.errors import InputError, UsageError
-from mirrorppr_cli.io import FORMAT_SUFFIX, SUFFIX_FORMAT, normalise_format, sniff_format
+from .errors import InputError, UsageError
+from .io import FORMAT_SUFFIX, SUFFIX_FORMAT, normalise_format, sniff_format
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 DEFAULT_SUFFIX = "_retouched"
@@ -231,15 +231,15 @@ def check_detectable_file(path: str | os.PathLike[str], *, max_pixels: int | Non
                           ) -> str | None:
     """`InputError` (exit 3, one line naming the file) when the image at ``path`` is too small
     or too thin for the face and body detectors, judged from its header alone (cheap; see
-    `mirrorppr_cli.landmarks.detectable`). A file that cannot be read fails as `read_image`
+    `mirrorppr_cli.geometric.landmarks.detectable`). A file that cannot be read fails as `read_image`
     would (a FIFO, a device or a folder too). Called on exemplar and query files before any
     work is done on them.
 
     Returns a note for the user when the file holds several frames or pages (only the first
     is used: `mirrorppr_cli.io.frames_note`), else None.
     """
-    from mirrorppr_cli.io import frames_note, header_info
-    from mirrorppr_cli.landmarks import check_detectable
+    from .geometric.landmarks import check_detectable
+    from .io import frames_note, header_info
 
     width, height, frames, fmt = header_info(path, max_pixels=max_pixels)
     check_detectable(width, height, name=os.fspath(path))

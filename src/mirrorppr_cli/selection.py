@@ -15,10 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import InputError, UsageError
-from .explain import Explanation
+from .geometric.fit import Explanation
+from .geometric.measure import Exemplar
 from .ops import CATALOG, OpRequest, parse_op
 from .ops.body_catalog import BODY_CATALOG
-from .retouch_job import Exemplar
 
 PARTS = ("face", "body")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import body as body_module  # called through the module: tests replace the detector
-from .body import Body, NoPersonError
+from .geometric import body as body_module  # called through the module: tests replace the detector
+from .geometric.body import Body, NoPersonError
 
 
 @dataclass
@@ -26,8 +26,8 @@ class Subject:
     _no_body: NoPersonError | None = field(default=None, init=False, repr=False)
 
     def body(self) -> Body:
-        """The main person (:func:`~mirrorppr_cli.body.detect_body`), detected on the first
-        call; :class:`~mirrorppr_cli.body.NoPersonError` on every call when there is none."""
+        """The main person (:func:`~mirrorppr_cli.geometric.body.detect_body`), detected on the first
+        call; :class:`~mirrorppr_cli.geometric.body.NoPersonError` on every call when there is none."""
         if self._body is None and self._no_body is None:
             try:
                 self._body = body_module.detect_body(self.rgb, name=self.name)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..demo import demo_portrait, demo_retouch_inputs
 from ..errors import MirrorError, UsageError
+from ..result import Result
 from .batches import remove_stale_temporaries, review_folder, run_file_batch
 from .console import (
     VerboseOption,
@@ -85,7 +86,6 @@ def apply_command(
 ) -> None:
     """Retouch portraits with named operations, e.g. --op eye_resize=40 --op nose_alar=-30."""
     set_verbose(verbose)
-    from ..apply_job import ApplyReport
     from ..backend import load_backend, require
     from ..batch import ApplyWork, worker_count
     from ..inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
@@ -139,7 +139,7 @@ def apply_command(
         ApplyWork(tuple(requests), backend, face_index=face, force=force,
                   output_format=output_format, max_pixels=max_pixels, exports=exports,
                   review_dir=review_dir.resolve() if review_dir else None),
-        ApplyReport,
+        Result,
         as_json=as_json,
         batch=batch,
         skip_existing=skip_existing,
@@ -244,7 +244,6 @@ def retouch_command(
     from ..batch import RetouchWork, worker_count
     from ..exports import parse_kinds
     from ..inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
-    from ..retouch_job import RetouchReport
 
     exemplar_notes: list[str] = []
     measured = None
@@ -348,7 +347,7 @@ def retouch_command(
               **({"exemplar_notes": exemplar_notes} if exemplar_notes else {}),
               **({"removed_temporaries": removed} if removed else {})}
     if measured is None:  # every output exists
-        run_file_batch(plan, None, RetouchReport, as_json=as_json, batch=batch,
+        run_file_batch(plan, None, Result, as_json=as_json, batch=batch,
                         skip_existing=True, summary_extra=common, review_dir=review_dir)
         return
     settings = RetouchSettings(strength=strength, face_index=face, force=force,
@@ -358,7 +357,7 @@ def retouch_command(
     run_file_batch(
         plan,
         RetouchWork(backend, measured, settings),
-        RetouchReport,
+        Result,
         as_json=as_json,
         batch=batch,
         skip_existing=skip_existing,

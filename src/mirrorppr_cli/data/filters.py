@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..face_frame import FaceFrame
-from ..landmarks import Face
+from ..geometric.face_frame import FaceFrame
+from ..geometric.landmarks import Face
 
 # MediaPipe mesh indices: face-oval extremes (image-left / image-right cheek), forehead, chin.
 _CHEEK_A, _CHEEK_B, _FOREHEAD, _CHIN = 234, 454, 10, 152
@@ -76,7 +76,7 @@ BODY_FACE_MATCH = 0.5
 
 def body_reject_reason(face: Face, body) -> str | None:
     """Why a portrait with one usable ``face`` and a detected ``body``
-    (:class:`mirrorppr_cli.body.Body`) is not a professional-subset source, or ``None``.
+    (:class:`mirrorppr_cli.geometric.body.Body`) is not a professional-subset source, or ``None``.
 
     * ``face_body_mismatch``: the pose's nose is not on the face (the body found is another
       person's, or the face is);

@@ -43,7 +43,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..warp import LocalWarp, mls_similarity
+from ..geometric.mls import LocalWarp, mls_similarity
 
 #: The official grid's node spacing in px (``grid_size`` 30 in its default parameters).
 OFFICIAL_NODE_SPACING = 30
@@ -95,7 +95,7 @@ def official_mask(shape: tuple[int, int], warp: LocalWarp, ksize: int | None = N
 
     Returns ``(h, w)`` float32 in [0, 1]. ``ksize``: the Gaussian kernel size (odd); None:
     ``warp.feather_px`` rounded up to odd (at least 3), as in
-    :func:`mirrorppr_cli.warp.feather_mask` (what ``benchmarks/bench_warp.py`` compares);
+    :func:`mirrorppr_cli.geometric.mls.feather_mask` (what ``benchmarks/bench_warp.py`` compares);
     the official generator's own size is :func:`official_blur_ksize`.
     """
     canvas = np.zeros(shape, np.uint8)
@@ -145,7 +145,7 @@ def official_generate(pixels: np.ndarray, points: np.ndarray, requests, *,
     :func:`official_blur_ksize`, constant border, truncation); before every operation after
     the first, the landmarks are detected again on the intermediate image (``detect``:
     ``rgb → (478, 2) points or None``; default the largest face of
-    :func:`~mirrorppr_cli.landmarks.find_faces`). When that detection finds nothing, the
+    :func:`~mirrorppr_cli.geometric.landmarks.find_faces`). When that detection finds nothing, the
     previous landmarks are used (the official code stops instead) and it is counted.
 
     Args:
@@ -159,7 +159,7 @@ def official_generate(pixels: np.ndarray, points: np.ndarray, requests, *,
     from ..ops import plan_warp
 
     if detect is None:
-        from ..landmarks import find_faces
+        from ..geometric.landmarks import find_faces
 
         def detect(rgb):
             faces = find_faces(rgb)

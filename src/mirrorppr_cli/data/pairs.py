@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..geometric.landmarks import find_faces
+from ..geometric.mls import apply_local_warp, mls_similarity, pixel_grid
 from ..io import read_image
-from ..landmarks import find_faces
 from ..ops import plan_warp
-from ..warp import apply_local_warp, mls_similarity, pixel_grid
 from .augment import SIDE_MULTIPLE, apply_augmentation, sample_augmentation, transform_points
 from .filters import FaceFilter, body_reject_reason, reject_reason
 from .sampling import MAX_OPS, professional_catalog, sample_ops, sample_professional_ops, sample_rng
@@ -278,8 +278,9 @@ def make_professional_samples(faces_dir: Path, source: str, seed: int,
     that still cannot act is recorded in ``ops_skipped``, not in ``ops``; a pair left with
     no operation at all is not written).
     """
-    from ..body import NoPersonError, detect_body
-    from ..ops.body_catalog import BODY_CATALOG, apply_body_warp, plan_body_warp
+    from ..geometric.body import NoPersonError, detect_body
+    from ..ops.body_catalog import BODY_CATALOG
+    from ..ops.body_plan import apply_body_warp, plan_body_warp
 
     result = SourceResult(source)
     rgb, faces, result.skipped = _standard_source(faces_dir, source, settings)

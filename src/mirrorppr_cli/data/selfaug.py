@@ -52,9 +52,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError, OutputError, UsageError
+from ..geometric.landmarks import find_faces
 from ..inputs import IMAGE_SUFFIXES
 from ..io import read_image
-from ..landmarks import find_faces
 from .pairs import encode
 from .sampling import sample_rng
 from .shards import write_atomic, write_json_atomic

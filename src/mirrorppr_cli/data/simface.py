@@ -8,7 +8,7 @@ portraits (one source file is taken to be one person).
 
 Two generators make the edits (``generator``):
 
-* ``catalog``: the project's own warp (:func:`~mirrorppr_cli.warp.apply_local_warp` of one
+* ``catalog``: the project's own warp (:func:`~mirrorppr_cli.geometric.mls.apply_local_warp` of one
   :func:`~mirrorppr_cli.ops.plan_warp` of all the item's operations), strengths uniform in
   ±[30, 100]. A method built on the same catalog is then measured against itself.
 * ``official``: the official LLW generator's behaviour (:mod:`.official_llw`): the same
@@ -34,11 +34,11 @@ import cv2
 import numpy as np
 
 from ..errors import OutputError, UsageError
+from ..geometric.landmarks import find_faces
+from ..geometric.mls import apply_local_warp
 from ..inputs import expand_inputs
 from ..io import read_image
-from ..landmarks import find_faces
 from ..ops import OpRequest, plan_warp
-from ..warp import apply_local_warp
 from .filters import FaceFilter, reject_reason
 from .official_llw import OFFICIAL_STRENGTH, official_generate
 from .pairs import encode

@@ -29,9 +29,8 @@ import PIL.Image
 import PIL.ImageFile
 from PIL import UnidentifiedImageError
 
-from mirrorppr_cli import native_stderr
-from mirrorppr_cli.errors import InputError, UsageError
-
+from .. import native_stderr
+from ..errors import InputError, UsageError
 from .metadata import (
     _PNG_SIGNATURE,
     _normalise_exif,

@@ -30,8 +30,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
-from mirrorppr_cli.errors import OutputError, UsageError
-
+from ..errors import OutputError, UsageError
 from .metadata import (
     _EXIF_PREFIX,
     _PNG_SIGNATURE,

@@ -1,7 +1,7 @@
 """The operation catalog: one declarative entry per named operation.
 
 An operation moves groups of landmarks by a *rule* (scale about a centre, or shift along a
-face axis), measured in the face's own frame (:mod:`mirrorppr_cli.face_frame`), so the same
+face axis), measured in the face's own frame (:mod:`mirrorppr_cli.geometric.face_frame`), so the same
 strength means the same relative change on any face. Landmarks in a ring around the moving
 points are anchors: they stay where they are, so the warp stays local.
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from .. import regions as R
 from ..errors import UsageError
-from ..face_frame import FaceFrame
+from ..geometric import regions as R
+from ..geometric.face_frame import FaceFrame
 from .request import MAX_STRENGTH
 
 

@@ -10,8 +10,8 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from ..errors import UsageError
-from ..face_frame import FaceFrame
-from ..warp import LocalWarp
+from ..geometric.face_frame import FaceFrame
+from ..geometric.mls import LocalWarp
 from .catalog import get_operation, pairwise_distances
 from .request import MAX_STRENGTH, OpRequest
 
@@ -72,7 +72,7 @@ def plan_warp(points: np.ndarray, requests: list[OpRequest],
         points: ``(478, 2)`` landmarks ``(x, y)`` px.
         layouts: a dict to keep each operation's strength-independent parts in (anchors,
             halo, polygons), for callers that plan the same operations on the same face many
-            times (:func:`~mirrorppr_cli.explain.explain`); None: computed afresh.
+            times (:func:`~mirrorppr_cli.geometric.fit.explain`); None: computed afresh.
     """
     layouts = {} if layouts is None else layouts
     frame, local, distances = _face(points, layouts)

@@ -25,6 +25,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .box import Box
+
 #: Default node spacing of the fast path, in output pixels.
 DEFAULT_GRID = 4
 
@@ -175,36 +177,6 @@ def _mls_solve(sums: np.ndarray, flat: np.ndarray) -> np.ndarray:
     c = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
     z = flat[:, 0] + 1j * flat[:, 1]
     return c * (z - a_star) + b_star
-
-
-@dataclass(frozen=True)
-class Box:
-    """A pixel rectangle ``[x0, x1) × [y0, y1)`` in integer pixel indices."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
-
-    @property
-    def empty(self) -> bool:
-        return self.width <= 0 or self.height <= 0
-
-    def slices(self) -> tuple[slice, slice]:
-        """``(rows, cols)`` slices selecting this box from an ``(H, W, ...)`` array."""
-        return slice(self.y0, self.y1), slice(self.x0, self.x1)
-
-    @staticmethod
-    def full(height: int, width: int) -> Box:
-        return Box(0, 0, width, height)
 
 
 def pixel_grid(box: Box) -> np.ndarray:
@@ -524,18 +496,20 @@ class LocalWarp:
 
 
 def apply_local_warp(
-    pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID
+    pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Warp ``pixels`` (``(H, W, C)``, any dtype cv2 can remap) inside the feathered region.
 
     ``method``: ``"fast"`` (coarse grid, within :func:`fast_path_bound`) or ``"exact"``.
-    Pixels outside the feathered region are returned bit-identical.
+    Pixels outside the feathered region are returned bit-identical. ``in_place``: ``pixels``
+    itself is changed and returned (no whole-image copy; the caller owns it).
     """
     if warp.is_identity or len(warp.source) < 2:
-        return pixels.copy()
+        return pixels if in_place else pixels.copy()
     mask, box = feather_mask(pixels.shape[:2], warp.polygons, warp.feather_px)
     if box.empty:
-        return pixels.copy()
+        return pixels if in_place else pixels.copy()
     if method == "exact":
         warped = remap(pixels, inverse_map_exact(box, warp.source, warp.target))
     elif method == "fast":
@@ -545,4 +519,4 @@ def apply_local_warp(
         warped = remap_xy(pixels, map_x, map_y)
     else:
         raise ValueError(f"unknown warp method {method!r}")
-    return blend_into(pixels, warped, mask, box)
+    return blend_into(pixels, warped, mask, box, in_place=in_place)

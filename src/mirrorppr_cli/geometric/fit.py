@@ -2,7 +2,7 @@
 
 Each catalog operation, at strength ±``BASIS_STRENGTH``, gives a displacement field on the
 exemplar (the inverse map of its warp minus the identity, feathered as applied). The measured
-edit (backward optical flow, :class:`~mirrorppr_cli.transfer.Edit`) is sampled on a grid over
+edit (backward optical flow, :class:`~mirrorppr_cli.geometric.motion.Edit`) is sampled on a grid over
 the region the edit and the operations cover — at a resolution set by the face, not the file
 (:data:`FIT_UNIT_PX`) — and fitted in three steps:
 
@@ -20,8 +20,8 @@ How much of the measured motion (squared) the fitted operations explain is repor
 
 Body operations (:data:`~mirrorppr_cli.ops.body_catalog.BODY_CATALOG`) are fitted the same way
 (:func:`explain_body`) to the body motion measured outside the face
-(:func:`~mirrorppr_cli.transfer.estimate_body_motion`): each operation's field is that of
-:func:`~mirrorppr_cli.ops.body_catalog.plan_body_warp` on the exemplar's own body at
+(:func:`~mirrorppr_cli.geometric.motion.estimate_body_motion`): each operation's field is that of
+:func:`~mirrorppr_cli.ops.body_plan.plan_body_warp` on the exemplar's own body at
 ±``BASIS_STRENGTH`` — the warp's sampling map minus the identity, i.e. the same backward
 convention as the measured flow (``after(x) = before(x + d(x))``, ``(x, y)`` px) and as the
 face fields; operations whose part is not visible in the exemplar are left out. The face fit
@@ -37,14 +37,14 @@ import cv2
 import numpy as np
 from scipy.optimize import nnls
 
+from ..ops import CATALOG, OpRequest, plan_warp
+from ..ops.body_catalog import BODY_CATALOG, BodyPartNotVisible
+from ..ops.body_plan import plan_body_warp
 from .body import Body
+from .box import Box
 from .face_frame import FaceFrame
-from .ops import CATALOG, OpRequest, plan_warp
-from .ops.body_catalog import BODY_CATALOG, BodyPartNotVisible, plan_body_warp
-from .transfer import BodyMotion, Edit
-from .warp import (
+from .mls import (
     DEFAULT_GRID,
-    Box,
     LocalWarp,
     feather_mask,
     grid_nodes,
@@ -54,6 +54,7 @@ from .warp import (
     nodes_reaching,
     pixel_grid,
 )
+from .motion import BodyMotion, Edit
 
 #: Sampling step (px) of the fit grid, and strengths weaker than this are dropped.
 FIT_STEP = 3
@@ -150,7 +151,7 @@ def _fields(points: np.ndarray, variants: list[list[OpRequest]], shape: tuple[in
     """:func:`_field` of each request list in ``variants``, lists of the same operations at
     other strengths (one feathered region; e.g. an operation at + and − strength). They are
     evaluated on the same MLS nodes, and the sums over the fixed handles their warps share
-    are computed once (:func:`~mirrorppr_cli.warp.mls_similarity_shared`)."""
+    are computed once (:func:`~mirrorppr_cli.geometric.mls.mls_similarity_shared`)."""
     cache = {} if cache is None else cache
     layouts = cache.setdefault("layouts", {})
     warps = [plan_warp(points, requests, layouts) for requests in variants]
@@ -450,8 +451,8 @@ def _body_field(body: Body, requests: list[OpRequest], box: Box, *,
 
 def explain_body(motion: BodyMotion, body: Body, min_gain: float = MIN_GAIN, *,
                  refine_from: float = 0.0) -> BodyExplanation:
-    """Fit body-operation strengths to ``motion`` (:func:`~mirrorppr_cli.transfer.
-    estimate_body_motion`), planned on the exemplar's own ``body`` (its *before*).
+    """Fit body-operation strengths to ``motion`` (:func:`~mirrorppr_cli.geometric.
+    motion.estimate_body_motion`), planned on the exemplar's own ``body`` (its *before*).
 
     As :func:`explain` for the face: each operation's field at ±:data:`BASIS_STRENGTH`,
     forward selection, NNLS, refinement against the composed warp. Only operations whose
@@ -511,7 +512,7 @@ REFINE_MARGIN = 0.2
 @dataclass(frozen=True)
 class BodyResidual:
     """The body motion the fitted body operations do not explain, carried into a query through
-    the pose landmarks (:func:`mirrorppr_cli.retouch_job.apply_body_edit`).
+    the pose landmarks (:func:`mirrorppr_cli.geometric.apply.apply_body_edit`).
 
     Attributes:
         flow: ``(h, w, 2)`` float32 backward offsets over ``box``, smooth and fold-free, in the

@@ -1,7 +1,7 @@
 """Body landmarks and person mask: MediaPipe pose (33 points) with its segmentation mask.
 
 Coordinates are ``(x, y)`` pixels of the full image, ``x`` to the right and ``y`` down, with
-pixel centres at integers (the convention of :mod:`mirrorppr_cli.warp`); MediaPipe's normalised
+pixel centres at integers (the convention of :mod:`mirrorppr_cli.geometric.mls`); MediaPipe's normalised
 coordinates put 0 and 1 at the image *edges*, so ``x_px = x_norm · W − 0.5``.
 
 Only the pose graph that ships inside ``mediapipe==0.10.21`` is used: ``model_complexity=1``
@@ -15,7 +15,7 @@ shoulder on the image's left to the shoulder on the image's right (for a person 
 camera that is from their right shoulder, MediaPipe's ``RIGHT_SHOULDER`` = 12, to their left,
 ``LEFT_SHOULDER`` = 11), ``v`` is perpendicular to it and points away from the head (towards
 the hips). Edits expressed in this frame transfer across position, scale and in-plane rotation,
-like the face frame of :mod:`mirrorppr_cli.face_frame`.
+like the face frame of :mod:`mirrorppr_cli.geometric.face_frame`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from functools import cache, cached_property
 import cv2
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .face_frame import AxisFrame
 from .landmarks import _native_stderr_silenced, _run
 

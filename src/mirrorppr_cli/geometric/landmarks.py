@@ -1,7 +1,7 @@
 """Face landmarks: MediaPipe face mesh (478 refined points) behind a face detector.
 
 Coordinates are ``(x, y)`` pixels of the full image with pixel centres at integers (the
-convention of :mod:`mirrorppr_cli.warp`). MediaPipe's normalised coordinates put 0 and 1 at
+convention of :mod:`mirrorppr_cli.geometric.mls`). MediaPipe's normalised coordinates put 0 and 1 at
 the image *edges*, so ``x_px = x_norm · W − 0.5``.
 
 Pipeline: two MediaPipe face detectors (short- and full-range) propose face boxes; each box
@@ -21,8 +21,8 @@ from functools import cache
 import cv2
 import numpy as np
 
-from . import native_stderr
-from .errors import InputError, NoFaceError
+from .. import native_stderr
+from ..errors import InputError, NoFaceError
 
 # MediaPipe's C++ side logs warnings to stderr through glog/absl; keep the CLI's output clean.
 os.environ.setdefault("GLOG_minloglevel", "2")

@@ -8,7 +8,7 @@ themselves). It is an involution: ``MIRROR[MIRROR[i]] == i``.
 
 Derived once (the values below) by matching the mean landmark layout of 12 detections (six
 frontal portraits of the development set and their mirror images), in the face frame
-(:class:`~mirrorppr_cli.face_frame.FaceFrame`: mirroring is ``u → −u``), to its own mirror image
+(:class:`~mirrorppr_cli.geometric.face_frame.FaceFrame`: mirroring is ``u → −u``), to its own mirror image
 with a symmetric assignment; every landmark found its counterpart within 0.024 face units
 (median 0.004). ``tests/test_landmark_mirror.py`` checks it on scikit-image's astronaut.
 """

@@ -1,0 +1,244 @@
+"""Turning a measured flow into a field that is safe to apply: smooth, trusted, fold-free.
+
+A field here is ``(h, w, 2)`` float32 backward offsets ``(dx, dy)`` in pixels over a box.
+:func:`smooth_motion` keeps motion only where the flow is trusted (textured or consistently
+moving) and smooths it; the unfolding passes scale down any part whose Jacobian determinant
+falls below :data:`MIN_JACOBIAN_DET` (a fold-over would tear the image).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .box import Box, gaussian_radius, grown, nonzero_box, union
+from .flow import STILL_PX, grey
+
+#: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
+#: edits move features (an eye, a lip, a nostril, ≥ 0.15 face units across) as a whole, so the
+#: field they make varies on that scale or slower; what varies faster is measurement noise.
+SMOOTH_SIGMA = 0.03
+MIN_SMOOTH_PX = 1.5
+#: A flow vector farther than this (px, plus a quarter of the local motion) from the median of
+#: its 5×5 neighbourhood is a spike of the estimator, not motion: it gets no trust.
+SPIKE_PX = 0.5
+#: Texture energy (squared 3×3 Sobel response, grey levels) at which "the flow says nothing
+#: moved" is half-trusted: a gradient of 2 grey levels per pixel. Flat skin hides motion, so
+#: a zero there is no evidence; an edge or pore texture that did not move is.
+TEXTURE_ENERGY = (2.0 * 8.0) ** 2
+#: Local density of trusted measurements (the normalised convolution's denominator, 1 where
+#: every pixel around is trusted) from which the field keeps its full value; below, it falls
+#: smoothly to zero: an isolated measurement (a few pixels, a speckle of the estimator) does
+#: not become motion, and nothing is extrapolated far from the evidence.
+EVIDENCE_FULL = 0.25
+#: Offsets below this (px) leave a pixel untouched: OpenCV's bilinear remap resolves 1/32 px,
+#: so a smaller offset would not change the pixel anyway.
+MIN_OFFSET_PX = 1.0 / 64.0
+#: The field is scaled down until its backward map ``u ↦ u + e(u)`` has a Jacobian
+#: determinant of at least this everywhere (no fold-over; a structural edit compresses a
+#: feature by 20–40 % at most, det ≥ 0.35).
+MIN_JACOBIAN_DET = 0.2
+
+
+def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, region: np.ndarray,
+                  unit: float, pad: int, *,
+                  sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(field, weight)``: a smooth, fold-free version of the measured ``flow``.
+
+    ``flow`` ``(h, w, 2)`` backward offsets (px) over a box of the *after* image ``image``
+    ``(h, w, 3)`` uint8; ``moving`` ``(h, w)`` bool: where the flow is motion that explains the
+    before/after difference; ``region`` ``(h, w)`` bool: where edits may be; ``unit``: face unit
+    (px); ``pad``: the box's margin around the changed pixels (px); ``sigma``: the smoothing
+    scale (px; default :data:`SMOOTH_SIGMA` face units).
+
+    A per-pixel mask of "moved" pixels switches motion on and off pixel by pixel, which a
+    query shows as holes, islands and ringed dots. Instead the field is a normalised Gaussian
+    convolution of the trusted measurements: the motion where it explains the difference
+    (spikes of the estimator left out), zero where textured pixels stayed still, nothing from
+    flat pixels that hide motion; it falls to zero where the evidence thins out
+    (:data:`EVIDENCE_FULL`). It is then tapered to zero outside ``region`` and at the box's border, and
+    scaled down if its backward map would fold (:data:`MIN_JACOBIAN_DET`). ``weight`` is 1
+    where the field moves a pixel by at least :data:`MIN_OFFSET_PX`, tapering with the field.
+    """
+    sigma = max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX) if sigma is None else sigma
+    flow = flow.astype(np.float32)
+    median = np.dstack([cv2.medianBlur(np.ascontiguousarray(flow[..., c]), 5) for c in (0, 1)])
+    spread = np.linalg.norm(flow - median, axis=-1)
+    trusted_motion = moving & (spread <= SPIKE_PX + 0.25 * np.linalg.norm(median, axis=-1))
+    luma = grey(image).astype(np.float32)
+    energy = cv2.Sobel(luma, cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(luma, cv2.CV_32F, 0, 1) ** 2
+    energy = cv2.GaussianBlur(energy, (0, 0), sigma)
+    still_trust = energy / (energy + TEXTURE_ENERGY)
+    magnitude = np.linalg.norm(flow, axis=-1)
+    still = region & ~moving & (magnitude < STILL_PX)
+    trust = np.where(trusted_motion, 1.0, np.where(still, still_trust, 0.0)).astype(np.float32)
+    values = flow * trusted_motion[..., None]  # a still pixel contributes a zero
+    numerator = cv2.GaussianBlur(values * trust[..., None], (0, 0), sigma)
+    denominator = cv2.GaussianBlur(trust, (0, 0), sigma)
+    # Full value where the evidence is dense; falling to zero where it thins out.
+    confidence = _smoothstep(np.clip(denominator / EVIDENCE_FULL, 0.0, 1.0))
+    field = numerator * (confidence / np.maximum(denominator, 1e-6))[..., None]
+    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma) * _border_taper(
+        region.shape, max(pad / 2.0, 1.0))
+    field *= taper[..., None]
+    return with_weight(_unfolded(field, sigma))
+
+
+def with_weight(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(field, weight)``: ``weight`` 1 where ``field`` moves a pixel by at least
+    :data:`MIN_OFFSET_PX`, tapering with the field, 0 (and the field 0) below."""
+    reach = np.linalg.norm(field, axis=-1)
+    weight = np.clip(reach / (4 * MIN_OFFSET_PX), 0.0, 1.0)
+    weight[reach < MIN_OFFSET_PX] = 0.0
+    field[weight == 0] = 0.0
+    return np.ascontiguousarray(field, np.float32), weight.astype(np.float32)
+
+
+def _border_taper(shape: tuple[int, int], width: float) -> np.ndarray:
+    """``(h, w)`` float32: 0 on the box's border rising smoothly to 1 at ``width`` px in."""
+    ys = np.minimum(np.arange(shape[0]), np.arange(shape[0])[::-1]).astype(np.float32)
+    xs = np.minimum(np.arange(shape[1]), np.arange(shape[1])[::-1]).astype(np.float32)
+    ramp = lambda d: _smoothstep(np.clip(d / width, 0.0, 1.0))  # noqa: E731
+    return np.outer(ramp(ys), ramp(xs)).astype(np.float32)
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    return t * t * (3.0 - 2.0 * t)
+
+
+def jacobian_determinant(field: np.ndarray) -> np.ndarray:
+    """``(h, w)``: det of the Jacobian of ``u ↦ u + field(u)`` (``field`` ``(h, w, 2)`` px,
+    ``(x, y)`` order; central differences). ≤ 0 where the map folds over."""
+    dxdx = np.gradient(field[..., 0], axis=1)
+    dxdy = np.gradient(field[..., 0], axis=0)
+    dydx = np.gradient(field[..., 1], axis=1)
+    dydy = np.gradient(field[..., 1], axis=0)
+    return (1.0 + dxdx) * (1.0 + dydy) - dxdy * dydx
+
+
+#: Local smoothing passes that try to remove a fold before the whole field is scaled down.
+UNFOLD_PASSES = 4
+
+
+def _unfolded(field: np.ndarray, sigma: float, support: Box | None = None) -> np.ndarray:
+    """``field`` with its fold-overs smoothed away locally.
+
+    Where the backward map's Jacobian determinant is below :data:`MIN_JACOBIAN_DET` (a steep
+    measured gradient, e.g. at the edge of a cross-faded edit), the field is replaced, within
+    a feathered neighbourhood, by a more strongly blurred copy, with a wider blur each pass;
+    elsewhere it is untouched; likewise where it is steeper than :data:`MAX_FIELD_GRADIENT`.
+    Only if that fails is the whole field scaled down. Returns ``field`` itself (not a copy)
+    when nothing folds; never changes it.
+
+    ``support``: a box of ``field``'s pixels (``(h, w, 2)``, px) outside which it is zero
+    (default: found). Every pass is worked only where it can change something
+    (:func:`_unfold_pass`): the same values as on the whole field, at a cost that follows the
+    folds rather than the field's size.
+    """
+    shape = field.shape[:2]
+    support = nonzero_box(field) if support is None else support
+    if support.empty:  # a zero field folds nowhere
+        return field
+    for k in range(UNFOLD_PASSES):
+        window = grown(support, 2, shape)  # beyond it the field and its gradient are zero
+        folded = _folded(field[window.slices()])
+        if not folded.any():
+            return field
+        field, changed = _unfold_pass(field, folded, window, sigma, k)
+        support = union(support, changed)
+    window = grown(support, 2, shape)
+    return field * _fold_free_scale(field[window.slices()])
+
+
+def _folded(field: np.ndarray) -> np.ndarray:
+    """``(h, w)`` bool: where the backward map of ``field`` ``(h, w, 2)`` folds or is too
+    steep (:data:`MIN_JACOBIAN_DET`, :data:`MAX_FIELD_GRADIENT`)."""
+    return (jacobian_determinant(field) < MIN_JACOBIAN_DET) | _steep(field)
+
+
+def _unfold_pass(field: np.ndarray, folded: np.ndarray, window: Box, sigma: float,
+                 k: int) -> tuple[np.ndarray, Box]:
+    """Pass ``k`` of :func:`_unfolded`: ``(new field, box of the pixels it may change)``.
+
+    ``folded``: :func:`_folded` over ``window`` of ``field`` (``(h, w, 2)``), none outside it.
+    The pass mixes ``field`` towards its blur (σ = 2·``sigma``·(k + 1)) with a weight that is
+    the fold mask dilated (``reach`` px) and blurred (σ = ``sigma``): zero, exactly, farther
+    than ``reach`` + that blur's radius from every folded pixel. So only the folds' box grown
+    by that much changes, and its blurs need the field only a blur radius beyond: both are
+    worked on that crop (OpenCV's filters give the same values there as on the whole field;
+    where the crop meets the field's edge both reflect at the same edge).
+    """
+    shape = field.shape[:2]
+    rows, cols = np.nonzero(folded)
+    folds = Box(window.x0 + int(cols.min()), window.y0 + int(rows.min()),
+                window.x0 + int(cols.max()) + 1, window.y0 + int(rows.max()) + 1)
+    reach = int(np.ceil(2 * sigma * (k + 1))) | 1
+    wide = 2 * sigma * (k + 1)
+    changed = grown(folds, reach + gaussian_radius(sigma), shape)
+    crop = grown(changed, gaussian_radius(wide), shape)
+    marks = np.zeros((crop.height, crop.width), np.uint8)
+    marks[folds.y0 - crop.y0 : folds.y1 - crop.y0, folds.x0 - crop.x0 : folds.x1 - crop.x0] = \
+        folded[folds.y0 - window.y0 : folds.y1 - window.y0,
+               folds.x0 - window.x0 : folds.x1 - window.x0]
+    near = cv2.dilate(marks, cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))).astype(np.float32)
+    mix = np.clip(cv2.GaussianBlur(near, (0, 0), sigma) * 2.0, 0.0, 1.0)[..., None]
+    part = field[crop.slices()]
+    blurred = cv2.GaussianBlur(part, (0, 0), wide)
+    inner = (slice(changed.y0 - crop.y0, changed.y1 - crop.y0),
+             slice(changed.x0 - crop.x0, changed.x1 - crop.x0))
+    out = field.copy()
+    here = part[inner]
+    out[changed.slices()] = here + mix[inner] * (blurred[inner] - here)
+    return out, changed
+
+
+#: Smoothing scales above this many pixels are worked at a reduced resolution that brings
+#: them down to it (:func:`unfolded_coarse`, :func:`body_confinement`): OpenCV's Gaussian
+#: costs in proportion to its width, and on a 24 MP query a body's smoothing scale is ~30 px
+#: (the carry took 22 s of CPU; the fields are smooth on that scale, so nothing is lost).
+WORK_SIGMA_PX = 4.0
+
+
+def unfolded_coarse(field: np.ndarray, sigma: float, support: Box | None = None) -> np.ndarray:
+    """:func:`_unfolded` worked at a resolution where ``sigma`` is :data:`WORK_SIGMA_PX`
+    (offsets scaled with it, so gradients and Jacobians are the same), the change it makes
+    brought back to full size; below that scale it is :func:`_unfolded` itself (``support``:
+    see there). ``field`` itself comes back when nothing folds."""
+    if sigma <= WORK_SIGMA_PX:
+        return _unfolded(field, sigma, support)
+    factor = WORK_SIGMA_PX / sigma
+    height, width = field.shape[:2]
+    small_size = (max(2, round(width * factor)), max(2, round(height * factor)))
+    small = cv2.resize(field, small_size, interpolation=cv2.INTER_AREA)
+    fx, fy = small_size[0] / width, small_size[1] / height
+    scaled = small * np.array([fx, fy], np.float32)
+    fixed = _unfolded(scaled, WORK_SIGMA_PX)
+    if fixed is scaled:  # nothing folded at this scale
+        return field
+    change = (fixed - scaled) / np.array([fx, fy], np.float32)
+    return field + cv2.resize(change, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+#: Largest change of the field between neighbouring pixels (px per px, either component):
+#: beyond it an edge is torn into steps even where the map does not yet fold.
+MAX_FIELD_GRADIENT = 0.8
+
+
+def _steep(field: np.ndarray) -> np.ndarray:
+    """``(h, w)`` bool: where a component of ``field`` changes by more than
+    :data:`MAX_FIELD_GRADIENT` px per pixel."""
+    steep = np.zeros(field.shape[:2], bool)
+    for c in range(2):
+        for axis in (0, 1):
+            steep |= np.abs(np.gradient(field[..., c], axis=axis)) > MAX_FIELD_GRADIENT
+    return steep
+
+
+def _fold_free_scale(field: np.ndarray) -> float:
+    """The largest factor ≤ 1 (in steps of 0.8) at which ``field`` keeps its Jacobian
+    determinant ≥ :data:`MIN_JACOBIAN_DET`."""
+    scale = 1.0
+    while scale > 0.05 and jacobian_determinant(field * scale).min() < MIN_JACOBIAN_DET:
+        scale *= 0.8
+    return scale
