@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.optimize import nnls
 
 from ..ops import CATALOG, OpRequest, plan_warp
 from ..ops.body_catalog import BODY_CATALOG, BodyPartNotVisible
@@ -307,6 +306,8 @@ def _fit(
     coef = np.zeros(len(labels))
     chosen = _select(basis, target, min_gain)
     if chosen:
+        from scipy.optimize import nnls  # on first use: ~0.5 s and ~34 MB to import
+
         coef[chosen], _ = nnls(basis[:, chosen], target)
     residual = float(np.sum((basis @ coef - target) ** 2))
     strengths: dict[str, float] = {}
@@ -371,6 +372,8 @@ def _select(basis: np.ndarray, target: np.ndarray, min_gain: float) -> list[int]
     reach = np.maximum(np.abs(basis[:, 0::2]), np.abs(basis[:, 1::2]))
     # where each operation acts, as columns of 0/1: the residual there for all at once
     acts = (reach > SUPPORT_FRACTION * reach.max(axis=0)).astype(np.float64)
+
+    from scipy.optimize import nnls  # on first use: ~0.5 s and ~34 MB to import
 
     def fit(cols: list[int]) -> tuple[np.ndarray, float]:
         g = gram[np.ix_(cols, cols)] + 1e-9 * total * np.eye(len(cols))

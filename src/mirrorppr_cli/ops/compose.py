@@ -7,12 +7,11 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from ..errors import UsageError
 from ..geometric.face_frame import FaceFrame
 from ..geometric.mls import LocalWarp
-from .catalog import get_operation, pairwise_distances
+from .catalog import distances, get_operation, pairwise_distances
 from .request import MAX_STRENGTH, OpRequest
 
 #: Anchors closer than this (face units) to a moving point of *another* operation are
@@ -218,7 +217,7 @@ def _clear_points(candidates: np.ndarray, moving: np.ndarray, clearance: float) 
     """Local ``candidates`` ``(H, 2)`` without those within ``clearance`` of a ``moving`` point."""
     if len(candidates) == 0 or len(moving) == 0:
         return candidates
-    return candidates[cdist(candidates, moving).min(axis=1) >= clearance]
+    return candidates[distances(candidates, moving).min(axis=1) >= clearance]
 
 
 def _unstrained_points(
@@ -228,7 +227,7 @@ def _unstrained_points(
     ``shifts``) would strain beyond :data:`MAX_ANCHOR_STRAIN`."""
     if len(candidates) == 0 or len(handles) == 0:
         return np.ones(len(candidates), bool)
-    dist = cdist(candidates, handles)
+    dist = distances(candidates, handles)
     strain = np.linalg.norm(shifts, axis=1)[None, :] / np.maximum(dist, 1e-9)
     return strain.max(axis=1) <= MAX_ANCHOR_STRAIN
 
