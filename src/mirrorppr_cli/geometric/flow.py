@@ -12,10 +12,12 @@ import numpy as np
 
 #: Flow magnitude (px) below which an exemplar pixel counts as unmoved.
 STILL_PX = 0.1
+#: Gaussian window (σ, px) in which :func:`explained` compares before and after.
 EXPLAIN_SIGMA = 3.0
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8 luma of an ``(H, W, 3)`` uint8 RGB image."""
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
 
