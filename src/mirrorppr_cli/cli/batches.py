@@ -38,13 +38,14 @@ def remove_stale_temporaries(plan, *, as_json: bool) -> list[str]:
 
 def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                     summary_extra: dict | None = None, skip_existing: bool = False,
-                    workers: int = 1, review_dir: Path | None = None) -> None:
+                    workers: int = 1, review_dir: Path | None = None,
+                    reviewed: bool = False) -> None:
     """Run ``work(src, dest)`` for each planned file (``workers`` > 1: in that many processes,
     :mod:`mirrorppr_cli.batch`): an item that fails — with the tool's own error or any other
     exception — is reported (one line naming the file) and the batch goes on; with
     ``skip_existing`` an item whose output exists is not run and is reported as skipped;
     prints the reports; exits 1 if a batch item failed (a single input's own error code
-    otherwise)."""
+    otherwise). ``reviewed``: the job looks for frames to review (the summary counts them)."""
     from ..batch import run_batch
 
     reports: list = [None] * len(plan)
@@ -70,10 +71,9 @@ def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
     skipped = [r for r in reports if r.status == "skipped"]
     flagged = [r for r in reports if r.status == "ok" and getattr(r, "review", None)]
     written = len(reports) - len(failed) - len(skipped)
-    checked = "review" in getattr(report_type, "__dataclass_fields__", {})
     summary = {"ok": written, "failed": len(failed),
                **({"skipped": len(skipped)} if skip_existing else {}),
-               **({"to_review": len(flagged)} if checked else {}), "workers": used,
+               **({"to_review": len(flagged)} if reviewed else {}), "workers": used,
                **(summary_extra or {})}
     made = {index: r.extra.pop("review") for index, r in enumerate(reports)  # heat-maps
             if isinstance(getattr(r, "extra", None), dict) and "review" in r.extra}

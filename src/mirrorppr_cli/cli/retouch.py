@@ -348,7 +348,8 @@ def retouch_command(
               **({"removed_temporaries": removed} if removed else {})}
     if measured is None:  # every output exists
         run_file_batch(plan, None, Result, as_json=as_json, batch=batch,
-                        skip_existing=True, summary_extra=common, review_dir=review_dir)
+                        skip_existing=True, summary_extra=common, review_dir=review_dir,
+                        reviewed=True)
         return
     settings = RetouchSettings(strength=strength, face_index=face, force=force,
                                output_format=output_format, max_pixels=max_pixels, check=check,
@@ -365,6 +366,7 @@ def retouch_command(
                  else 1),
         summary_extra={**common, **backend.edit_summary(measured)},
         review_dir=review_dir,
+        reviewed=True,
     )
 
 def explain_command(
