@@ -332,3 +332,22 @@ def test_layers_pages_hold_every_pixel(shape, dtype):
     touched = {20 // LAYERS_ROWS_PER_STRIP, (shape[0] - 1) // LAYERS_ROWS_PER_STRIP}
     assert len(strips[0]) == len(strips[1]) == -(-shape[0] // LAYERS_ROWS_PER_STRIP)
     assert [i for i, (a, b) in enumerate(zip(*strips, strict=True)) if a != b] == sorted(touched)
+
+
+def test_stmap_exr_bytes_do_not_depend_on_the_thread_pool():
+    """The EXR is compressed on OpenEXR's own thread pool (set by the writer): the bytes are
+    those of one thread."""
+    import OpenEXR
+
+    from mirrorppr_cli.exports import ENCODE_THREADS, _encode_exr, to_stmap
+
+    stmap = to_stmap(_random_map(300, 200))  # several PIZ chunks of 32 lines
+    before = OpenEXR.global_thread_count()
+    try:
+        OpenEXR.set_global_thread_count(0)
+        one = _encode_exr(stmap)
+        assert OpenEXR.global_thread_count() == ENCODE_THREADS  # the writer set its pool
+        OpenEXR.set_global_thread_count(max(ENCODE_THREADS, 3))
+        assert _encode_exr(stmap) == one
+    finally:
+        OpenEXR.set_global_thread_count(before)

@@ -142,9 +142,14 @@ def _encode_exr(rgb: np.ndarray) -> bytes:
     # the bindings take C-contiguous planes (a strided view was written wrong, 3.5.3)
     channels = {name: np.ascontiguousarray(rgb[..., c], dtype=np.float32)
                 for c, name in enumerate("RGB")}
+    # The library's own pool does the threading: File's num_threads does not (3.5.3: one
+    # thread either way), and the global count is 0 (no pool) until set. Same bytes with any
+    # count (checked); 24 MP STMap: 1.6 s wall with none, 0.85 s with two.
+    if OpenEXR.global_thread_count() < ENCODE_THREADS:
+        OpenEXR.set_global_thread_count(ENCODE_THREADS)
     buffer = io.BytesIO()
     OpenEXR.File({"compression": OpenEXR.PIZ_COMPRESSION, "type": OpenEXR.scanlineimage},
-                 channels, num_threads=ENCODE_THREADS).write(buffer)
+                 channels).write(buffer)
     return buffer.getvalue()
 
 
