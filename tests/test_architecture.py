@@ -96,3 +96,21 @@ def test_the_cli_never_compares_a_backend_name(path):
             constants = {c.value for c in [node.left, *node.comparators]
                          if isinstance(c, ast.Constant)}
             assert not constants & names, f"{path.name}:{node.lineno} compares with a backend name"
+
+
+#: ``mirrorppr_cli.geometric``'s modules, lower ones first, as its docstring lists them.
+GEOMETRIC_ORDER = ["landmarks", "landmark_mirror", "regions", "face_frame", "body",
+                   "body_correspondence", "box", "mls", "flow", "face", "field", "motion", "fit",
+                   "measure", "carry", "apply"]
+
+
+def test_geometric_imports_point_down_its_list():
+    """Inside the geometric package a module imports only modules listed before it."""
+    package = "mirrorppr_cli.geometric."
+    graph = import_graph()
+    assert sorted(m[len(package):] for m in graph if m.startswith(package)) == sorted(
+        GEOMETRIC_ORDER)
+    upward = [(m, t[len(package):]) for m in GEOMETRIC_ORDER
+              for t in graph[package + m] if t.startswith(package)
+              and GEOMETRIC_ORDER.index(t[len(package):]) > GEOMETRIC_ORDER.index(m)]
+    assert upward == []
