@@ -2,13 +2,12 @@
 
 A result is what happened to one input: what was written, which face was used, what changed,
 what the retoucher should know (``notes``) or look at (``review``), and the files written
-beside the output. It serialises itself (``to_dict``/``to_json``: the objects of ``--json``)
-and says whether it is a failure; the CLI prints it, the review page reads it.
+beside the output. ``to_dict`` gives the objects of ``--json``; the CLI prints them, the
+review page reads them.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 
@@ -46,17 +45,5 @@ class Result:
     #: Anything a backend adds (its name, worker pid, review assets).
     extra: dict = field(default_factory=dict)
 
-    @classmethod
-    def failed(cls, input: str, error: str, exit_code: int) -> Result:
-        """The result of an input that could not be done."""
-        return cls(input=input, status="failed", error=error, exit_code=exit_code)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
