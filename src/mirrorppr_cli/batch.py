@@ -45,9 +45,6 @@ Outcome = tuple[int, object, str | None, BaseException | None]
 #: 0.80-0.96×, 48 queries 1.02×, 96 queries 0.90-1.59× (median of five sets 1.18×).
 MIN_BATCH_FOR_WORKERS = 48
 
-#: Thread pools limited to one thread in a worker (unless set by the user): each worker takes
-#: one core, and OpenBLAS's helper thread spins while it waits for work.
-WORKER_THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: Files handed to a started worker and not yet finished, at most: the one it runs and the
 #: next, so that it never waits for this process (busy with a file of its own) to send one.
 WORKER_PREFETCH = 2
@@ -116,8 +113,9 @@ def _start_worker(parent: int, job: bytes) -> None:
     from .data.workers import die_with_parent
 
     die_with_parent(parent)
-    for name in WORKER_THREAD_LIMITS:  # read when numpy/OpenBLAS loads, below
-        os.environ.setdefault(name, "1")
+    from .threads import single_threaded_blas
+
+    single_threaded_blas()  # before numpy loads, below
     import pickle
 
     import cv2

@@ -96,6 +96,9 @@ app.command("review")(review_command)
 def main() -> None:
     """Console-script entry point."""
     from ..memory import keep_freed_memory
+    from ..threads import single_threaded_blas
+
+    single_threaded_blas()  # before any command imports numpy
 
     keep_freed_memory()  # a process that ends soon: reuse freed memory rather than re-fault it
     if not verbose_requested():
