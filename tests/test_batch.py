@@ -151,3 +151,45 @@ def test_two_workers_write_the_bytes_one_process_writes(shoot, tmp_path):
     assert len(written) == 5
     for path in written:
         assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes(), path.name
+
+
+class _Preload:
+    """Unpickled in each started worker: it leaves a file named after the worker's pid."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        (self.folder / f"ready-{os.getpid()}").touch()
+
+
+def test_workers_start_and_import_before_their_job_exists(tmp_path):
+    """``Workers`` starts its processes at once (they unpickle ``preload``, i.e. import the
+    backend, while this process measures the exemplar); the job comes later, is read from a
+    private temporary file, and that file's folder goes when the workers close."""
+    import time
+
+    with batch.Workers(1, preload=_Preload(tmp_path)) as workers:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("ready-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready = list(tmp_path.glob("ready-*"))
+        assert len(ready) == 1 and ready[0].name != f"ready-{os.getpid()}"
+        plan = [(Path(n), Path(n + ".out")) for n in "abcdef"]
+        outcomes = sorted(run_batch(plan, _work, _Report, workers=workers), key=lambda o: o[0])
+        assert [o[1].status for o in outcomes] == ["ok"] * 6
+        spawned = {o[1].pid for o in outcomes} - {os.getpid()}
+        assert spawned == {int(ready[0].name.removeprefix("ready-"))}
+        job_folder = workers._job_file.parent
+        assert job_folder.is_dir() and oct(job_folder.stat().st_mode & 0o777) == "0o700"
+    assert not job_folder.exists()
+
+
+def test_an_error_before_the_job_closes_the_workers(tmp_path):
+    """A run that fails before its job exists (e.g. a refused exemplar) ends its started
+    workers at once, still starting as they are: none outlives the block."""
+    with pytest.raises(InputError), batch.Workers(2, preload=_Preload(tmp_path)) as workers:
+        assert len(workers._processes) == 2
+        raise InputError("refused exemplar")
+    assert not any(process.is_alive() for process in workers._processes)

@@ -1,24 +1,26 @@
 """Run one job over a batch of files, in this process or in worker processes.
 
 A job is a picklable callable ``work(src, dest) -> report`` (:class:`RetouchWork`,
-:class:`ApplyWork`): the exemplar is measured once, in the parent, and each worker receives
-the measured edit once, when it starts. Every item yields a report: an item that fails — with
-the tool's own error or any other exception — becomes a "failed" report naming the file, and
-the batch goes on. Reports come back in the order of the plan whatever the order the workers
+:class:`ApplyWork`): the exemplar is measured once, in the parent, and each worker reads the
+measured edit once, with its first file. Workers can be started before the job exists
+(:class:`Workers`), so that their imports overlap with the exemplar's measurement. Every item
+yields a report: an item that fails — with the tool's own error or any other exception —
+becomes a "failed" report naming the file, and the batch goes on. Reports come back in the order of the plan whatever the order the workers
 finish in, and a worker's output bytes are those of a sequential run (the same functions on
 the same inputs).
 
 ``workers`` = N means N processes retouch: this one and N − 1 started for the batch. This
 process has everything imported and the detectors built already, so it works from the first
-file while each started worker spends ~2 s of CPU on its imports; files are handed out one at
-a time to whichever process is free (each started worker has at most two handed to it and
-not yet finished).
+file while each started worker spends ~2 s of CPU on its imports (while the exemplar is
+measured, when the workers were started before it); files are handed out one at a time to
+whichever process is free (each started worker has at most two handed to it and not yet
+finished).
 
 Workers are spawned (not forked: MediaPipe's graphs run threads that a fork would copy
 half-way) and end with the parent (:func:`~mirrorppr_cli.data.workers.die_with_parent`).
 Each process runs one file at a time on one core: OpenCV is set to one thread in the workers
-and, while they run, in this process; the workers' OpenMP/OpenBLAS pools are limited to one
-thread before numpy loads (``OMP_NUM_THREADS`` and the like, unless set by the user).
+and, while they run, in this process; OpenBLAS runs one thread in every process of the tool
+(:mod:`mirrorppr_cli.threads`).
 """
 
 from __future__ import annotations
@@ -103,13 +105,76 @@ def _mark_process(report: object) -> None:
 
 # ------------------------------------------------------------------ worker processes
 
-_worker_job: tuple[Callable, type, bool] | None = None
+class Workers:
+    """``count`` worker processes, started now, before their job exists: a worker's imports
+    (~2 s of CPU: numpy, OpenCV, MediaPipe, the backend's modules, from unpickling
+    ``preload``, e.g. the backend) overlap with what this process does meanwhile (measuring
+    the exemplar) instead of delaying the worker's first file. The job comes later, with
+    :meth:`use` (pickled once, to a file in a private temporary folder that each worker reads
+    when its first file arrives; the folder goes with :meth:`close`).
+
+    A context manager: leaving it shuts the workers down (after the files in hand when the
+    block ended normally; at once, ending them, when it ended with an exception)."""
+
+    def __init__(self, count: int, *, preload: object = None, verbose: bool = False) -> None:
+        import pickle
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.count = max(count, 0)
+        self.verbose = verbose
+        self.pool = None
+        self._job_file: Path | None = None
+        self._processes: list = []
+        if self.count:
+            running = set(multiprocessing.active_children())
+            self.pool = ProcessPoolExecutor(
+                self.count, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(), pickle.dumps(preload), verbose))
+            for _ in range(self.count):  # each submission starts one worker (spawn context)
+                self.pool.submit(os.getpid)
+            # the executor keeps its processes private; these are the ones it just started
+            self._processes = list(set(multiprocessing.active_children()) - running)
+
+    def use(self, work: Callable, report_type: type) -> Path:
+        """The job the workers run from now on: the file that holds it."""
+        import pickle
+        import tempfile
+
+        if self._job_file is None:
+            self._job_file = Path(tempfile.mkdtemp(prefix="mirrorppr-job-")) / "job.pickle"
+        self._job_file.write_bytes(pickle.dumps((work, report_type)))
+        return self._job_file
+
+    def close(self, *, at_once: bool = False) -> None:
+        """Shut the workers down: after the files in hand, or ``at_once`` (ended)."""
+        if self.pool is not None:
+            if at_once:  # an error, or Ctrl-C: a worker still importing is not waited for
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                for process in self._processes:
+                    process.terminate()
+                for process in self._processes:
+                    process.join()
+            else:
+                self.pool.shutdown(wait=True)
+            self.pool = None
+        if self._job_file is not None:
+            import shutil
+
+            shutil.rmtree(self._job_file.parent, ignore_errors=True)
+            self._job_file = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        self.close(at_once=kind is not None)
 
 
-def _start_worker(parent: int, job: bytes) -> None:
-    """Pool initializer. ``job`` is the pickled ``(work, report type, verbose)``: unpickling it
-    imports numpy, OpenCV and MediaPipe, so it is unpickled here, after the worker is tied to
-    its parent and its thread pools are limited, not with the initializer's arguments."""
+def _start_worker(parent: int, preload: bytes, verbose: bool) -> None:
+    """Pool initializer. ``preload`` is pickled: unpickling it imports numpy, OpenCV, MediaPipe
+    and the backend's modules, so it is unpickled here, after the worker is tied to its parent
+    and its thread pools are limited, not with the initializer's arguments."""
     from .data.workers import die_with_parent
 
     die_with_parent(parent)
@@ -121,17 +186,24 @@ def _start_worker(parent: int, job: bytes) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # the workers share the cores; OpenCV's own pool would oversubscribe
-    work, report_type, verbose = pickle.loads(job)
     if not verbose:
         from .native_stderr import quiet_libraries
 
         quiet_libraries()
+    pickle.loads(preload)
+
+
+#: This worker's job, ``(job file, work, report type)``, read when its first file came.
+_worker_job: tuple[Path, Callable, type] | None = None
+
+
+def _run_in_worker(job_file: Path, verbose: bool, index: int, src: Path, dest: Path) -> Outcome:
     global _worker_job
-    _worker_job = (work, report_type, verbose)
+    if _worker_job is None or _worker_job[0] != job_file:
+        import pickle
 
-
-def _run_in_worker(index: int, src: Path, dest: Path) -> Outcome:
-    work, report_type, verbose = _worker_job
+        _worker_job = (job_file, *pickle.loads(job_file.read_bytes()))
+    _, work, report_type = _worker_job
     report, message, error = run_item(work, report_type, src, dest, verbose=verbose)
     if error is not None:  # the exception may not pickle; its text is in the message
         error = RuntimeError(f"{type(error).__name__}: {error}")
@@ -140,26 +212,31 @@ def _run_in_worker(index: int, src: Path, dest: Path) -> Outcome:
 
 
 def run_batch(plan: list[tuple[Path, Path]], work: Callable, report_type: type, *,
-              workers: int = 1, verbose: bool = False) -> Iterator[Outcome]:
-    """Outcomes of ``work`` on every ``(src, dest)`` of ``plan`` as they finish (workers > 1:
-    in this process and ``workers`` − 1 spawned ones; the caller orders them by index)."""
-    if workers <= 1 or len(plan) <= 1:
-        for index, (src, dest) in enumerate(plan):
-            yield (index, *run_item(work, report_type, src, dest, verbose=verbose))
+              workers: int | Workers = 1, verbose: bool = False) -> Iterator[Outcome]:
+    """Outcomes of ``work`` on every ``(src, dest)`` of ``plan`` as they finish (the caller
+    orders them by index). ``workers``: processes, this one included (N > 1: N − 1 are
+    started here and shut down after the batch), or :class:`Workers` started earlier (this
+    process works beside them; their owner shuts them down)."""
+    if isinstance(workers, Workers):
+        if workers.count and len(plan) > 1:
+            yield from _run_shared(plan, work, report_type, workers, verbose)
+            return
+    elif workers > 1 and len(plan) > 1:
+        with Workers(min(workers, len(plan)) - 1, verbose=verbose) as started:
+            yield from _run_shared(plan, work, report_type, started, verbose)
         return
-    yield from _run_shared(plan, work, report_type, min(workers, len(plan)) - 1, verbose)
+    for index, (src, dest) in enumerate(plan):
+        yield (index, *run_item(work, report_type, src, dest, verbose=verbose))
 
 
 def _run_shared(plan: list[tuple[Path, Path]], work: Callable, report_type: type,
-                started: int, verbose: bool) -> Iterator[Outcome]:
-    """``plan`` in this process and ``started`` spawned workers, each taking the next file
-    when it is free. A worker that dies (killed, out of memory) fails the files it held, with
-    a message that says so; the rest of the batch is done here."""
-    import pickle
+                workers: Workers, verbose: bool) -> Iterator[Outcome]:
+    """``plan`` in this process and the started ``workers``, each taking the next file when
+    it is free. A worker that dies (killed, out of memory) fails the files it held, with a
+    message that says so; the rest of the batch is done here."""
     import queue
     import threading
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     import cv2
@@ -168,71 +245,69 @@ def _run_shared(plan: list[tuple[Path, Path]], work: Callable, report_type: type
     lock = threading.Lock()
     finished: queue.SimpleQueue = queue.SimpleQueue()  # the workers' outcomes
     sent = received = 0
-    job = pickle.dumps((work, report_type, verbose))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(started, mp_context=context, initializer=_start_worker,
-                             initargs=(os.getpid(), job)) as pool:
+    job_file = workers.use(work, report_type)
+    pool = workers.pool
 
-        def fail(index: int, src: Path, error: BaseException) -> None:
-            if isinstance(error, BrokenProcessPool):
-                message = (f"{src}: a worker process ended unexpectedly (killed or out of "
-                           "memory?); run again with --skip-existing")
-            else:  # e.g. an outcome that does not pickle
-                message = unexpected_failure(src, error, verbose)
-            finished.put((index, report_type(input=str(src), status="failed", error=message,
-                                             exit_code=1), message, error))
+    def fail(index: int, src: Path, error: BaseException) -> None:
+        if isinstance(error, BrokenProcessPool):
+            message = (f"{src}: a worker process ended unexpectedly (killed or out of "
+                       "memory?); run again with --skip-existing")
+        else:  # e.g. an outcome that does not pickle
+            message = unexpected_failure(src, error, verbose)
+        finished.put((index, report_type(input=str(src), status="failed", error=message,
+                                         exit_code=1), message, error))
 
-        def send() -> None:
-            """The next file to the workers, if one is left and they still run."""
-            nonlocal sent
+    def send() -> None:
+        """The next file to the workers, if one is left and they still run."""
+        nonlocal sent
+        with lock:
+            if not todo:
+                return
+            index, (src, dest) = todo.popleft()
+            try:
+                future = pool.submit(_run_in_worker, job_file, verbose, index, src, dest)
+            except (BrokenProcessPool, RuntimeError):  # broken, or shutting down
+                todo.appendleft((index, (src, dest)))  # this process does it
+                return
+            sent += 1
+        future.add_done_callback(lambda done: arrived(done, index, src))
+
+    def arrived(done, index: int, src: Path) -> None:  # on the pool's thread
+        error = done.exception()
+        if error is None:
+            finished.put(done.result())
+        else:
+            fail(index, src, error)
+        send()
+
+    for _ in range(workers.count * WORKER_PREFETCH):
+        send()
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # this process is one of the workers now
+    try:
+        while True:
+            while True:  # what the workers finished meanwhile
+                try:
+                    outcome = finished.get_nowait()
+                except queue.Empty:
+                    break
+                received += 1
+                yield outcome
             with lock:
                 if not todo:
-                    return
+                    break
                 index, (src, dest) = todo.popleft()
-                try:
-                    future = pool.submit(_run_in_worker, index, src, dest)
-                except (BrokenProcessPool, RuntimeError):  # broken, or shutting down
-                    todo.appendleft((index, (src, dest)))  # this process does it
-                    return
-                sent += 1
-            future.add_done_callback(lambda done: arrived(done, index, src))
-
-        def arrived(done, index: int, src: Path) -> None:  # on the pool's thread
-            error = done.exception()
-            if error is None:
-                finished.put(done.result())
-            else:
-                fail(index, src, error)
-            send()
-
-        for _ in range(started * WORKER_PREFETCH):
-            send()
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)  # this process is one of the workers now
-        try:
-            while True:
-                while True:  # what the workers finished meanwhile
-                    try:
-                        outcome = finished.get_nowait()
-                    except queue.Empty:
-                        break
-                    received += 1
-                    yield outcome
-                with lock:
-                    if not todo:
-                        break
-                    index, (src, dest) = todo.popleft()
-                report, message, error = run_item(work, report_type, src, dest, verbose=verbose)
-                _mark_process(report)
-                yield index, report, message, error
-            while True:
-                with lock:  # nothing is left to send: ``sent`` is final
-                    if received >= sent:
-                        break
-                received += 1
-                yield finished.get()
-        finally:
-            cv2.setNumThreads(threads)
+            report, message, error = run_item(work, report_type, src, dest, verbose=verbose)
+            _mark_process(report)
+            yield index, report, message, error
+        while True:
+            with lock:  # nothing is left to send: ``sent`` is final
+                if received >= sent:
+                    break
+            received += 1
+            yield finished.get()
+    finally:
+        cv2.setNumThreads(threads)
 
 
 # ------------------------------------------------------------------ the jobs

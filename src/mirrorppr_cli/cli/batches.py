@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -22,6 +23,9 @@ from .console import (
     print_error,
     progress_bar,
 )
+
+if TYPE_CHECKING:
+    from ..batch import Workers
 
 
 def remove_stale_temporaries(plan, *, as_json: bool) -> list[str]:
@@ -38,15 +42,15 @@ def remove_stale_temporaries(plan, *, as_json: bool) -> list[str]:
 
 def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                     summary_extra: dict | None = None, skip_existing: bool = False,
-                    workers: int = 1, review_dir: Path | None = None,
+                    workers: int | Workers = 1, review_dir: Path | None = None,
                     reviewed: bool = False) -> None:
     """Run ``work(src, dest)`` for each planned file (``workers`` > 1: in that many processes,
-    :mod:`mirrorppr_cli.batch`): an item that fails — with the tool's own error or any other
+    or beside :class:`~mirrorppr_cli.batch.Workers` started earlier; :mod:`mirrorppr_cli.batch`): an item that fails — with the tool's own error or any other
     exception — is reported (one line naming the file) and the batch goes on; with
     ``skip_existing`` an item whose output exists is not run and is reported as skipped;
     prints the reports; exits 1 if a batch item failed (a single input's own error code
     otherwise). ``reviewed``: the job looks for frames to review (the summary counts them)."""
-    from ..batch import run_batch
+    from ..batch import Workers, run_batch
 
     reports: list = [None] * len(plan)
     todo = []
@@ -57,8 +61,11 @@ def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
             todo.append(index)
     with progress_bar(disable=len(plan) < 2) as progress:
         task = progress.add_task("retouching", total=len(plan), completed=len(plan) - len(todo))
-        used = max(1, min(workers, len(todo)))
-        outcomes = run_batch([plan[i] for i in todo], work, report_type, workers=used,
+        if isinstance(workers, Workers):  # started before, by the caller
+            used = workers.count + 1 if len(todo) > 1 else 1
+        else:
+            used = workers = max(1, min(workers, len(todo)))
+        outcomes = run_batch([plan[i] for i in todo], work, report_type, workers=workers,
                              verbose=is_verbose())
         for position, report, message, error in outcomes:
             reports[todo[position]] = report

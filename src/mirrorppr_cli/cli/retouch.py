@@ -18,6 +18,7 @@ from .console import (
     VerboseOption,
     err,
     fail,
+    is_verbose,
     out,
     plain,
     set_verbose,
@@ -241,7 +242,7 @@ def retouch_command(
     """Apply the exemplar pair's edit to query portraits (measured once, applied to each)."""
     set_verbose(verbose)
     from ..backend import RetouchSettings, load_backend, require
-    from ..batch import RetouchWork, worker_count
+    from ..batch import RetouchWork, Workers, worker_count
     from ..exports import parse_kinds
     from ..inputs import check_unique_outputs, expand_inputs, is_batch, output_path_for
 
@@ -308,7 +309,8 @@ def retouch_command(
             for src in sources
         ]
         check_unique_outputs(plan)
-        nothing_to_do = skip_existing and all(os.path.lexists(dest) for _, dest in plan)
+        pending = sum(not (skip_existing and os.path.lexists(dest)) for _, dest in plan)
+        nothing_to_do = pending == 0
         review_dir = review_folder(review, force)
         for path in exemplar or ():  # what the backend cannot read is refused before it reads
             if note := backend.input_note(path, max_pixels):
@@ -316,58 +318,64 @@ def retouch_command(
                 if not as_json:
                     err.print(f"[yellow]note:[/] {plain(path)}: {plain(note)}",
                               highlight=False, soft_wrap=True)
-        if edit_file is not None:
-            measured = backend.load_edit(edit_file)
-        elif not (nothing_to_do and save_edit is None):
-            backend.prepare(status=status_printer(as_json))  # fail fast (weights, device)
-            with stage_line(f"exemplar {exemplar[0].name} → {exemplar[1].name}",
-                             quiet=as_json) as stage:
-                measured = backend.measure(*exemplar, max_pixels=max_pixels, on_stage=stage)
-        if (only or op_names) and measured is not None:
-            measured, selection_notes = backend.select(measured, only=only, ops=op_names)
-            exemplar_notes.extend(selection_notes)
-            for text in [] if as_json else selection_notes:
-                err.print(f"[yellow]note:[/] {plain(text)}", highlight=False, soft_wrap=True)
-        if save_edit is not None:
-            written_edit = backend.save_edit(measured, save_edit, force=force)
-            if not as_json:
-                out.print(f"edit saved: {plain(written_edit)}", highlight=False)
     except MirrorError as error:
         raise fail(error) from None
-    if not plan:  # --save-edit alone
-        if as_json:
-            print(json.dumps({"items": [], "summary": {"ok": 0, "failed": 0,
-                                                       "edit": str(save_edit)}}, indent=2))
-        return
+    processes = (worker_count(workers, pending) if "parallel" in backend.capabilities
+                 and not nothing_to_do else 1)
+    # the workers start now: their imports overlap with measuring the exemplar
+    with Workers(processes - 1, preload=backend, verbose=is_verbose()) as started:
+        try:
+            if edit_file is not None:
+                measured = backend.load_edit(edit_file)
+            elif not (nothing_to_do and save_edit is None):
+                backend.prepare(status=status_printer(as_json))  # fail fast (weights, device)
+                with stage_line(f"exemplar {exemplar[0].name} → {exemplar[1].name}",
+                                 quiet=as_json) as stage:
+                    measured = backend.measure(*exemplar, max_pixels=max_pixels, on_stage=stage)
+            if (only or op_names) and measured is not None:
+                measured, selection_notes = backend.select(measured, only=only, ops=op_names)
+                exemplar_notes.extend(selection_notes)
+                for text in [] if as_json else selection_notes:
+                    err.print(f"[yellow]note:[/] {plain(text)}", highlight=False, soft_wrap=True)
+            if save_edit is not None:
+                written_edit = backend.save_edit(measured, save_edit, force=force)
+                if not as_json:
+                    out.print(f"edit saved: {plain(written_edit)}", highlight=False)
+        except MirrorError as error:
+            raise fail(error) from None
+        if not plan:  # --save-edit alone
+            if as_json:
+                print(json.dumps({"items": [], "summary": {"ok": 0, "failed": 0,
+                                                           "edit": str(save_edit)}}, indent=2))
+            return
 
-    removed = remove_stale_temporaries(plan, as_json=as_json)
-    common = {"exemplar": [str(p) for p in exemplar] if exemplar else None,
-              **({"edit_file": str(edit_file)} if edit_file else {}),
-              **({"saved_edit": str(save_edit)} if save_edit else {}),
-              **({"exemplar_notes": exemplar_notes} if exemplar_notes else {}),
-              **({"removed_temporaries": removed} if removed else {})}
-    if measured is None:  # every output exists
-        run_file_batch(plan, None, Result, as_json=as_json, batch=batch,
-                        skip_existing=True, summary_extra=common, review_dir=review_dir,
-                        reviewed=True)
-        return
-    settings = RetouchSettings(strength=strength, face_index=face, force=force,
-                               output_format=output_format, max_pixels=max_pixels, check=check,
-                               exports=exports, quality=quality,
-                               review_dir=review_dir.resolve() if review_dir else None)
-    run_file_batch(
-        plan,
-        RetouchWork(backend, measured, settings),
-        Result,
-        as_json=as_json,
-        batch=batch,
-        skip_existing=skip_existing,
-        workers=(worker_count(workers, len(plan)) if "parallel" in backend.capabilities
-                 else 1),
-        summary_extra={**common, **backend.edit_summary(measured)},
-        review_dir=review_dir,
-        reviewed=True,
-    )
+        removed = remove_stale_temporaries(plan, as_json=as_json)
+        common = {"exemplar": [str(p) for p in exemplar] if exemplar else None,
+                  **({"edit_file": str(edit_file)} if edit_file else {}),
+                  **({"saved_edit": str(save_edit)} if save_edit else {}),
+                  **({"exemplar_notes": exemplar_notes} if exemplar_notes else {}),
+                  **({"removed_temporaries": removed} if removed else {})}
+        if measured is None:  # every output exists
+            run_file_batch(plan, None, Result, as_json=as_json, batch=batch,
+                            skip_existing=True, summary_extra=common, review_dir=review_dir,
+                            reviewed=True)
+            return
+        settings = RetouchSettings(strength=strength, face_index=face, force=force,
+                                   output_format=output_format, max_pixels=max_pixels, check=check,
+                                   exports=exports, quality=quality,
+                                   review_dir=review_dir.resolve() if review_dir else None)
+        run_file_batch(
+            plan,
+            RetouchWork(backend, measured, settings),
+            Result,
+            as_json=as_json,
+            batch=batch,
+            skip_existing=skip_existing,
+            workers=started,
+            summary_extra={**common, **backend.edit_summary(measured)},
+            review_dir=review_dir,
+            reviewed=True,
+        )
 
 def explain_command(
     exemplar: Annotated[
