@@ -162,16 +162,15 @@ def face_patch(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     vs = np.arange(PATCH_V[0], PATCH_V[1] + 1e-9, PATCH_STEP)
     local = np.stack(np.meshgrid(us, vs), axis=-1)
     where = frame.to_image(local)
-    grey = _grey_of(image)
     scale = min(1.0, PATCH_UNIT_PX / frame.unit)
     lo = np.floor(where.reshape(-1, 2).min(axis=0)).astype(int) - 2
     hi = np.ceil(where.reshape(-1, 2).max(axis=0)).astype(int) + 3
-    height, width = grey.shape
+    height, width = image.shape[:2]
     x0, y0 = max(lo[0], 0), max(lo[1], 0)
     x1, y1 = min(hi[0], width), min(hi[1], height)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return np.zeros(local.shape[:2], np.float32)
-    crop = grey[y0:y1, x0:x1]
+    crop = _grey_of(image[y0:y1, x0:x1])  # grey is per pixel: the crop's, not the image's
     size = (max(2, round(crop.shape[1] * scale)), max(2, round(crop.shape[0] * scale)))
     small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     sx, sy = size[0] / crop.shape[1], size[1] / crop.shape[0]

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .box import Box, gaussian_radius, grown, nonzero_box, union
-from .flow import STILL_PX, grey
+from .flow import STILL_PX, grey, lengths
 
 #: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
 #: edits move features (an eye, a lip, a nostril, ≥ 0.15 face units across) as a whole, so the
@@ -63,13 +63,13 @@ def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, regio
     sigma = max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX) if sigma is None else sigma
     flow = flow.astype(np.float32)
     median = np.dstack([cv2.medianBlur(np.ascontiguousarray(flow[..., c]), 5) for c in (0, 1)])
-    spread = np.linalg.norm(flow - median, axis=-1)
-    trusted_motion = moving & (spread <= SPIKE_PX + 0.25 * np.linalg.norm(median, axis=-1))
+    spread = lengths(flow - median)
+    trusted_motion = moving & (spread <= SPIKE_PX + 0.25 * lengths(median))
     luma = grey(image).astype(np.float32)
     energy = cv2.Sobel(luma, cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(luma, cv2.CV_32F, 0, 1) ** 2
     energy = cv2.GaussianBlur(energy, (0, 0), sigma)
     still_trust = energy / (energy + TEXTURE_ENERGY)
-    magnitude = np.linalg.norm(flow, axis=-1)
+    magnitude = lengths(flow)
     still = region & ~moving & (magnitude < STILL_PX)
     trust = np.where(trusted_motion, 1.0, np.where(still, still_trust, 0.0)).astype(np.float32)
     values = flow * trusted_motion[..., None]  # a still pixel contributes a zero
@@ -87,10 +87,11 @@ def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, regio
 def with_weight(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(field, weight)``: ``weight`` 1 where ``field`` moves a pixel by at least
     :data:`MIN_OFFSET_PX`, tapering with the field, 0 (and the field 0) below."""
-    reach = np.linalg.norm(field, axis=-1)
+    reach = lengths(field)
     weight = np.clip(reach / (4 * MIN_OFFSET_PX), 0.0, 1.0)
     weight[reach < MIN_OFFSET_PX] = 0.0
-    field[weight == 0] = 0.0
+    # field[weight == 0] = 0.0, without gathering the (h, w, 2) array's pixels one by one
+    np.copyto(field, 0.0, where=(weight == 0)[..., None])
     return np.ascontiguousarray(field, np.float32), weight.astype(np.float32)
 
 
@@ -109,10 +110,17 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
 def jacobian_determinant(field: np.ndarray) -> np.ndarray:
     """``(h, w)``: det of the Jacobian of ``u ↦ u + field(u)`` (``field`` ``(h, w, 2)`` px,
     ``(x, y)`` order; central differences). ≤ 0 where the map folds over."""
-    dxdx = np.gradient(field[..., 0], axis=1)
-    dxdy = np.gradient(field[..., 0], axis=0)
-    dydx = np.gradient(field[..., 1], axis=1)
-    dydy = np.gradient(field[..., 1], axis=0)
+    return _determinant(*_gradients(field))
+
+
+def _gradients(field: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(∂x/∂x, ∂x/∂y, ∂y/∂x, ∂y/∂y)`` of ``field`` ``(h, w, 2)`` (central differences)."""
+    return (np.gradient(field[..., 0], axis=1), np.gradient(field[..., 0], axis=0),
+            np.gradient(field[..., 1], axis=1), np.gradient(field[..., 1], axis=0))
+
+
+def _determinant(dxdx: np.ndarray, dxdy: np.ndarray, dydx: np.ndarray,
+                 dydy: np.ndarray) -> np.ndarray:
     return (1.0 + dxdx) * (1.0 + dydy) - dxdy * dydx
 
 
@@ -153,7 +161,8 @@ def _unfolded(field: np.ndarray, sigma: float, support: Box | None = None) -> np
 def _folded(field: np.ndarray) -> np.ndarray:
     """``(h, w)`` bool: where the backward map of ``field`` ``(h, w, 2)`` folds or is too
     steep (:data:`MIN_JACOBIAN_DET`, :data:`MAX_FIELD_GRADIENT`)."""
-    return (jacobian_determinant(field) < MIN_JACOBIAN_DET) | _steep(field)
+    grads = _gradients(field)  # the determinant's and the steepness test's: computed once
+    return (_determinant(*grads) < MIN_JACOBIAN_DET) | _steep(field, grads)
 
 
 def _unfold_pass(field: np.ndarray, folded: np.ndarray, window: Box, sigma: float,
@@ -225,13 +234,13 @@ def unfolded_coarse(field: np.ndarray, sigma: float, support: Box | None = None)
 MAX_FIELD_GRADIENT = 0.8
 
 
-def _steep(field: np.ndarray) -> np.ndarray:
+def _steep(field: np.ndarray, gradients: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
     """``(h, w)`` bool: where a component of ``field`` changes by more than
-    :data:`MAX_FIELD_GRADIENT` px per pixel."""
+    :data:`MAX_FIELD_GRADIENT` px per pixel (``gradients``: its :func:`_gradients`, when
+    known)."""
     steep = np.zeros(field.shape[:2], bool)
-    for c in range(2):
-        for axis in (0, 1):
-            steep |= np.abs(np.gradient(field[..., c], axis=axis)) > MAX_FIELD_GRADIENT
+    for gradient in _gradients(field) if gradients is None else gradients:
+        steep |= np.abs(gradient) > MAX_FIELD_GRADIENT
     return steep
 
 

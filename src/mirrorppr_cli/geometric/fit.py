@@ -42,6 +42,7 @@ from ..ops.body_plan import plan_body_warp
 from .body import Body
 from .box import Box
 from .face_frame import FaceFrame
+from .flow import lengths
 from .mls import (
     DEFAULT_GRID,
     LocalWarp,
@@ -192,9 +193,9 @@ def _fields(points: np.ndarray, variants: list[list[OpRequest]], shape: tuple[in
     return outs
 
 
-def _row_keys(points: np.ndarray) -> np.ndarray:
-    """One hashable, sortable key per ``(x, y)`` row (its 16 bytes), ``(N,)``."""
-    return np.ascontiguousarray(points, np.float64).view(np.dtype((np.void, 16))).ravel()
+def _row_keys(points: np.ndarray) -> list[bytes]:
+    """One hashable key per ``(x, y)`` row: its 16 bytes, ``N`` of them."""
+    return np.ascontiguousarray(points, np.float64).view(np.dtype((np.void, 16))).ravel().tolist()
 
 
 def _inverse_maps_at(nodes: np.ndarray, warps: list[LocalWarp]) -> list[np.ndarray]:
@@ -204,13 +205,15 @@ def _inverse_maps_at(nodes: np.ndarray, warps: list[LocalWarp]) -> list[np.ndarr
         return [mls_similarity(nodes, warps[0].target, warps[0].source)]
     still = [np.all(w.source == w.target, axis=1) for w in warps]
     keys = [_row_keys(w.source) for w in warps]
-    fixed_keys = [k[s] for k, s in zip(keys, still, strict=True)]
-    if any(len(np.unique(k)) < len(k) for k in fixed_keys):  # a point fixed twice: no sharing
+    # Sets of the keys (a few hundred handles): the byte-wise matches numpy's unique,
+    # intersect1d and isin of the void rows made, without their sorts.
+    fixed_keys = [[key for key, fixed in zip(k, s.tolist(), strict=True) if fixed]
+                  for k, s in zip(keys, still, strict=True)]
+    if any(len(set(k)) < len(k) for k in fixed_keys):  # a point fixed twice: no sharing
         return [mls_similarity(nodes, w.target, w.source) for w in warps]
-    common = fixed_keys[0]
-    for k in fixed_keys[1:]:
-        common = np.intersect1d(common, k)
-    shared = [s & np.isin(k, common) for k, s in zip(keys, still, strict=True)]
+    common = set(fixed_keys[0]).intersection(*fixed_keys[1:])
+    shared = [s & np.fromiter((key in common for key in k), bool, len(k))
+              for k, s in zip(keys, still, strict=True)]
     fixed = warps[0].source[shared[0]]
     sets = [(w.target[~mine], w.source[~mine]) for w, mine in zip(warps, shared, strict=True)]
     return mls_similarity_shared(nodes, fixed.reshape(-1, 2), sets)
@@ -225,7 +228,7 @@ def explain(edit: Edit, shape: tuple[int, int], names: Sequence[str] | None = No
     """
     if edit.empty:
         return Explanation([], 0.0, 0.0)
-    moving = np.linalg.norm(edit.flow, axis=-1)
+    moving = lengths(edit.flow)
     motion_px = float(moving[moving > 0].mean()) if moving.any() else 0.0
     edit, shape = _at_fit_scale(edit, shape)  # the fit's resolution; motion_px stays in px
     box = edit.box
@@ -425,7 +428,7 @@ def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) 
     # Within the measured field's own smooth support (a binary mask here would switch the
     # residual on and off pixel by pixel: holes and islands in the query).
     rest = rest * np.minimum(edit.weight, 1.0)[..., None]
-    reach = np.linalg.norm(rest, axis=-1)
+    reach = lengths(rest)
     if reach.max() < RESIDUAL_MIN_PX:  # what the catalog leaves is below visibility: catalog only
         return Edit(np.zeros_like(rest), np.zeros_like(edit.weight), Box(0, 0, 0, 0),
                     edit.points, 0.0, edit.appearance)
@@ -485,7 +488,7 @@ def explain_body(motion: BodyMotion, body: Body, min_gain: float = MIN_GAIN, *,
         for sign, field in zip((1.0, -1.0), fields, strict=True):
             columns.append(field[sl].reshape(-1)[rows])
             labels.append((name, sign))
-    moving = np.linalg.norm(motion.flow, axis=-1)
+    moving = lengths(motion.flow)
     motion_px = float(moving[moving > 0].mean()) if moving.any() else 0.0
     if not columns:
         return BodyExplanation([], 0.0, motion_px, tuple(hidden))
@@ -557,10 +560,10 @@ def body_residual(motion: BodyMotion, fit: BodyExplanation, body: Body) -> BodyR
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             rest = target - at
         # where the measurement says nothing, the residual is not made up
-        rest *= (np.linalg.norm(target, axis=-1) > 0)[..., None]
+        rest *= (lengths(target) > 0)[..., None]
     else:
         rest = target
-    reach = float(np.linalg.norm(rest, axis=-1).max())
+    reach = float(lengths(rest).max())
     if reach < RESIDUAL_MIN_PX:
         return None
     return BodyResidual(np.ascontiguousarray(rest, np.float32), box, body.points.copy(),

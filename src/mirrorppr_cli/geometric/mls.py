@@ -228,14 +228,16 @@ def _cubic_weights(n_pixels: int, grid: int, n_nodes: int) -> np.ndarray:
         below = idx < 0
         above = idx > n_nodes - 1
         inside = ~(below | above)
-        np.add.at(mat, (rows[inside], idx[inside]), w[inside])
+        # Each statement adds to every (row, node) at most once (one entry per pixel row):
+        # the sums np.add.at would make, in the same order, without its slow unbuffered loop.
+        mat[rows[inside], idx[inside]] += w[inside]
         if n_nodes >= 2:
-            np.add.at(mat, (rows[below], np.zeros(below.sum(), np.int64)), 2 * w[below])
-            np.add.at(mat, (rows[below], np.ones(below.sum(), np.int64)), -w[below])
-            np.add.at(mat, (rows[above], np.full(above.sum(), n_nodes - 1)), 2 * w[above])
-            np.add.at(mat, (rows[above], np.full(above.sum(), n_nodes - 2)), -w[above])
+            mat[rows[below], 0] += 2 * w[below]
+            mat[rows[below], 1] += -w[below]
+            mat[rows[above], n_nodes - 1] += 2 * w[above]
+            mat[rows[above], n_nodes - 2] += -w[above]
         else:
-            np.add.at(mat, (rows[~inside], np.zeros((~inside).sum(), np.int64)), w[~inside])
+            mat[rows[~inside], 0] += w[~inside]
     mat.flags.writeable = False
     return mat
 
@@ -310,11 +312,10 @@ def grid_nodes(box: Box, grid: int) -> np.ndarray:
     """Nodes ``(x0 + i·grid, y0 + j·grid)`` covering ``box`` (one beyond each end), ``(ny, nx, 2)``."""
     nx = (box.width - 1) // grid + 2
     ny = (box.height - 1) // grid + 2
-    gx, gy = np.meshgrid(
-        box.x0 + grid * np.arange(nx, dtype=np.float64),
-        box.y0 + grid * np.arange(ny, dtype=np.float64),
-    )
-    return np.stack([gx, gy], axis=-1)
+    nodes = np.empty((ny, nx, 2))  # filled by broadcasting: meshgrid and stack copy twice
+    nodes[..., 0] = box.x0 + grid * np.arange(nx, dtype=np.float64)
+    nodes[..., 1] = (box.y0 + grid * np.arange(ny, dtype=np.float64))[:, None]
+    return nodes
 
 
 def interpolate_nodes(box: Box, grid: int, values: np.ndarray, rows: np.ndarray | None = None,

@@ -24,7 +24,7 @@ from .box import Box
 from .face import FaceWindow, face_patch, face_window
 from .face_frame import FaceFrame
 from .field import MIN_SMOOTH_PX, WORK_SIGMA_PX, smooth_motion, with_weight
-from .flow import STILL_PX, dense_flow, explained, grey
+from .flow import STILL_PX, dense_flow, explained, grey, lengths
 
 #: Motion counts only where it explains at least this share of the local before/after
 #: difference (measured: ≥ 0.65 inside real edits, ≤ 0.57 for JPEG re-encoding noise).
@@ -66,8 +66,9 @@ def photo_likeness(before: np.ndarray, after: np.ndarray, face: FaceWindow) -> f
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = [cv2.resize(grey(im), size, interpolation=cv2.INTER_AREA).astype(np.float64)
              for im in (before, after)]
-    inside = cv2.resize(face.mask((height, width)).astype(np.float32), size,
-                        interpolation=cv2.INTER_AREA) > 0
+    region = np.zeros((height, width), np.float32)  # face.mask() as float32, made as such
+    region[face.window.slices()] = face.region
+    inside = cv2.resize(region, size, interpolation=cv2.INTER_AREA) > 0
     outside = ~cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if outside.mean() < LIKENESS_MIN_SHARE:
         return None
@@ -162,7 +163,7 @@ def estimate_edit(
         b, a = (cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in (b, a))
         region = cv2.resize(region.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     flow = dense_flow(a, b)
-    magnitude = np.linalg.norm(flow, axis=-1)
+    magnitude = lengths(flow)
     moving = region & (magnitude >= STILL_PX) & (explained(a, b, flow) >= MIN_EXPLAINED)
     if not moving.any():
         return _no_edit(before_points, appearance)
@@ -179,7 +180,7 @@ def estimate_edit(
         field, weight = with_weight(
             cv2.resize(field, size, interpolation=cv2.INTER_LINEAR) / np.float32(scale))
     return Edit(field, weight, box, before_points,
-                float(np.linalg.norm(field, axis=-1).max()), appearance)
+                float(lengths(field).max()), appearance)
 
 
 def _no_edit(points: np.ndarray, appearance: np.ndarray | None = None) -> Edit:
@@ -248,6 +249,11 @@ class BodyMotion:
 CHANGE_NOISE = 6.0
 #: ... and belongs to a connected run of at least this many such pixels.
 MIN_CHANGE_AREA = 24
+#: The 3×3 average exceeds :data:`CHANGE_NOISE` exactly where the 3×3 sum of the (integer)
+#: luma differences exceeds this: OpenCV's float box filter of integer levels gives the sum
+#: (exact in float) over 9, which is 6.0 exactly for a sum of 54 (tests/test_exact_speedups.py
+#: compares the two), so the integer sum tells the same pixels without a float image.
+CHANGE_SUM = int(9 * CHANGE_NOISE)
 
 
 def changed_off_face(before: np.ndarray, after: np.ndarray,
@@ -264,7 +270,7 @@ def changed_off_face(before: np.ndarray, after: np.ndarray,
         return None
     # Luma: JPEG's chroma subsampling errs by more on saturated edges, and moves nothing.
     luma = cv2.absdiff(grey(before), grey(after)) if before.ndim == 3 else diff
-    changed = cv2.blur(luma.astype(np.float32), (3, 3)) > CHANGE_NOISE
+    changed = cv2.boxFilter(luma, cv2.CV_16U, (3, 3), normalize=False) > CHANGE_SUM
     changed[face.window.slices()] &= ~face.region
     if not changed.any():
         return None
@@ -329,7 +335,7 @@ def estimate_body_motion(before: np.ndarray, after: np.ndarray, person: np.ndarr
               int(min(cols.max() + pad + 1, width)), int(min(rows.max() + pad + 1, height)))
     b, a = before[box.slices()], after[box.slices()]
     flow = dense_flow(a, b)
-    magnitude = np.linalg.norm(flow, axis=-1)
+    magnitude = lengths(flow)
     inside = region[box.slices()]
     weight = inside & (magnitude >= STILL_PX) & (explained(a, b, flow) >= MIN_EXPLAINED)
     weight = cv2.GaussianBlur(weight.astype(np.float32), (5, 5), 0) * inside
@@ -339,4 +345,4 @@ def estimate_body_motion(before: np.ndarray, after: np.ndarray, person: np.ndarr
                               sigma=max(BODY_SMOOTH_SIGMA * unit, MIN_SMOOTH_PX))
     flow = flow * (weight > 0)[..., None]
     return BodyMotion(flow.astype(np.float32), weight.astype(np.float32), box, inside,
-                      float(np.linalg.norm(flow, axis=-1).max()), smooth)
+                      float(lengths(flow).max()), smooth)
