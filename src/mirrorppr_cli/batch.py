@@ -38,14 +38,14 @@ Outcome = tuple[int, object, str | None, BaseException | None]
 
 #: A default run (no ``--workers``) uses every core only for a batch of at least this many
 #: files; a shorter one runs in this process alone. What a second process can win is small on
-#: a short batch: before the first query this process spends ~3.3 s importing and measuring
-#: the exemplar, which no worker shares; a started worker spends ~2 s of CPU on its own
-#: imports before its first file; and one process already runs its queries ~10% faster than
-#: one thread would (OpenCV's pool). Measured on the 2-core VM, 2.7 MP queries, two
-#: processes against one (``benchmarks/bench_workers.py`` and interleaved runs; the VM shared
-#: with other jobs, so the wall times move with their load): 16 queries 0.89×, 32 queries
-#: 0.80-0.96×, 48 queries 1.02×, 96 queries 0.90-1.59× (median of five sets 1.18×).
-MIN_BATCH_FOR_WORKERS = 48
+#: a short batch: before the first query this process spends ~3 s importing and measuring the
+#: exemplar, which no worker shares; a started worker spends ~2 s of CPU on its own imports
+#: (while the exemplar is measured); and one process already keeps a core busy with its
+#: threads. Measured on the quiet 2-core VM, 2.7 MP queries, two processes against one
+#: (``python benchmarks/bench_workers.py --queries 16,32,96 --repeats 3``, medians): 16
+#: queries 1.04×, 32 queries 1.18×, 96 queries 1.34× (before the workers started early and
+#: OpenBLAS ran one thread: 0.89×, 0.99×, 1.20× in the same hour).
+MIN_BATCH_FOR_WORKERS = 24
 
 #: Files handed to a started worker and not yet finished, at most: the one it runs and the
 #: next, so that it never waits for this process (busy with a file of its own) to send one.
