@@ -186,10 +186,62 @@ def test_workers_start_and_import_before_their_job_exists(tmp_path):
     assert not job_folder.exists()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads /proc")
 def test_an_error_before_the_job_closes_the_workers(tmp_path):
     """A run that fails before its job exists (e.g. a refused exemplar) ends its started
     workers at once, still starting as they are: none outlives the block."""
     with pytest.raises(InputError), batch.Workers(2, preload=_Preload(tmp_path)) as workers:
         assert len(workers._processes) == 2
         raise InputError("refused exemplar")
-    assert not any(process.is_alive() for process in workers._processes)
+    assert not [p.pid for p in workers._processes if _running(p.pid)]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has ended; ``Process.is_alive`` can say True
+    for one the executor's own thread reaped first)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+FORK_PROBE = """
+import os, sys, threading
+from pathlib import Path
+from mirrorppr_cli import batch
+import xml.dom.minidom  # noqa: F401 - imported here only: a forked worker has it, a spawned one not
+
+class Report:
+    def __init__(self, input, status="ok", error=None, exit_code=0, output=None):
+        self.input, self.status, self.error, self.exit_code = input, status, error, exit_code
+
+def work(src, dest):
+    report = Report(str(src))
+    report.pid, report.inherited = os.getpid(), "xml.dom.minidom" in sys.modules
+    return report
+
+print(batch.start_method())
+with batch.Workers(1) as workers:
+    outcomes = list(batch.run_batch([(Path(n), Path(n)) for n in "abcdefgh"], work, Report,
+                                    workers=workers))
+started = [o[1] for o in outcomes if o[1].pid != os.getpid()]
+print(workers.start_method, len(started) > 0, all(r.inherited for r in started))
+release = threading.Event()
+thread = threading.Thread(target=release.wait)
+thread.start()
+print(batch.start_method())
+release.set()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_workers_are_forked_while_one_thread_runs_and_spawned_after():
+    """A single-threaded process forks its workers (they start with its imports); once a
+    second thread runs, forking is unsafe and workers are spawned."""
+    done = subprocess.run([sys.executable, "-c", FORK_PROBE], capture_output=True, text=True,
+                          timeout=300, check=True)
+    lines = done.stdout.split("\n")
+    assert lines[0] == "fork"
+    assert lines[1] == "fork True True"  # a started worker ran files, with the parent's imports
+    assert lines[2] == "spawn"

@@ -16,8 +16,10 @@ measured, when the workers were started before it); files are handed out one at 
 whichever process is free (each started worker has at most two handed to it and not yet
 finished).
 
-Workers are spawned (not forked: MediaPipe's graphs run threads that a fork would copy
-half-way) and end with the parent (:func:`~mirrorppr_cli.data.workers.die_with_parent`).
+Workers are forked while this process runs a single thread (before MediaPipe's graphs
+start theirs: a fork copies only the forking thread, and another's locks would stay locked
+in the child), so that they start with its imports; spawned otherwise (:func:`start_method`).
+They end with the parent (:func:`~mirrorppr_cli.data.workers.die_with_parent`).
 Each process runs one file at a time on one core: OpenCV is set to one thread in the workers
 and, while they run, in this process; OpenBLAS runs one thread in every process of the tool
 (:mod:`mirrorppr_cli.threads`).
@@ -39,13 +41,12 @@ Outcome = tuple[int, object, str | None, BaseException | None]
 #: A default run (no ``--workers``) uses every core only for a batch of at least this many
 #: files; a shorter one runs in this process alone. What a second process can win is small on
 #: a short batch: before the first query this process spends ~3 s importing and measuring the
-#: exemplar, which no worker shares; a started worker spends ~2 s of CPU on its own imports
-#: (while the exemplar is measured); and one process already keeps a core busy with its
-#: threads. Measured on the quiet 2-core VM, 2.7 MP queries, two processes against one
-#: (``python benchmarks/bench_workers.py --queries 16,32,96 --repeats 3``, medians): 16
-#: queries 1.04×, 32 queries 1.18×, 96 queries 1.34× (before the workers started early and
-#: OpenBLAS ran one thread: 0.89×, 0.99×, 1.20× in the same hour).
-MIN_BATCH_FOR_WORKERS = 24
+#: exemplar, which no worker shares (a forked worker waits meanwhile), the worker's first file
+#: starts MediaPipe's graphs again, and one process already keeps a core busy with its
+#: threads. Measured on the quiet 2-core VM, 2.7 MP queries, two (forked) processes against
+#: one (``python benchmarks/bench_workers.py --queries 4,8,16,32,96 --repeats 3``, medians):
+#: 4 queries 0.94×, 8 queries 1.08×, 16 queries 1.22×, 32 queries 1.31×, 96 queries 1.57×.
+MIN_BATCH_FOR_WORKERS = 8
 
 #: Files handed to a started worker and not yet finished, at most: the one it runs and the
 #: next, so that it never waits for this process (busy with a file of its own) to send one.
@@ -105,11 +106,29 @@ def _mark_process(report: object) -> None:
 
 # ------------------------------------------------------------------ worker processes
 
+def start_method() -> str:
+    """How to start workers: ``"fork"`` while this process runs one thread (Linux: one entry
+    in ``/proc/self/task``), ``"spawn"`` otherwise.
+
+    A forked worker starts with this process's imports (numpy, OpenCV, MediaPipe, the
+    backend: ~2 s of CPU a spawned one spends first). Forking is safe only while no other
+    thread runs, native ones included (OpenCV's pool, MediaPipe's graphs, OpenBLAS's
+    helpers): the child gets the memory of their locks but not the threads that would release
+    them. The CLI starts its workers after the backend's imports and before anything starts a
+    thread; a process that has (a test, a batch started after detections) spawns."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux: no way to count native threads here
+        return "spawn"
+    return "fork" if threads == 1 else "spawn"
+
+
 class Workers:
-    """``count`` worker processes, started now, before their job exists: a worker's imports
-    (~2 s of CPU: numpy, OpenCV, MediaPipe, the backend's modules, from unpickling
-    ``preload``, e.g. the backend) overlap with what this process does meanwhile (measuring
-    the exemplar) instead of delaying the worker's first file. The job comes later, with
+    """``count`` worker processes, started now, before their job exists: forked, a worker has
+    this process's imports; spawned (:func:`start_method`), its imports (~2 s of CPU: numpy,
+    OpenCV, MediaPipe, the backend's modules, from unpickling ``preload``, e.g. the backend)
+    overlap with what this process does meanwhile (measuring the exemplar) instead of
+    delaying the worker's first file. The job comes later, with
     :meth:`use` (pickled once, to a file in a private temporary folder that each worker reads
     when its first file arrives; the folder goes with :meth:`close`).
 
@@ -123,15 +142,20 @@ class Workers:
         self.count = max(count, 0)
         self.verbose = verbose
         self.pool = None
+        self.start_method = start_method()
         self._job_file: Path | None = None
         self._processes: list = []
         if self.count:
+            import sys
+
+            for stream in (sys.stdout, sys.stderr):  # a forked child would write them again
+                stream.flush()
             running = set(multiprocessing.active_children())
             self.pool = ProcessPoolExecutor(
-                self.count, mp_context=multiprocessing.get_context("spawn"),
+                self.count, mp_context=multiprocessing.get_context(self.start_method),
                 initializer=_start_worker,
                 initargs=(os.getpid(), pickle.dumps(preload), verbose))
-            for _ in range(self.count):  # each submission starts one worker (spawn context)
+            for _ in range(self.count):  # spawn: each submission starts one; fork: the first all
                 self.pool.submit(os.getpid)
             # the executor keeps its processes private; these are the ones it just started
             self._processes = list(set(multiprocessing.active_children()) - running)

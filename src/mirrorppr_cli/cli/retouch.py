@@ -81,7 +81,7 @@ def apply_command(
         "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", help="Processes for a batch, this one included (default: every core "
-        "for 24 files or more, else this process alone).", metavar="N", min=1)] = None,
+        "for 8 files or more, else this process alone).", metavar="N", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -234,7 +234,7 @@ def retouch_command(
         "motion, flags) in this folder.", metavar="DIR")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", help="Processes for a batch, this one included, warp backend (default: "
-        "every core for 24 files or more, else this process alone).", metavar="N",
+        "every core for 8 files or more, else this process alone).", metavar="N",
         min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.", metavar="")] = False,
     verbose: VerboseOption = False,
