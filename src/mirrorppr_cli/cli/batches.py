@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,13 +60,14 @@ def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
             reports[index] = report_type(input=str(src), output=str(dest), status="skipped")
         else:
             todo.append(index)
-    with progress_bar(disable=len(plan) < 2) as progress:
+    if isinstance(workers, Workers):  # started before, by the caller, who ends them
+        pool = nullcontext(workers)
+    else:  # started before the progress bar's thread: forked, not spawned (batch.start_method)
+        pool = Workers(max(1, min(workers, len(todo))) - 1, verbose=is_verbose())
+    with pool as started, progress_bar(disable=len(plan) < 2) as progress:
         task = progress.add_task("retouching", total=len(plan), completed=len(plan) - len(todo))
-        if isinstance(workers, Workers):  # started before, by the caller
-            used = workers.count + 1 if len(todo) > 1 else 1
-        else:
-            used = workers = max(1, min(workers, len(todo)))
-        outcomes = run_batch([plan[i] for i in todo], work, report_type, workers=workers,
+        used = started.count + 1 if len(todo) > 1 else 1
+        outcomes = run_batch([plan[i] for i in todo], work, report_type, workers=started,
                              verbose=is_verbose())
         for position, report, message, error in outcomes:
             reports[todo[position]] = report
