@@ -3,18 +3,18 @@
 A job is a picklable callable ``work(src, dest) -> report`` (:class:`RetouchWork`,
 :class:`ApplyWork`): the exemplar is measured once, in the parent, and each worker reads the
 measured edit once, with its first file. Workers can be started before the job exists
-(:class:`Workers`), so that their imports overlap with the exemplar's measurement. Every item
-yields a report: an item that fails — with the tool's own error or any other exception —
-becomes a "failed" report naming the file, and the batch goes on. Reports come back in the order of the plan whatever the order the workers
-finish in, and a worker's output bytes are those of a sequential run (the same functions on
-the same inputs).
+(:class:`Workers`), so that they are ready when it is. Every item yields a report: an item
+that fails — with the tool's own error or any other exception — becomes a "failed" report
+naming the file, and the batch goes on. Reports come back in the order of the plan whatever
+the order the workers finish in, and a worker's output bytes are those of a sequential run
+(the same functions on the same inputs).
 
 ``workers`` = N means N processes retouch: this one and N − 1 started for the batch. This
 process has everything imported and the detectors built already, so it works from the first
-file while each started worker spends ~2 s of CPU on its imports (while the exemplar is
-measured, when the workers were started before it); files are handed out one at a time to
-whichever process is free (each started worker has at most two handed to it and not yet
-finished).
+file; a forked worker has the imports too, a spawned one spends ~2 s of CPU on them (while
+the exemplar is measured, when the workers were started before it). Files are handed out
+one at a time to whichever process is free (each started worker has at most two handed to
+it and not yet finished).
 
 Workers are forked while this process runs a single thread (before MediaPipe's graphs
 start theirs: a fork copies only the forking thread, and another's locks would stay locked
@@ -128,9 +128,9 @@ class Workers:
     this process's imports; spawned (:func:`start_method`), its imports (~2 s of CPU: numpy,
     OpenCV, MediaPipe, the backend's modules, from unpickling ``preload``, e.g. the backend)
     overlap with what this process does meanwhile (measuring the exemplar) instead of
-    delaying the worker's first file. The job comes later, with
-    :meth:`use` (pickled once, to a file in a private temporary folder that each worker reads
-    when its first file arrives; the folder goes with :meth:`close`).
+    delaying the worker's first file. The job comes later, with :meth:`use` (pickled once,
+    to a file in a private temporary folder that each worker reads when its first file
+    arrives; the folder goes with :meth:`close`).
 
     A context manager: leaving it shuts the workers down (after the files in hand when the
     block ended normally; at once, ending them, when it ended with an exception)."""
@@ -140,7 +140,6 @@ class Workers:
         from concurrent.futures import ProcessPoolExecutor
 
         self.count = max(count, 0)
-        self.verbose = verbose
         self.pool = None
         self.start_method = start_method()
         self._job_file: Path | None = None
@@ -196,9 +195,10 @@ class Workers:
 
 
 def _start_worker(parent: int, preload: bytes, verbose: bool) -> None:
-    """Pool initializer. ``preload`` is pickled: unpickling it imports numpy, OpenCV, MediaPipe
-    and the backend's modules, so it is unpickled here, after the worker is tied to its parent
-    and its thread pools are limited, not with the initializer's arguments."""
+    """Pool initializer. ``preload`` is pickled: in a spawned worker, unpickling it imports
+    numpy, OpenCV, MediaPipe and the backend's modules, so it is unpickled here, after the
+    worker is tied to its parent and its thread pools are limited, not with the initializer's
+    arguments (a forked worker has them imported already)."""
     from .data.workers import die_with_parent
 
     die_with_parent(parent)

@@ -46,8 +46,9 @@ def run_file_batch(plan, work, report_type, *, as_json: bool, batch: bool,
                     workers: int | Workers = 1, review_dir: Path | None = None,
                     reviewed: bool = False) -> None:
     """Run ``work(src, dest)`` for each planned file (``workers`` > 1: in that many processes,
-    or beside :class:`~mirrorppr_cli.batch.Workers` started earlier; :mod:`mirrorppr_cli.batch`): an item that fails — with the tool's own error or any other
-    exception — is reported (one line naming the file) and the batch goes on; with
+    or beside :class:`~mirrorppr_cli.batch.Workers` the caller started; :mod:`mirrorppr_cli.
+    batch`): an item that fails — with the tool's own error or any other exception — is
+    reported (one line naming the file) and the batch goes on; with
     ``skip_existing`` an item whose output exists is not run and is reported as skipped;
     prints the reports; exits 1 if a batch item failed (a single input's own error code
     otherwise). ``reviewed``: the job looks for frames to review (the summary counts them)."""
