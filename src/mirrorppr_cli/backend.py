@@ -61,7 +61,8 @@ class RetouchSettings:
 @runtime_checkable
 class Backend(Protocol):
     """The protocol every backend implements ("retouch" capability); the other capabilities
-    add the methods :data:`CAPABILITIES` lists."""
+    add the methods :data:`CAPABILITIES` lists. Optional: ``warm_up()``, which a batch's
+    worker process calls before its first file (:class:`~mirrorppr_cli.batch.Workers`)."""
 
     name: str
     summary: str
