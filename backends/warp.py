@@ -53,13 +53,6 @@ class WarpBackend:
     def prepare(self, status: Callable[[str], None] | None = None) -> None:
         """Nothing to load: the landmark models ship with MediaPipe."""
 
-    def warm_up(self) -> None:
-        """In a batch worker, before its first file: start the face detectors and the mesh
-        (their first use costs ~1.1 s of CPU), while the exemplar is still being measured."""
-        from mirrorppr_cli.geometric.landmarks import start_detectors
-
-        start_detectors()
-
     # -- retouch ------------------------------------------------------------------------------
     def input_note(self, path: Path, max_pixels: int | None = None) -> str | None:
         from mirrorppr_cli.inputs import check_detectable_file

@@ -163,9 +163,6 @@ class _Preload:
         self.__dict__.update(state)
         (self.folder / f"ready-{os.getpid()}").touch()
 
-    def warm_up(self):
-        (self.folder / f"warm-{os.getpid()}").touch()
-
 
 def test_workers_start_and_import_before_their_job_exists(tmp_path):
     """``Workers`` starts its processes at once (they unpickle ``preload``, i.e. import the
@@ -181,8 +178,6 @@ def test_workers_start_and_import_before_their_job_exists(tmp_path):
         assert len(ready) == 1 and ready[0].name != f"ready-{os.getpid()}"
         plan = [(Path(n), Path(n + ".out")) for n in "abcdef"]
         outcomes = sorted(run_batch(plan, _work, _Report, workers=workers), key=lambda o: o[0])
-        # the preload's warm_up ran in the worker before its first file
-        assert (tmp_path / ready[0].name.replace("ready-", "warm-")).exists()
         assert [o[1].status for o in outcomes] == ["ok"] * 6
         spawned = {o[1].pid for o in outcomes} - {os.getpid()}
         assert spawned == {int(ready[0].name.removeprefix("ready-"))}
@@ -250,41 +245,3 @@ def test_workers_are_forked_while_one_thread_runs_and_spawned_after():
     assert lines[0] == "fork"
     assert lines[1] == "fork True True"  # a started worker ran files, with the parent's imports
     assert lines[2] == "spawn"
-
-
-WARM_PROBE = """
-import sys, hashlib
-import numpy as np
-from skimage import data
-from mirrorppr_cli.geometric import landmarks
-if sys.argv[1] == "warm":
-    landmarks.start_detectors()
-    print(landmarks._detector.cache_info().currsize, landmarks._mesh.cache_info().currsize)
-faces = landmarks.find_faces(data.astronaut())
-print(hashlib.sha256(np.stack([f.points for f in faces]).tobytes()).hexdigest())
-"""
-
-
-def test_starting_the_detectors_early_changes_no_landmark():
-    """``start_detectors`` (a worker's warm-up) starts both face detectors and the mesh; the
-    landmarks found afterwards are those of a process that did not warm up."""
-    def run(mode: str) -> list[str]:
-        done = subprocess.run([sys.executable, "-c", WARM_PROBE, mode], capture_output=True,
-                              text=True, timeout=300, check=True)
-        return done.stdout.split("\n")
-
-    warm, cold = run("warm"), run("cold")
-    assert warm[0] == "2 1"  # detectors for near and far faces, the mesh
-    assert warm[1] == cold[0]
-
-
-def test_the_warp_backend_warms_up_its_detectors():
-    from mirrorppr_backends.warp import WarpBackend
-
-    from mirrorppr_cli.geometric import landmarks
-
-    landmarks._detector.cache_clear()  # graphs this process started before: started again
-    landmarks._mesh.cache_clear()
-    WarpBackend().warm_up()
-    assert landmarks._detector.cache_info().currsize == 2
-    assert landmarks._mesh.cache_info().currsize >= 1

@@ -61,8 +61,7 @@ class RetouchSettings:
 @runtime_checkable
 class Backend(Protocol):
     """The protocol every backend implements ("retouch" capability); the other capabilities
-    add the methods :data:`CAPABILITIES` lists. Optional: ``warm_up()``, which a batch's
-    worker process calls before its first file (:class:`~mirrorppr_cli.batch.Workers`)."""
+    add the methods :data:`CAPABILITIES` lists."""
 
     name: str
     summary: str

@@ -128,10 +128,9 @@ class Workers:
     this process's imports; spawned (:func:`start_method`), its imports (~2 s of CPU: numpy,
     OpenCV, MediaPipe, the backend's modules, from unpickling ``preload``, e.g. the backend)
     overlap with what this process does meanwhile (measuring the exemplar) instead of
-    delaying the worker's first file; then the worker calls ``preload.warm_up()`` if it has
-    one (the warp backend starts its face detectors). The job comes later, with :meth:`use`
-    (pickled once, to a file in a private temporary folder that each worker reads when its
-    first file arrives; the folder goes with :meth:`close`).
+    delaying the worker's first file. The job comes later, with :meth:`use` (pickled once,
+    to a file in a private temporary folder that each worker reads when its first file
+    arrives; the folder goes with :meth:`close`).
 
     A context manager: leaving it shuts the workers down (after the files in hand when the
     block ended normally; at once, ending them, when it ended with an exception)."""
@@ -215,12 +214,7 @@ def _start_worker(parent: int, preload: bytes, verbose: bool) -> None:
         from .native_stderr import quiet_libraries
 
         quiet_libraries()
-    warm_up = getattr(pickle.loads(preload), "warm_up", None)
-    if callable(warm_up):  # e.g. the backend starting its detectors while the job is made
-        try:
-            warm_up()
-        except Exception:  # noqa: BLE001 - only a head start: the first file meets any error again
-            pass
+    pickle.loads(preload)
 
 
 #: This worker's job, ``(job file, work, report type)``, read when its first file came.

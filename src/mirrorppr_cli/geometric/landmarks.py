@@ -293,18 +293,6 @@ def find_faces(rgb: np.ndarray) -> list[Face]:
     return faces
 
 
-#: Side (px) of the blank image :func:`start_detectors` runs the detectors on.
-WARM_UP_SIDE = 128
-
-
-def start_detectors() -> None:
-    """Start the face detectors and the mesh now: their first use loads their models (~1.1 s
-    of CPU on the development VM), e.g. in a batch worker while its job is being made. They
-    run once, on a blank image, which finds no face and leaves nothing behind (static-image
-    mode: later results do not depend on it)."""
-    find_faces(np.zeros((WARM_UP_SIDE, WARM_UP_SIDE, 3), np.uint8))
-
-
 def select_face(faces: list[Face], index: int | None, *, name: str) -> Face:
     """The face to edit: ``index`` (0 = largest) or the largest; clear errors otherwise."""
     if not faces:
