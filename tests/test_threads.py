@@ -17,7 +17,8 @@ import mirrorppr_cli.cli as cli
 def probe():
     before = len(os.listdir("/proc/self/task"))
     import numpy  # noqa: F401
-    print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task")) - before)
+    print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task")) - before,
+          os.environ.get("OMP_NUM_THREADS", "unset"))
 
 cli.app = probe
 cli.main()
@@ -35,13 +36,14 @@ def _probe(env_overrides: dict[str, str]) -> list[str]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
 def test_the_cli_starts_no_blas_helper_threads():
-    variable, started = _probe({})
+    variable, started, omp = _probe({})
     assert variable == "1"
     assert started == "0"
+    assert omp == "unset"  # torch's OpenMP pool (train, LPIPS, neural backends) is left alone
 
 
 def test_a_users_own_setting_is_kept():
-    variable, _ = _probe({"OPENBLAS_NUM_THREADS": "3"})
+    variable, _, _ = _probe({"OPENBLAS_NUM_THREADS": "3"})
     assert variable == "3"
 
 

@@ -8,7 +8,9 @@ one thread, same outputs: exemplar q20 1.87 → 1.30 s of CPU
 (wall 1.30 → 1.18 s), q16 3.18 → 2.44 s (wall 2.13 → 2.12 s); a further query 0.47 → 0.32 s
 of CPU at the same wall time; a 24 MP query 2.2 → 1.9 s of CPU, wall 1.5–1.7 s either way. In
 a batch with workers they also took CPU from the other processes. OpenCV's pool, which does
-shorten runs, is left alone here.
+shorten runs, is left alone here, and so are OpenMP's and MKL's (``OMP_NUM_THREADS``,
+``MKL_NUM_THREADS``): torch reads them, and ``train``, ``bench``'s LPIPS and the neural
+backends on a CPU need its threads.
 
 Only the CLI and the batch's worker processes call this; importing the package changes
 nothing.
@@ -19,14 +21,13 @@ from __future__ import annotations
 import os
 import sys
 
-#: Read once, when the library loads (numpy's import for OpenBLAS).
-BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Read once, when OpenBLAS loads (with numpy); numpy's wheels bundle OpenBLAS.
+BLAS_THREAD_VARIABLE = "OPENBLAS_NUM_THREADS"
 
 
 def single_threaded_blas() -> bool:
-    """Ask OpenBLAS, OpenMP and MKL for one thread, unless the user set their variables.
+    """Ask numpy's OpenBLAS for one thread, unless the user set :data:`BLAS_THREAD_VARIABLE`.
 
     Effective only before numpy is imported; returns whether it was in time."""
-    for name in BLAS_THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
+    os.environ.setdefault(BLAS_THREAD_VARIABLE, "1")
     return "numpy" not in sys.modules
