@@ -2,13 +2,17 @@
 
     python benchmarks/crops.py --demo docs/            # the built-in demo (public domain)
     python benchmarks/crops.py --survey DIR bench-results/survey-crops/
+    python benchmarks/crops.py --cross DIR QUERIES bench-results/cross-crops/
 
 For each exemplar/query it writes ``NAME_crops.jpg``: the query and the result side by side,
 cropped to the pixels the retouch changed (their box + 32 px, at most 320 px square, 1:1, then
 enlarged ×2 with nearest neighbours so single pixels stay visible), plus the artefact check's verdict in
 ``crops.json``. ``--survey`` reads ``survey-qNN-example-source/-example-retouched/-query-source``
 triples (the project's development pairs; their licence forbids committing them or their
-crops, so write those under the git-ignored bench-results/).
+crops, so write those under the git-ignored bench-results/). ``--cross`` applies every survey
+exemplar to every image of ``QUERIES`` (other people, other framings: e.g. the package photos
+in ``../shared/faces/packages``), names ``qNN-on-FILE``, and prints how many items carry new
+blobs or torn contours; an image without a face is listed as such.
 """
 
 from __future__ import annotations
@@ -47,13 +51,24 @@ def crop_pair(query: np.ndarray, output: np.ndarray) -> np.ndarray | None:
 
 
 def run(triples: list[tuple[str, Path, Path, Path]], out: Path) -> dict:
+    from mirrorppr_cli.errors import InputError
+
     out.mkdir(parents=True, exist_ok=True)
     verdicts = {}
+    measured = {}  # each exemplar pair once
     for name, before_path, after_path, query_path in triples:
-        before, after, query = (np.ascontiguousarray(read_image(p).rgb8())
-                                for p in (before_path, after_path, query_path))
-        exemplar = measure_exemplar(before, after)
-        points, _, _ = face_points(query, None, name)
+        if (before_path, after_path) not in measured:
+            before, after = (np.ascontiguousarray(read_image(p).rgb8())
+                             for p in (before_path, after_path))
+            measured[before_path, after_path] = measure_exemplar(before, after)
+        exemplar = measured[before_path, after_path]
+        query = np.ascontiguousarray(read_image(query_path).rgb8())
+        try:
+            points, _, _ = face_points(query, None, name)
+        except InputError as error:  # no face, too small…
+            verdicts[name] = {"error": str(error)}
+            print(name, verdicts[name], flush=True)
+            continue
         output = apply_exemplar(exemplar, query, points, rgb=query)
         blobs = new_blobs(query, output)
         verdicts[name] = {"blobs": blobs.count, "long_components": blobs.long_components,
@@ -71,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demo", type=Path, help="write the demo's crops to this folder")
     parser.add_argument("--survey", nargs=2, type=Path, metavar=("PAIRS", "OUT"))
+    parser.add_argument("--cross", nargs=3, type=Path, metavar=("PAIRS", "QUERIES", "OUT"))
     args = parser.parse_args()
     if args.demo:
         from mirrorppr_cli.demo import demo_retouch_inputs
@@ -86,6 +102,22 @@ def main() -> None:
             triples.append((stem, source, folder / f"{stem}-example-retouched.jpg",
                             folder / f"{stem}-query-source.jpg"))
         run(triples, out)
+    if args.cross:
+        folder, queries, out = args.cross
+        images = sorted(p for p in queries.iterdir()
+                        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
+        triples = []
+        for source in sorted(folder.glob("survey-q*-example-source.jpg")):
+            stem = source.name[: -len("-example-source.jpg")]
+            for image in images:
+                triples.append((f"{stem.removeprefix('survey-')}-on-{image.stem}", source,
+                                folder / f"{stem}-example-retouched.jpg", image))
+        verdicts = run(triples, out)
+        scored = [v for v in verdicts.values() if "error" not in v]
+        damaged = [v for v in scored if v["blobs"] > 1 or v["long_components"]]
+        print(f"{len(scored)} items scored, {len(verdicts) - len(scored)} without a face; "
+              f"{len(damaged)} with more than one new blob or a torn contour; blobs in all "
+              f"{sum(v['blobs'] for v in scored)}", flush=True)
 
 
 if __name__ == "__main__":
