@@ -152,7 +152,8 @@ class WarpBackend:
     ) -> np.ndarray:
         """Compose ``requests`` on the face with ``face_points`` into one warp and apply it."""
         warp = plan_warp(face_points, requests)
-        return apply_local_warp(pixels, warp, method=self.method, grid=self.grid)
+        return apply_local_warp(pixels, warp, method=self.method, grid=self.grid,
+                                feather="offsets")
 
     def apply_body_ops(self, pixels: np.ndarray, requests: list[OpRequest], *,
                        name: str = "image", rgb: np.ndarray | None = None) -> np.ndarray:

@@ -73,8 +73,10 @@ def test_explain_cli_and_catalog_mode(astronaut_512, astronaut_512_points, tmp_p
     out = np.asarray(Image.open(tmp_path / "out.png"))
     changed = np.any(out != query, axis=-1)
     rows, cols = np.nonzero(changed)
-    # the mouth (lower middle of the face) changed, the rest of the frame did not
-    assert changed.sum() > 300 and rows.min() > 120 and np.all(out[:100] == query[:100])
+    # the mouth (lower middle of the face) changed, the rest of the frame did not (the
+    # feather moves pixels by a fraction of the warp's offset: the change reaches row 120;
+    # 121 when the feather mixed colours, which rounded the faintest mixes away)
+    assert changed.sum() > 300 and rows.min() > 110 and np.all(out[:100] == query[:100])
 
 
 def test_nothing_edited_explains_nothing(astronaut_512, astronaut_512_points):

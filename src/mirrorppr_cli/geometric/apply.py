@@ -57,7 +57,8 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     else:
         requests = [OpRequest(r.name, clip_strength(r.strength * strength))
                     for r in exemplar.explanation.ops]
-        out = (apply_local_warp(pixels, plan_warp(points, requests), in_place=in_place)
+        out = (apply_local_warp(pixels, plan_warp(points, requests), in_place=in_place,
+                                feather="offsets")
                if requests else pixels if in_place else pixels.copy())
         if exemplar.residual is not None:
             out = transfer(exemplar.residual, out, points, strength=strength, in_place=True,
@@ -79,9 +80,8 @@ def sampling_map(exemplar: Exemplar, rgb: np.ndarray, points: np.ndarray,
     ``points``. Untouched pixels map to themselves.
 
     Made by retouching an image of coordinates with the very same steps: every step resamples
-    bilinearly (exact for coordinates) and moves or copies pixels, except the catalog
-    operations' feathered edge, where a colour mix becomes a coordinate mix (resampling the
-    query through the map there differs from the output by a grey level or so).
+    bilinearly (exact for coordinates) and moves or copies pixels (the catalog operations'
+    feather too: it scales their offsets, it mixes no colours).
     ``mirrored``, ``subject``: as the retouch itself found them (default: found again).
     """
     height, width = rgb.shape[:2]

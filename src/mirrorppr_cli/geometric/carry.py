@@ -231,8 +231,9 @@ def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.nda
         return query if in_place else query.copy()
     # Nodes GRID px apart, wider where the field is smooth on a larger scale (big images).
     grid = GRID * max(1, int(smooth_sigma / (2 * WORK_SIGMA_PX)))
-    offsets = _carried_offsets(field, field_box, ex_h, q_h, box, flip, correspondence_sigma,
-                               grid, reflect) * (flip * strength)
+    box, offsets = _offsets_in_grown_box(field, field_box, ex_h, q_h, box, flip,
+                                         correspondence_sigma, grid, reflect, query.shape[:2])
+    offsets = offsets * (flip * strength)
     # Everything below is worked only where the field can be non-zero: the same values as
     # over the whole box (pixels the field does not move are copied either way).
     part = _reached_box(offsets, grid, box)
@@ -266,6 +267,79 @@ def carry_field(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.nda
     dy += np.arange(target.y0, target.y1)[:, None]
     warped = remap_xy(query, dx, dy)
     return blend_into(query, warped, weight, target, in_place=in_place)
+
+
+#: The query box (:func:`_query_box`) is a guess: the correspondence between two people's
+#: landmarks is not the inverse of the map that made it, and a carried field can still move
+#: pixels on the box's edge (a body edit of survey q24 carried to another person: 5.9 px on
+#: the bottom edge, a horizontal cut through her arm). Such a box is grown by half its size
+#: on each of those sides, at most this many times.
+BOX_GROWTHS = 3
+#: After the last growth, a field still live on an edge fades to zero over this many nodes
+#: next to it (a safety net: never a cut).
+EDGE_RAMP_NODES = 8
+
+
+def _offsets_in_grown_box(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.ndarray,
+                          box: Box, flip: np.ndarray, sigma: float, grid: int, reflect: bool,
+                          shape: tuple[int, int]) -> tuple[Box, np.ndarray]:
+    """``(box, offsets)``: :func:`_carried_offsets` over ``box``, grown
+    (:data:`BOX_GROWTHS`) until no offset is left on an edge that is not the image's (of
+    ``shape``)."""
+    for attempt in range(BOX_GROWTHS + 1):
+        offsets = _carried_offsets(field, field_box, ex_h, q_h, box, flip, sigma, grid, reflect)
+        sides = _live_sides(offsets, box, shape)
+        if not sides or attempt == BOX_GROWTHS:
+            break
+        box = _grown_sides(box, sides, shape)
+    if sides:
+        offsets = offsets * _edge_ramp(offsets.shape[:2], sides)[..., None]
+    return box, offsets
+
+
+def _live_sides(offsets: np.ndarray, box: Box, shape: tuple[int, int]) -> set[str]:
+    """The sides of ``box`` inside the image (of ``shape``) whose edge nodes of ``offsets``
+    ``(ny, nx, 2)`` are not all zero."""
+    height, width = shape
+    live = nonzero(offsets)
+    sides = set()
+    if box.y0 > 0 and live[0].any():
+        sides.add("top")
+    if box.y1 < height and live[-1].any():
+        sides.add("bottom")
+    if box.x0 > 0 and live[:, 0].any():
+        sides.add("left")
+    if box.x1 < width and live[:, -1].any():
+        sides.add("right")
+    return sides
+
+
+def _grown_sides(box: Box, sides: set[str], shape: tuple[int, int]) -> Box:
+    """``box`` grown by half its height (width) on each of ``sides``, clipped to ``shape``."""
+    height, width = shape
+    dy, dx = max(box.height // 2, 1), max(box.width // 2, 1)
+    return Box(max(box.x0 - dx, 0) if "left" in sides else box.x0,
+               max(box.y0 - dy, 0) if "top" in sides else box.y0,
+               min(box.x1 + dx, width) if "right" in sides else box.x1,
+               min(box.y1 + dy, height) if "bottom" in sides else box.y1)
+
+
+def _edge_ramp(node_shape: tuple[int, int], sides: set[str]) -> np.ndarray:
+    """``node_shape`` float: 0 on the edge nodes of ``sides``, rising smoothly to 1 at
+    :data:`EDGE_RAMP_NODES` nodes in; 1 elsewhere."""
+    ny, nx = node_shape
+    ramp = lambda n: np.clip(np.arange(n) / EDGE_RAMP_NODES, 0.0, 1.0)  # noqa: E731
+    smooth = lambda t: t * t * (3.0 - 2.0 * t)  # noqa: E731
+    rows, cols = np.ones(ny), np.ones(nx)
+    if "top" in sides:
+        rows = rows * smooth(ramp(ny))
+    if "bottom" in sides:
+        rows = rows * smooth(ramp(ny))[::-1]
+    if "left" in sides:
+        cols = cols * smooth(ramp(nx))
+    if "right" in sides:
+        cols = cols * smooth(ramp(nx))[::-1]
+    return np.outer(rows, cols)
 
 
 def _carried_offsets(field: np.ndarray, field_box: Box, ex_h: np.ndarray, q_h: np.ndarray,

@@ -43,7 +43,20 @@ MIN_JACOBIAN_DET = 0.2
 def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, region: np.ndarray,
                   unit: float, pad: int, *,
                   sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(field, weight)``: a smooth, fold-free version of the measured ``flow``.
+    """``(field, weight)``: a smooth, fold-free version of the measured ``flow``
+    (:func:`smooth_motion_and_confidence` without the confidence)."""
+    field, weight, _ = smooth_motion_and_confidence(flow, moving, image, region, unit, pad,
+                                                    sigma=sigma)
+    return field, weight
+
+
+def smooth_motion_and_confidence(
+    flow: np.ndarray, moving: np.ndarray, image: np.ndarray, region: np.ndarray, unit: float,
+    pad: int, *, sigma: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(field, weight, confidence)``: a smooth, fold-free version of the measured ``flow``,
+    and ``(h, w)`` float32 in [0, 1], smooth: how much the measurement says there (1 where
+    trusted motion or textured still pixels are dense, 0 on flat pixels far from either).
 
     ``flow`` ``(h, w, 2)`` backward offsets (px) over a box of the *after* image ``image``
     ``(h, w, 3)`` uint8; ``moving`` ``(h, w)`` bool: where the flow is motion that explains the
@@ -78,10 +91,10 @@ def smooth_motion(flow: np.ndarray, moving: np.ndarray, image: np.ndarray, regio
     # Full value where the evidence is dense; falling to zero where it thins out.
     confidence = _smoothstep(np.clip(denominator / EVIDENCE_FULL, 0.0, 1.0))
     field = numerator * (confidence / np.maximum(denominator, 1e-6))[..., None]
-    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma) * _border_taper(
+    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma) * border_taper(
         region.shape, max(pad / 2.0, 1.0))
     field *= taper[..., None]
-    return with_weight(_unfolded(field, sigma))
+    return (*with_weight(_unfolded(field, sigma)), confidence.astype(np.float32))
 
 
 def with_weight(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +108,7 @@ def with_weight(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(field, np.float32), weight.astype(np.float32)
 
 
-def _border_taper(shape: tuple[int, int], width: float) -> np.ndarray:
+def border_taper(shape: tuple[int, int], width: float) -> np.ndarray:
     """``(h, w)`` float32: 0 on the box's border rising smoothly to 1 at ``width`` px in."""
     ys = np.minimum(np.arange(shape[0]), np.arange(shape[0])[::-1]).astype(np.float32)
     xs = np.minimum(np.arange(shape[1]), np.arange(shape[1])[::-1]).astype(np.float32)

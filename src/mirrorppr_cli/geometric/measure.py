@@ -81,10 +81,14 @@ def measure_exemplar(before: np.ndarray, after: np.ndarray, *, mode: str = "hybr
     body, notes, body_rest = measure_body(before, after, b_points, name=name, face=face,
                                           mode=mode)
     if mode == "flow":
-        return Exemplar(edit, before.shape[:2], body=body, notes=notes, body_residual=body_rest)
+        return Exemplar(replace(edit, confidence=None), before.shape[:2], body=body, notes=notes,
+                        body_residual=body_rest)
     stage("naming the operations")
     explanation = explain(edit, before.shape[:2])
     residual = residual_edit(edit, explanation, before.shape[:2]) if mode == "hybrid" else None
+    # the measurement's confidence made the residual; queries need neither (nor its memory)
+    edit = replace(edit, confidence=None)
+    residual = residual if residual is None else replace(residual, confidence=None)
     return Exemplar(edit, before.shape[:2], explanation, residual, body, notes, body_rest)
 
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .box import Box
+from .field import unfolded_coarse
 
 #: Default node spacing of the fast path, in output pixels.
 DEFAULT_GRID = 4
@@ -496,28 +497,52 @@ class LocalWarp:
         return not self.polygons or bool(np.all(self.source == self.target))
 
 
+#: How :func:`apply_local_warp` fades a warp out over its feather: ``"colours"`` mixes the
+#: warped and the unwarped pixels by the mask (the LLW data generator's behaviour, kept for
+#: the datasets); ``"offsets"`` moves each pixel by the mask times its offset, never mixing
+#: two places (a retouch: where the feather crosses an edge that the warp moves far, a colour
+#: mix shows the edge twice, a ghost), and with no fold-over.
+FEATHERS = ("colours", "offsets")
+#: With ``feather="offsets"`` the offsets are made fold-free (:func:`~mirrorppr_cli.geometric.
+#: field.unfolded_coarse`) at this fraction of the feather kernel as smoothing scale: the face
+#: operations' feather is 0.25 face units, so 0.12 of it is the measured edits' 0.03 units.
+UNFOLD_SIGMA_PER_FEATHER = 0.12
+
+
 def apply_local_warp(
     pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID,
-    in_place: bool = False,
+    in_place: bool = False, feather: str = "colours",
 ) -> np.ndarray:
     """Warp ``pixels`` (``(H, W, C)``, any dtype cv2 can remap) inside the feathered region.
 
     ``method``: ``"fast"`` (coarse grid, within :func:`fast_path_bound`) or ``"exact"``.
-    Pixels outside the feathered region are returned bit-identical. ``in_place``: ``pixels``
-    itself is changed and returned (no whole-image copy; the caller owns it).
+    ``feather``: one of :data:`FEATHERS`. Pixels outside the feathered region are returned
+    bit-identical. ``in_place``: ``pixels`` itself is changed and returned (no whole-image
+    copy; the caller owns it).
     """
+    if feather not in FEATHERS:
+        raise ValueError(f"feather must be one of {FEATHERS}, not {feather!r}")
     if warp.is_identity or len(warp.source) < 2:
         return pixels if in_place else pixels.copy()
     mask, box = feather_mask(pixels.shape[:2], warp.polygons, warp.feather_px)
     if box.empty:
         return pixels if in_place else pixels.copy()
     if method == "exact":
-        warped = remap(pixels, inverse_map_exact(box, warp.source, warp.target))
+        map_x, map_y = np.moveaxis(inverse_map_exact(box, warp.source, warp.target), -1, 0)
     elif method == "fast":
         map_x, map_y = _inverse_planes_fast(box, warp.source, warp.target, 1.0, grid,
                                             np.arange(box.height), np.arange(box.width),
                                             mask > 0)
-        warped = remap_xy(pixels, map_x, map_y)
     else:
         raise ValueError(f"unknown warp method {method!r}")
+    if feather == "offsets":  # the map's offset from each pixel, scaled by the mask
+        cols = (box.x0 + np.arange(box.width, dtype=np.float32))[None, :]
+        rows = (box.y0 + np.arange(box.height, dtype=np.float32))[:, None]
+        offsets = np.dstack([mask * (map_x - cols), mask * (map_y - rows)]).astype(np.float32)
+        # Composed operations can fold the map (mouth corners pulled past their anchors):
+        # the same safety net as a carried field's.
+        offsets = unfolded_coarse(offsets, max(UNFOLD_SIGMA_PER_FEATHER * warp.feather_px, 1.5))
+        map_x, map_y = cols + offsets[..., 0], rows + offsets[..., 1]
+        mask = (mask > 0).astype(np.float32)  # moved or copied
+    warped = remap_xy(pixels, map_x, map_y)
     return blend_into(pixels, warped, mask, box, in_place=in_place)

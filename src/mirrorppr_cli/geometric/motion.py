@@ -23,7 +23,15 @@ from ..ops.compose import thinned
 from .box import Box
 from .face import FaceWindow, face_patch, face_window
 from .face_frame import FaceFrame
-from .field import MIN_SMOOTH_PX, WORK_SIGMA_PX, smooth_motion, with_weight
+from .field import (
+    MIN_SMOOTH_PX,
+    SMOOTH_SIGMA,
+    WORK_SIGMA_PX,
+    border_taper,
+    smooth_motion,
+    smooth_motion_and_confidence,
+    with_weight,
+)
 from .flow import STILL_PX, dense_flow, explained, grey, lengths
 
 #: Motion counts only where it explains at least this share of the local before/after
@@ -100,6 +108,10 @@ class Edit:
     #: :func:`face_patch` of the exemplar's *before*: tells a mirrored query of the same
     #: photo or person (None: not known, never mirrored).
     appearance: np.ndarray | None = None
+    #: ``(h, w)`` float32 in [0, 1] over ``box``, smooth: how much the measurement says at
+    #: each pixel (:func:`~mirrorppr_cli.geometric.field.smooth_motion_and_confidence`); for
+    #: :func:`measured_support` when the edit is measured, not saved with it (None: not known).
+    confidence: np.ndarray | None = None
 
     @property
     def empty(self) -> bool:
@@ -172,15 +184,49 @@ def estimate_edit(
             f"{name}: the edit moves pixels by more than half the eye distance; this is not a "
             "structural retouch of one photo"
         )
-    field, weight = smooth_motion(flow, moving, a, region, unit * scale, max(1, round(pad * scale)))
+    field, weight, confidence = smooth_motion_and_confidence(
+        flow, moving, a, region, unit * scale, max(1, round(pad * scale)))
     if not weight.any():
         return _no_edit(before_points, appearance)
     if scale < 1.0:
         size = (box.width, box.height)
         field, weight = with_weight(
             cv2.resize(field, size, interpolation=cv2.INTER_LINEAR) / np.float32(scale))
+        confidence = cv2.resize(confidence, size, interpolation=cv2.INTER_LINEAR)
     return Edit(field, weight, box, before_points,
-                float(lengths(field).max()), appearance)
+                float(lengths(field).max()), appearance, confidence)
+
+
+def measured_support(edit: Edit, shape: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` float32 in [0, 1] over ``edit.box``: where :func:`estimate_edit` measured
+    something — moving or textured still pixels (``edit.confidence``, when known) within the
+    exemplar's face region (of ``edit.points`` in an image of ``shape``), the region tapered as
+    :func:`~mirrorppr_cli.geometric.field.smooth_motion` tapers the field (Gaussian of 2·σ,
+    σ the smoothing scale; to zero at the box's border), worked at the flow scale
+    (:data:`FLOW_UNIT_PX`).
+
+    Smooth by construction: what is multiplied by it stays a smooth field (a per-pixel mask,
+    e.g. "where the field is non-zero", would cut it with a step).
+    """
+    box = edit.box
+    if box.empty:
+        return np.zeros((0, 0), np.float32)
+    face = face_window(edit.points, shape)
+    window = face.window
+    region = face.region[box.y0 - window.y0 : box.y1 - window.y0,
+                         box.x0 - window.x0 : box.x1 - window.x0]
+    unit = FaceFrame.from_points(edit.points).unit
+    scale = min(1.0, FLOW_UNIT_PX / unit)
+    size = (max(1, round(box.width * scale)), max(1, round(box.height * scale)))
+    small = cv2.resize(region.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    sigma = max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX) * scale
+    taper = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 2 * sigma) * border_taper(
+        small.shape, max(face.pad * scale / 2.0, 1.0))
+    if scale < 1.0:
+        taper = cv2.resize(taper, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
+    if edit.confidence is not None:
+        taper = taper * edit.confidence
+    return np.clip(taper, 0.0, 1.0).astype(np.float32)
 
 
 def _no_edit(points: np.ndarray, appearance: np.ndarray | None = None) -> Edit:
@@ -283,6 +329,15 @@ def changed_off_face(before: np.ndarray, after: np.ndarray,
         return None
     return large[labels]
 
+#: The blurred region (:func:`body_confinement`) from which carried body motion keeps its
+#: full value: 0.95, 1.65 σ inside the region's edge.
+FULL_CONFINEMENT = 0.95
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    return t * t * (3.0 - 2.0 * t)
+
+
 def body_confinement(person: np.ndarray, unit: float, face: FaceWindow,
                      sigma: float) -> np.ndarray:
     """``(H, W)`` float32 in [0, 1]: where carried body motion may move a query's pixels —
@@ -303,7 +358,11 @@ def body_confinement(person: np.ndarray, unit: float, face: FaceWindow,
                                    cv2.DIST_MASK_PRECISE) <= BODY_MARGIN * unit * factor
     region &= ~small_face
     taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(sigma * factor, 0.5))
-    confine = np.minimum(taper * 2.0, 1.0) * region  # full value a sigma or so inside
+    # 0 on the region's edge (where the blur is ½), full value from 1.65 σ inside, smooth in
+    # between: the carried field is multiplied by it, and a confinement that jumped to full
+    # value at the edge (it was min(2·blur, 1)) cut the field with a step of its whole size,
+    # a torn contour where the face region meets a rim-lit jaw or a lapel.
+    confine = _smoothstep(np.clip((taper - 0.5) / (FULL_CONFINEMENT - 0.5), 0.0, 1.0)) * region
     if factor < 1:
         confine = cv2.resize(confine, (width, height), interpolation=cv2.INTER_LINEAR)
         confine[face.window.slices()][face.region] = 0.0  # the face stays exactly untouched
