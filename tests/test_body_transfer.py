@@ -432,21 +432,28 @@ def test_body_motion_no_operation_names_is_carried_as_measured(astronaut_512, ex
 
 def test_body_confinement_is_the_person_grown_off_the_face(astronaut_512, astronaut_512_points,
                                                           exemplar_body):
-    """Carried body motion may move the person and a margin around it, never the face region
-    nor the background far from the person."""
+    """Carried body motion may move the person and a margin around it, never the face (the
+    mesh's hull) nor the background far from the person; across the face region's margin band
+    it rises smoothly to full value."""
     from mirrorppr_cli.geometric.motion import BODY_MARGIN, body_confinement
 
     unit = exemplar_body.frame.unit
-    face = face_window(astronaut_512_points, astronaut_512.shape[:2])
-    confine = body_confinement(exemplar_body.person, unit, face, 3.0)
-    assert confine.shape == astronaut_512.shape[:2] and confine.min() >= 0 and confine.max() <= 1
-    assert not confine[face.mask(confine.shape)].any()
+    shape = astronaut_512.shape[:2]
+    face = face_window(astronaut_512_points, shape)
+    confine = body_confinement(exemplar_body.person, unit, astronaut_512_points, 3.0)
+    assert confine.shape == shape and confine.min() >= 0 and confine.max() <= 1
+    hull = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(hull, np.round(cv2.convexHull(
+        astronaut_512_points.astype(np.float32))).astype(np.int32), 1)
+    assert not confine[hull > 0].any()
     distance = exemplar_body.outside_distance
     assert not confine[distance > BODY_MARGIN * unit].any()
     deep = cv2.erode(exemplar_body.person.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
-    near_face = cv2.dilate(face.mask(confine.shape).astype(np.uint8), np.ones((15, 15), np.uint8))
+    near_face = cv2.dilate(face.mask(shape).astype(np.uint8), np.ones((3, 3), np.uint8))
     deep &= near_face == 0
     assert deep.sum() > 1000 and confine[deep].min() == 1.0
+    band = face.mask(shape) & (hull == 0) & (exemplar_body.person > 0)
+    assert band.sum() > 100 and 0 < confine[band].mean() < 1
 
 
 def test_body_motion_carried_off_the_person_is_left_out_and_flagged(

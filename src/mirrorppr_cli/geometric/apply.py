@@ -17,7 +17,7 @@ from ..ops import OpRequest, plan_warp
 from ..ops.request import clip_strength
 from ..subject import Subject
 from .carry import transfer
-from .face import face_window, is_mirrored
+from .face import is_mirrored
 from .fit import (
     BodyExplanation,
     BodyResidual,
@@ -182,8 +182,7 @@ def carry_body_residual(residual: BodyResidual, pixels: np.ndarray, body, streng
     smooth = max(0.015 * unit, MIN_SMOOTH_PX)
     confine = None
     if face_points is not None:
-        confine = body_confinement(body.person, unit, face_window(face_points, body.shape),
-                                   3 * smooth)
+        confine = body_confinement(body.person, unit, face_points, 3 * smooth)
     report: dict = {}
     out = carry_field(residual.flow, residual.box, ex_h, q_h, pixels, reflect=mirrored,
                       strength=strength, correspondence_sigma=0.05 * unit, smooth_sigma=smooth,

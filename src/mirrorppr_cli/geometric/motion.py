@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..metrics.pixel import changed_mask
 from ..ops.compose import thinned
 from .box import Box
-from .face import FaceWindow, face_patch, face_window
+from .face import FACE_MARGIN, FaceWindow, face_patch, face_window
 from .face_frame import FaceFrame
 from .field import (
     MIN_SMOOTH_PX,
@@ -329,43 +329,55 @@ def changed_off_face(before: np.ndarray, after: np.ndarray,
         return None
     return large[labels]
 
-#: The blurred region (:func:`body_confinement`) from which carried body motion keeps its
-#: full value: 0.95, 1.65 σ inside the region's edge.
-FULL_CONFINEMENT = 0.95
+#: Carried body motion keeps its full value from this many σ inside the edge of the region
+#: it may move (:func:`body_confinement`), rising from 0 on the edge (a smoothstep of the
+#: distance: no step, also in the region's concave corners).
+FULL_CONFINEMENT_SIGMAS = 1.65
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def body_confinement(person: np.ndarray, unit: float, face: FaceWindow,
+def body_confinement(person: np.ndarray, unit: float, face_points: np.ndarray,
                      sigma: float) -> np.ndarray:
-    """``(H, W)`` float32 in [0, 1]: where carried body motion may move a query's pixels —
-    its person (``person``, ``(H, W)`` bool; body unit ``unit`` px) grown by
-    :data:`BODY_MARGIN`, off its face region (``face``), tapered over ``sigma`` px. The
-    exemplar's body motion is measured in the same region of the exemplar
+    """``(H, W)`` float32 in [0, 1], smooth: where carried body motion may move a query's
+    pixels — its person (``person``, ``(H, W)`` bool; body unit ``unit`` px) grown by
+    :data:`BODY_MARGIN`, rising from 0 on that region's edge to 1 at
+    :data:`FULL_CONFINEMENT_SIGMAS` ``sigma`` px inside; and off its face: 0 on the face mesh's hull (``face_points``,
+    ``(478, 2)`` px), rising to 1 across the margin band of its face region (:func:`face_window`).
+
+    The exemplar's body motion is measured in the same region of the exemplar
     (:func:`estimate_body_motion`): motion a loose correspondence puts into the query's
-    background or onto its face is not an edit of its body."""
+    background or onto its face is not an edit of its body. The carried field is multiplied
+    by this, so a step here is a step in the field: the face region's edge is where the
+    measured face and body motions hand over (each tapered to about half there), and a
+    confinement cut to 0 on it tore rim-lit jaws; one rising from 0 on it dropped half the
+    edit there (survey q02's jaw and neck: recall 0.65 → 0.57 on its selfaug items).
+    """
     height, width = person.shape
     factor = min(1.0, WORK_SIGMA_PX / max(sigma, 0.5))
     size = (max(2, round(width * factor)), max(2, round(height * factor)))
-    shrink = lambda m: cv2.resize(m.astype(np.float32), size,  # noqa: E731
-                                  interpolation=cv2.INTER_AREA) > 0.5
-    small_person = shrink(person) if factor < 1 else person
-    face_mask = face.mask(person.shape)
-    small_face = shrink(face_mask) if factor < 1 else face_mask
+    small_person = (cv2.resize(person.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+                    > 0.5) if factor < 1 else person
     region = cv2.distanceTransform((~small_person).astype(np.uint8), cv2.DIST_L2,
                                    cv2.DIST_MASK_PRECISE) <= BODY_MARGIN * unit * factor
-    region &= ~small_face
-    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(sigma * factor, 0.5))
-    # 0 on the region's edge (where the blur is ½), full value from 1.65 σ inside, smooth in
-    # between: the carried field is multiplied by it, and a confinement that jumped to full
-    # value at the edge (it was min(2·blur, 1)) cut the field with a step of its whole size,
-    # a torn contour where the face region meets a rim-lit jaw or a lapel.
-    confine = _smoothstep(np.clip((taper - 0.5) / (FULL_CONFINEMENT - 0.5), 0.0, 1.0)) * region
+    inside = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    confine = _smoothstep(np.clip(inside / max(FULL_CONFINEMENT_SIGMAS * sigma * factor, 1.0),
+                                  0.0, 1.0))
+    # off the face: 0 on the mesh's hull, 1 from the face region's edge on
+    band = max(FACE_MARGIN * FaceFrame.from_points(face_points).unit / 2.0, 1.0) * factor
+    hull = np.zeros(region.shape, np.uint8)
+    corners = cv2.convexHull(((face_points + 0.5) * factor - 0.5).astype(np.float32))
+    cv2.fillConvexPoly(hull, np.round(corners).astype(np.int32), 1)
+    from_hull = cv2.distanceTransform(1 - hull, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    confine *= _smoothstep(np.clip(from_hull / band, 0.0, 1.0))
     if factor < 1:
         confine = cv2.resize(confine, (width, height), interpolation=cv2.INTER_LINEAR)
-        confine[face.window.slices()][face.region] = 0.0  # the face stays exactly untouched
+    full_hull = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(full_hull, np.round(cv2.convexHull(
+        face_points.astype(np.float32))).astype(np.int32), 1)
+    confine[full_hull > 0] = 0.0  # the face itself stays exactly untouched
     return confine.astype(np.float32)
 
 
