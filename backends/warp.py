@@ -10,7 +10,8 @@ import numpy as np
 
 from mirrorppr_cli.backend import RetouchSettings
 from mirrorppr_cli.errors import UsageError
-from mirrorppr_cli.geometric.mls import DEFAULT_GRID, apply_local_warp
+from mirrorppr_cli.geometric.field import fold_free_local_warp
+from mirrorppr_cli.geometric.mls import DEFAULT_GRID
 from mirrorppr_cli.ops import OpRequest, plan_warp
 
 MODES = ("flow", "catalog", "hybrid")
@@ -152,8 +153,7 @@ class WarpBackend:
     ) -> np.ndarray:
         """Compose ``requests`` on the face with ``face_points`` into one warp and apply it."""
         warp = plan_warp(face_points, requests)
-        return apply_local_warp(pixels, warp, method=self.method, grid=self.grid,
-                                feather="offsets")
+        return fold_free_local_warp(pixels, warp, method=self.method, grid=self.grid)
 
     def apply_body_ops(self, pixels: np.ndarray, requests: list[OpRequest], *,
                        name: str = "image", rgb: np.ndarray | None = None) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mirrorppr_cli.geometric.face import face_window
-from mirrorppr_cli.geometric.field import with_weight
+from mirrorppr_cli.geometric.field import fold_free_local_warp, with_weight
 from mirrorppr_cli.geometric.fit import Explanation, _field, residual_edit
 from mirrorppr_cli.geometric.mls import LocalWarp, apply_local_warp
 from mirrorppr_cli.geometric.motion import Edit, body_confinement, measured_support
@@ -206,6 +206,6 @@ def test_offsets_feather_never_folds():
     warp = LocalWarp(source, target, [polygon], feather_px=31.0)
     folded = apply_local_warp(coords, warp, feather="colours")  # coordinates: the raw map
     assert jacobian_det(folded[..., 0], folded[..., 1]).min() < 0
-    safe = apply_local_warp(coords, warp, feather="offsets")
+    safe = fold_free_local_warp(coords, warp)
     assert jacobian_det(safe[..., 0], safe[..., 1]).min() > 0.1
     assert np.abs(safe - coords).max() > 5.0  # and it still moves

@@ -18,12 +18,12 @@ from ..ops.request import clip_strength
 from ..subject import Subject
 from .carry import transfer
 from .face import is_mirrored
+from .field import fold_free_local_warp
 from .fit import (
     BodyExplanation,
     BodyResidual,
 )
 from .measure import Exemplar
-from .mls import apply_local_warp
 
 
 def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
@@ -57,8 +57,7 @@ def apply_exemplar(exemplar: Exemplar, pixels: np.ndarray, points: np.ndarray,
     else:
         requests = [OpRequest(r.name, clip_strength(r.strength * strength))
                     for r in exemplar.explanation.ops]
-        out = (apply_local_warp(pixels, plan_warp(points, requests), in_place=in_place,
-                                feather="offsets")
+        out = (fold_free_local_warp(pixels, plan_warp(points, requests), in_place=in_place)
                if requests else pixels if in_place else pixels.copy())
         if exemplar.residual is not None:
             out = transfer(exemplar.residual, out, points, strength=strength, in_place=True,

@@ -13,6 +13,7 @@ import numpy as np
 
 from .box import Box, gaussian_radius, grown, nonzero_box, union
 from .flow import STILL_PX, grey, lengths
+from .mls import DEFAULT_GRID, LocalWarp, apply_local_warp
 
 #: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
 #: edits move features (an eye, a lip, a nostril, ≥ 0.15 face units across) as a whole, so the
@@ -264,3 +265,22 @@ def _fold_free_scale(field: np.ndarray) -> float:
     while scale > 0.05 and jacobian_determinant(field * scale).min() < MIN_JACOBIAN_DET:
         scale *= 0.8
     return scale
+
+
+#: :func:`fold_free_local_warp` repairs fold-overs at this fraction of the warp's feather
+#: kernel as smoothing scale: the face operations' feather is 0.25 face units, so 0.12 of it
+#: is the measured edits' 0.03 units (:data:`SMOOTH_SIGMA`).
+UNFOLD_SIGMA_PER_FEATHER = 0.12
+
+
+def fold_free_local_warp(pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast",
+                         grid: int = DEFAULT_GRID, in_place: bool = False) -> np.ndarray:
+    """:func:`~mirrorppr_cli.geometric.mls.apply_local_warp` as a retouch applies it: the
+    feather scales the offsets (``feather="offsets"``: pixels moved or copied, never two places
+    mixed) and the offsets are made fold-free (:func:`unfolded_coarse`) — composed operations
+    can fold the map (mouth corners pulled past their anchors: survey q27's edit on another
+    face, Jacobian determinant −2.1)."""
+    sigma = max(UNFOLD_SIGMA_PER_FEATHER * warp.feather_px, MIN_SMOOTH_PX)
+    return apply_local_warp(pixels, warp, method=method, grid=grid, in_place=in_place,
+                            feather="offsets",
+                            offsets_filter=lambda offsets: unfolded_coarse(offsets, sigma))

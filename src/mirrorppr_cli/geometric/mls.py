@@ -19,6 +19,7 @@ grid of nodes ``grid`` pixels apart and interpolated with separable cubic convol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,7 +27,6 @@ import cv2
 import numpy as np
 
 from .box import Box
-from .field import unfolded_coarse
 
 #: Default node spacing of the fast path, in output pixels.
 DEFAULT_GRID = 4
@@ -501,24 +501,23 @@ class LocalWarp:
 #: warped and the unwarped pixels by the mask (the LLW data generator's behaviour, kept for
 #: the datasets); ``"offsets"`` moves each pixel by the mask times its offset, never mixing
 #: two places (a retouch: where the feather crosses an edge that the warp moves far, a colour
-#: mix shows the edge twice, a ghost), and with no fold-over.
+#: mix shows the edge twice, a ghost; :func:`~mirrorppr_cli.geometric.field.
+#: fold_free_local_warp` also repairs fold-overs).
 FEATHERS = ("colours", "offsets")
-#: With ``feather="offsets"`` the offsets are made fold-free (:func:`~mirrorppr_cli.geometric.
-#: field.unfolded_coarse`) at this fraction of the feather kernel as smoothing scale: the face
-#: operations' feather is 0.25 face units, so 0.12 of it is the measured edits' 0.03 units.
-UNFOLD_SIGMA_PER_FEATHER = 0.12
 
 
 def apply_local_warp(
     pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID,
     in_place: bool = False, feather: str = "colours",
+    offsets_filter: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Warp ``pixels`` (``(H, W, C)``, any dtype cv2 can remap) inside the feathered region.
 
     ``method``: ``"fast"`` (coarse grid, within :func:`fast_path_bound`) or ``"exact"``.
-    ``feather``: one of :data:`FEATHERS`. Pixels outside the feathered region are returned
-    bit-identical. ``in_place``: ``pixels`` itself is changed and returned (no whole-image
-    copy; the caller owns it).
+    ``feather``: one of :data:`FEATHERS`; with ``"offsets"``, ``offsets_filter`` (if given)
+    gets the feathered offsets ``(h, w, 2)`` float32 over the mask's box and returns those to
+    apply. Pixels outside the feathered region are returned bit-identical. ``in_place``:
+    ``pixels`` itself is changed and returned (no whole-image copy; the caller owns it).
     """
     if feather not in FEATHERS:
         raise ValueError(f"feather must be one of {FEATHERS}, not {feather!r}")
@@ -539,9 +538,8 @@ def apply_local_warp(
         cols = (box.x0 + np.arange(box.width, dtype=np.float32))[None, :]
         rows = (box.y0 + np.arange(box.height, dtype=np.float32))[:, None]
         offsets = np.dstack([mask * (map_x - cols), mask * (map_y - rows)]).astype(np.float32)
-        # Composed operations can fold the map (mouth corners pulled past their anchors):
-        # the same safety net as a carried field's.
-        offsets = unfolded_coarse(offsets, max(UNFOLD_SIGMA_PER_FEATHER * warp.feather_px, 1.5))
+        if offsets_filter is not None:
+            offsets = offsets_filter(offsets)
         map_x, map_y = cols + offsets[..., 0], rows + offsets[..., 1]
         mask = (mask > 0).astype(np.float32)  # moved or copied
     warped = remap_xy(pixels, map_x, map_y)
