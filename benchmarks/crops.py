@@ -2,7 +2,7 @@
 
     python benchmarks/crops.py --demo docs/            # the built-in demo (public domain)
     python benchmarks/crops.py --survey DIR bench-results/survey-crops/
-    python benchmarks/crops.py --cross DIR QUERIES bench-results/cross-crops/
+    python benchmarks/crops.py --cross DIR QUERIES bench-results/cross-crops/ [--mode flow]
 
 For each exemplar/query it writes ``NAME_crops.jpg``: the query and the result side by side,
 cropped to the pixels the retouch changed (their box + 32 px, at most 320 px square, 1:1, then
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from mirrorppr_cli.geometric.apply import apply_exemplar
-from mirrorppr_cli.geometric.measure import face_points, measure_exemplar
+from mirrorppr_cli.geometric.measure import MODES, face_points, measure_exemplar
 from mirrorppr_cli.io import read_image
 from mirrorppr_cli.metrics.artefacts import new_blobs
 
@@ -50,7 +50,7 @@ def crop_pair(query: np.ndarray, output: np.ndarray) -> np.ndarray | None:
     return np.hstack([tiles[0], np.full((tiles[0].shape[0], 8, 3), 255, np.uint8), tiles[1]])
 
 
-def run(triples: list[tuple[str, Path, Path, Path]], out: Path) -> dict:
+def run(triples: list[tuple[str, Path, Path, Path]], out: Path, mode: str = "hybrid") -> dict:
     from mirrorppr_cli.errors import InputError
 
     out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def run(triples: list[tuple[str, Path, Path, Path]], out: Path) -> dict:
         if (before_path, after_path) not in measured:
             before, after = (np.ascontiguousarray(read_image(p).rgb8())
                              for p in (before_path, after_path))
-            measured[before_path, after_path] = measure_exemplar(before, after)
+            measured[before_path, after_path] = measure_exemplar(before, after, mode=mode)
         exemplar = measured[before_path, after_path]
         query = np.ascontiguousarray(read_image(query_path).rgb8())
         try:
@@ -87,13 +87,15 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, help="write the demo's crops to this folder")
     parser.add_argument("--survey", nargs=2, type=Path, metavar=("PAIRS", "OUT"))
     parser.add_argument("--cross", nargs=3, type=Path, metavar=("PAIRS", "QUERIES", "OUT"))
+    parser.add_argument("--mode", choices=MODES, default="hybrid",
+                        help="how the exemplar is measured and carried (default hybrid)")
     args = parser.parse_args()
     if args.demo:
         from mirrorppr_cli.demo import demo_retouch_inputs
 
         with tempfile.TemporaryDirectory() as tmp:
             (before, after), (query,) = demo_retouch_inputs(Path(tmp))
-            run([("demo", before, after, Path(query))], args.demo)
+            run([("demo", before, after, Path(query))], args.demo, args.mode)
     if args.survey:
         folder, out = args.survey
         triples = []
@@ -101,7 +103,7 @@ def main() -> None:
             stem = source.name[: -len("-example-source.jpg")]
             triples.append((stem, source, folder / f"{stem}-example-retouched.jpg",
                             folder / f"{stem}-query-source.jpg"))
-        run(triples, out)
+        run(triples, out, args.mode)
     if args.cross:
         folder, queries, out = args.cross
         images = sorted(p for p in queries.iterdir()
@@ -112,7 +114,7 @@ def main() -> None:
             for image in images:
                 triples.append((f"{stem.removeprefix('survey-')}-on-{image.stem}", source,
                                 folder / f"{stem}-example-retouched.jpg", image))
-        verdicts = run(triples, out)
+        verdicts = run(triples, out, args.mode)
         scored = [v for v in verdicts.values() if "error" not in v]
         damaged = [v for v in scored if v["blobs"] > 1 or v["long_components"]]
         print(f"{len(scored)} items scored, {len(verdicts) - len(scored)} without a face; "
