@@ -15,7 +15,14 @@ import numpy as np
 from .box import Box, gaussian_radius, grown, nonzero, nonzero_box
 from .face import is_mirrored
 from .face_frame import FaceFrame
-from .field import MIN_OFFSET_PX, MIN_SMOOTH_PX, SMOOTH_SIGMA, WORK_SIGMA_PX, unfolded_coarse
+from .field import (
+    MIN_OFFSET_PX,
+    MIN_SMOOTH_PX,
+    SMOOTH_SIGMA,
+    WORK_SIGMA_PX,
+    smoothstep,
+    unfolded_coarse,
+)
 from .landmark_mirror import MIRROR
 from .mls import blend_into, grid_nodes, interpolate_planes, mls_similarity, remap_xy
 from .motion import Edit
@@ -328,17 +335,16 @@ def _edge_ramp(node_shape: tuple[int, int], sides: set[str]) -> np.ndarray:
     """``node_shape`` float: 0 on the edge nodes of ``sides``, rising smoothly to 1 at
     :data:`EDGE_RAMP_NODES` nodes in; 1 elsewhere."""
     ny, nx = node_shape
-    ramp = lambda n: np.clip(np.arange(n) / EDGE_RAMP_NODES, 0.0, 1.0)  # noqa: E731
-    smooth = lambda t: t * t * (3.0 - 2.0 * t)  # noqa: E731
+    ramp = lambda n: smoothstep(np.clip(np.arange(n) / EDGE_RAMP_NODES, 0.0, 1.0))  # noqa: E731
     rows, cols = np.ones(ny), np.ones(nx)
     if "top" in sides:
-        rows = rows * smooth(ramp(ny))
+        rows = rows * ramp(ny)
     if "bottom" in sides:
-        rows = rows * smooth(ramp(ny))[::-1]
+        rows = rows * ramp(ny)[::-1]
     if "left" in sides:
-        cols = cols * smooth(ramp(nx))
+        cols = cols * ramp(nx)
     if "right" in sides:
-        cols = cols * smooth(ramp(nx))[::-1]
+        cols = cols * ramp(nx)[::-1]
     return np.outer(rows, cols)
 
 

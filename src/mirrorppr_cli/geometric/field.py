@@ -90,11 +90,9 @@ def smooth_motion_and_confidence(
     numerator = cv2.GaussianBlur(values * trust[..., None], (0, 0), sigma)
     denominator = cv2.GaussianBlur(trust, (0, 0), sigma)
     # Full value where the evidence is dense; falling to zero where it thins out.
-    confidence = _smoothstep(np.clip(denominator / EVIDENCE_FULL, 0.0, 1.0))
+    confidence = smoothstep(np.clip(denominator / EVIDENCE_FULL, 0.0, 1.0))
     field = numerator * (confidence / np.maximum(denominator, 1e-6))[..., None]
-    taper = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma) * border_taper(
-        region.shape, max(pad / 2.0, 1.0))
-    field *= taper[..., None]
+    field *= region_taper(region, sigma, pad)[..., None]
     return (*with_weight(_unfolded(field, sigma)), confidence.astype(np.float32))
 
 
@@ -109,15 +107,24 @@ def with_weight(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(field, np.float32), weight.astype(np.float32)
 
 
+def region_taper(region: np.ndarray, sigma: float, pad: float) -> np.ndarray:
+    """``(h, w)`` float32: how a measured field is faded out — ``region`` (``(h, w)`` bool,
+    where edits may be) blurred over 2·``sigma`` px, times 0 on the box's border rising to 1
+    at ``pad``/2 px in (:func:`border_taper`)."""
+    return cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma) * border_taper(
+        region.shape, max(pad / 2.0, 1.0))
+
+
 def border_taper(shape: tuple[int, int], width: float) -> np.ndarray:
     """``(h, w)`` float32: 0 on the box's border rising smoothly to 1 at ``width`` px in."""
     ys = np.minimum(np.arange(shape[0]), np.arange(shape[0])[::-1]).astype(np.float32)
     xs = np.minimum(np.arange(shape[1]), np.arange(shape[1])[::-1]).astype(np.float32)
-    ramp = lambda d: _smoothstep(np.clip(d / width, 0.0, 1.0))  # noqa: E731
+    ramp = lambda d: smoothstep(np.clip(d / width, 0.0, 1.0))  # noqa: E731
     return np.outer(ramp(ys), ramp(xs)).astype(np.float32)
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
+def smoothstep(t: np.ndarray) -> np.ndarray:
+    """``3t² − 2t³`` of ``t`` in [0, 1]: 0 and 1 at the ends, flat there."""
     return t * t * (3.0 - 2.0 * t)
 
 

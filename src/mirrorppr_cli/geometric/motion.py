@@ -27,9 +27,10 @@ from .field import (
     MIN_SMOOTH_PX,
     SMOOTH_SIGMA,
     WORK_SIGMA_PX,
-    border_taper,
+    region_taper,
     smooth_motion,
     smooth_motion_and_confidence,
+    smoothstep,
     with_weight,
 )
 from .flow import STILL_PX, dense_flow, explained, grey, lengths
@@ -219,9 +220,8 @@ def measured_support(edit: Edit, shape: tuple[int, int]) -> np.ndarray:
     scale = min(1.0, FLOW_UNIT_PX / unit)
     size = (max(1, round(box.width * scale)), max(1, round(box.height * scale)))
     small = cv2.resize(region.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    sigma = max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX) * scale
-    taper = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 2 * sigma) * border_taper(
-        small.shape, max(face.pad * scale / 2.0, 1.0))
+    taper = region_taper(small > 0, max(SMOOTH_SIGMA * unit, MIN_SMOOTH_PX) * scale,
+                         face.pad * scale)
     if scale < 1.0:
         taper = cv2.resize(taper, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
     if edit.confidence is not None:
@@ -335,10 +335,6 @@ def changed_off_face(before: np.ndarray, after: np.ndarray,
 FULL_CONFINEMENT_SIGMAS = 1.65
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    return t * t * (3.0 - 2.0 * t)
-
-
 def body_confinement(person: np.ndarray, unit: float, face_points: np.ndarray,
                      sigma: float) -> np.ndarray:
     """``(H, W)`` float32 in [0, 1], smooth: where carried body motion may move a query's
@@ -363,7 +359,7 @@ def body_confinement(person: np.ndarray, unit: float, face_points: np.ndarray,
     region = cv2.distanceTransform((~small_person).astype(np.uint8), cv2.DIST_L2,
                                    cv2.DIST_MASK_PRECISE) <= BODY_MARGIN * unit * factor
     inside = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    confine = _smoothstep(np.clip(inside / max(FULL_CONFINEMENT_SIGMAS * sigma * factor, 1.0),
+    confine = smoothstep(np.clip(inside / max(FULL_CONFINEMENT_SIGMAS * sigma * factor, 1.0),
                                   0.0, 1.0))
     # off the face: 0 on the mesh's hull, 1 from the face region's edge on
     band = max(FACE_MARGIN * FaceFrame.from_points(face_points).unit / 2.0, 1.0) * factor
@@ -371,13 +367,13 @@ def body_confinement(person: np.ndarray, unit: float, face_points: np.ndarray,
     corners = cv2.convexHull(((face_points + 0.5) * factor - 0.5).astype(np.float32))
     cv2.fillConvexPoly(hull, np.round(corners).astype(np.int32), 1)
     from_hull = cv2.distanceTransform(1 - hull, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    confine *= _smoothstep(np.clip(from_hull / band, 0.0, 1.0))
+    confine *= smoothstep(np.clip(from_hull / band, 0.0, 1.0))
     if factor < 1:
         confine = cv2.resize(confine, (width, height), interpolation=cv2.INTER_LINEAR)
-    full_hull = np.zeros((height, width), np.uint8)
-    cv2.fillConvexPoly(full_hull, np.round(cv2.convexHull(
-        face_points.astype(np.float32))).astype(np.int32), 1)
-    confine[full_hull > 0] = 0.0  # the face itself stays exactly untouched
+        hull = np.zeros((height, width), np.uint8)
+        cv2.fillConvexPoly(hull, np.round(cv2.convexHull(
+            face_points.astype(np.float32))).astype(np.int32), 1)
+    confine[hull > 0] = 0.0  # the face itself stays exactly untouched
     return confine.astype(np.float32)
 
 
