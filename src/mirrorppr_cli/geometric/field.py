@@ -13,7 +13,7 @@ import numpy as np
 
 from .box import Box, gaussian_radius, grown, nonzero_box, union
 from .flow import STILL_PX, grey, lengths
-from .mls import DEFAULT_GRID, LocalWarp, apply_local_warp
+from .mls import DEFAULT_GRID, LocalWarp, apply_local_warp, feathered_offsets
 
 #: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
 #: edits move features (an eye, a lip, a nostril, ≥ 0.15 face units across) as a whole, so the
@@ -274,20 +274,62 @@ def _fold_free_scale(field: np.ndarray) -> float:
     return scale
 
 
-#: :func:`fold_free_local_warp` repairs fold-overs at this fraction of the warp's feather
-#: kernel as smoothing scale: the face operations' feather is 0.25 face units, so 0.12 of it
-#: is the measured edits' 0.03 units (:data:`SMOOTH_SIGMA`).
+#: The catalog operations' offsets are smoothed, and their fold-overs repaired, at this
+#: fraction of the warp's feather kernel: the face operations' feather is 0.25 face units, so
+#: 0.12 of it is the measured edits' 0.03 units (:data:`SMOOTH_SIGMA`).
 UNFOLD_SIGMA_PER_FEATHER = 0.12
+
+
+def operation_sigma(warp: LocalWarp) -> float:
+    """Smoothing scale (px) of a catalog warp's offsets as a retouch applies them."""
+    return max(UNFOLD_SIGMA_PER_FEATHER * warp.feather_px, MIN_SMOOTH_PX)
+
+
+def smoothed(offsets: np.ndarray, sigma: float) -> np.ndarray:
+    """``offsets`` ``(h, w, 2)`` float32, zero beyond their box, Gaussian-smoothed over
+    ``sigma`` px (worked at a resolution where ``sigma`` is :data:`WORK_SIGMA_PX` when it is
+    larger, as :func:`unfolded_coarse`).
+
+    Why: similarity MLS interpolates its handles, so a catalog warp moves each landmark on a
+    contour by its full offset and lags between them — a bump per handle. On a lip moved
+    4–5 px that is a wavy outline, visible at 1:1 on a ~95 px face unit (survey q27's
+    ``mouth_resize`` on another survey face; ``mouth_resize 60`` on one: high-frequency part
+    of the offsets up to 1.2 px). Smoothed over the measured edits' scale, the bumps go
+    (their period is the handles' spacing, ~3 σ) and the feature still moves as a whole.
+    """
+    if sigma <= WORK_SIGMA_PX:
+        return cv2.GaussianBlur(offsets, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+    height, width = offsets.shape[:2]
+    factor = WORK_SIGMA_PX / sigma
+    small_size = (max(2, round(width * factor)), max(2, round(height * factor)))
+    small = cv2.resize(offsets, small_size, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), WORK_SIGMA_PX, borderType=cv2.BORDER_CONSTANT)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _as_applied(offsets: np.ndarray, sigma: float) -> np.ndarray:
+    return unfolded_coarse(smoothed(offsets, sigma), sigma)
+
+
+def fold_free_offsets(shape: tuple[int, int], warp: LocalWarp, *, method: str = "fast",
+                      grid: int = DEFAULT_GRID) -> tuple[np.ndarray, np.ndarray, Box]:
+    """``(offsets, moving, box)`` that :func:`fold_free_local_warp` applies to an image of
+    ``shape`` (see :func:`~mirrorppr_cli.geometric.mls.feathered_offsets`): the catalog
+    part of a hybrid edit, as the residual is measured against it."""
+    offsets, moving, box = feathered_offsets(shape, warp, method=method, grid=grid)
+    if box.empty:
+        return offsets, moving, box
+    return _as_applied(offsets, operation_sigma(warp)), moving, box
 
 
 def fold_free_local_warp(pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast",
                          grid: int = DEFAULT_GRID, in_place: bool = False) -> np.ndarray:
     """:func:`~mirrorppr_cli.geometric.mls.apply_local_warp` as a retouch applies it: the
     feather scales the offsets (``feather="offsets"``: pixels moved or copied, never two places
-    mixed) and the offsets are made fold-free (:func:`unfolded_coarse`) — composed operations
-    can fold the map (mouth corners pulled past their anchors: survey q27's edit on another
-    face, Jacobian determinant −2.1)."""
-    sigma = max(UNFOLD_SIGMA_PER_FEATHER * warp.feather_px, MIN_SMOOTH_PX)
+    mixed), the offsets are smoothed (:func:`smoothed`: no bump at each handle) and made
+    fold-free (:func:`unfolded_coarse`) — composed operations can fold the map (mouth corners
+    pulled past their anchors: survey q27's edit on another face, Jacobian determinant −2.1)."""
+    sigma = operation_sigma(warp)
     return apply_local_warp(pixels, warp, method=method, grid=grid, in_place=in_place,
                             feather="offsets",
-                            offsets_filter=lambda offsets: unfolded_coarse(offsets, sigma))
+                            offsets_filter=lambda offsets: _as_applied(offsets, sigma))

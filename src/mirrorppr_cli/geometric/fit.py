@@ -42,6 +42,7 @@ from ..ops.body_plan import plan_body_warp
 from .body import Body
 from .box import Box
 from .face_frame import FaceFrame
+from .field import fold_free_offsets
 from .flow import lengths
 from .mls import (
     DEFAULT_GRID,
@@ -416,7 +417,7 @@ def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) 
     """
     if edit.empty or not explanation.ops:
         return edit
-    fitted = _field(edit.points, explanation.ops, shape, edit.box).astype(np.float32)
+    fitted = _applied_field(edit.points, explanation.ops, shape, edit.box)
     grid = np.stack(np.meshgrid(np.arange(edit.box.width, dtype=np.float32),
                                 np.arange(edit.box.height, dtype=np.float32)), axis=-1)
     rest = edit.flow - fitted
@@ -435,10 +436,28 @@ def residual_edit(edit: Edit, explanation: Explanation, shape: tuple[int, int]) 
     rest = rest * measured_support(edit, shape)[..., None]
     reach = lengths(rest)
     if reach.max() < RESIDUAL_MIN_PX:  # what the catalog leaves is below visibility: catalog only
-        return Edit(np.zeros_like(rest), np.zeros_like(edit.weight), Box(0, 0, 0, 0),
-                    edit.points, 0.0, edit.appearance)
+        return Edit(np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32),
+                    Box(0, 0, 0, 0), edit.points, 0.0, edit.appearance)
     return Edit(rest, edit.weight, edit.box, edit.points, float(reach.max()), edit.appearance,
                 edit.confidence)
+
+
+def _applied_field(points: np.ndarray, requests: list[OpRequest], shape: tuple[int, int],
+                   box: Box) -> np.ndarray:
+    """``(h, w, 2)`` float32 over ``box``: the backward offsets of ``requests`` planned on
+    ``points`` as a retouch applies them (:func:`~mirrorppr_cli.geometric.field.
+    fold_free_offsets`: smoothed and fold-free, unlike the fit's raw fields), zero where they
+    do not move pixels."""
+    out = np.zeros((box.height, box.width, 2), np.float32)
+    offsets, moving, wbox = fold_free_offsets(shape, plan_warp(points, requests))
+    inter = Box(max(box.x0, wbox.x0), max(box.y0, wbox.y0), min(box.x1, wbox.x1),
+                min(box.y1, wbox.y1))
+    if wbox.empty or inter.empty:
+        return out
+    part = (slice(inter.y0 - wbox.y0, inter.y1 - wbox.y0), slice(inter.x0 - wbox.x0, inter.x1 - wbox.x0))
+    out[inter.y0 - box.y0 : inter.y1 - box.y0, inter.x0 - box.x0 : inter.x1 - box.x0] = (
+        offsets[part] * moving[part][..., None])
+    return out
 
 
 def _body_field(body: Body, requests: list[OpRequest], box: Box, *,

@@ -521,26 +521,66 @@ def apply_local_warp(
     """
     if feather not in FEATHERS:
         raise ValueError(f"feather must be one of {FEATHERS}, not {feather!r}")
+    if feather == "offsets":  # the map's offset from each pixel, scaled by the mask
+        offsets, moving, box = feathered_offsets(pixels.shape[:2], warp, method=method,
+                                                 grid=grid)
+        if box.empty:
+            return pixels if in_place else pixels.copy()
+        if offsets_filter is not None:
+            offsets = offsets_filter(offsets)
+        return apply_offsets(pixels, offsets, moving, box, in_place=in_place)
     if warp.is_identity or len(warp.source) < 2:
         return pixels if in_place else pixels.copy()
     mask, box = feather_mask(pixels.shape[:2], warp.polygons, warp.feather_px)
     if box.empty:
         return pixels if in_place else pixels.copy()
-    if method == "exact":
-        map_x, map_y = np.moveaxis(inverse_map_exact(box, warp.source, warp.target), -1, 0)
-    elif method == "fast":
-        map_x, map_y = _inverse_planes_fast(box, warp.source, warp.target, 1.0, grid,
-                                            np.arange(box.height), np.arange(box.width),
-                                            mask > 0)
-    else:
-        raise ValueError(f"unknown warp method {method!r}")
-    if feather == "offsets":  # the map's offset from each pixel, scaled by the mask
-        cols = (box.x0 + np.arange(box.width, dtype=np.float32))[None, :]
-        rows = (box.y0 + np.arange(box.height, dtype=np.float32))[:, None]
-        offsets = np.dstack([mask * (map_x - cols), mask * (map_y - rows)]).astype(np.float32)
-        if offsets_filter is not None:
-            offsets = offsets_filter(offsets)
-        map_x, map_y = cols + offsets[..., 0], rows + offsets[..., 1]
-        mask = (mask > 0).astype(np.float32)  # moved or copied
+    map_x, map_y = _warp_planes(warp, mask, box, method, grid)
     warped = remap_xy(pixels, map_x, map_y)
     return blend_into(pixels, warped, mask, box, in_place=in_place)
+
+
+def _warp_planes(warp: LocalWarp, mask: np.ndarray, box: Box, method: str,
+                 grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(map_x, map_y)`` ``(h, w)``: the warp's inverse map over ``box`` (``method``: see
+    :func:`apply_local_warp`; the fast path only where ``mask`` is not zero)."""
+    if method == "exact":
+        map_x, map_y = np.moveaxis(inverse_map_exact(box, warp.source, warp.target), -1, 0)
+        return map_x, map_y
+    if method == "fast":
+        return tuple(_inverse_planes_fast(box, warp.source, warp.target, 1.0, grid,
+                                          np.arange(box.height), np.arange(box.width),
+                                          mask > 0))
+    raise ValueError(f"unknown warp method {method!r}")
+
+
+def _feathered(map_x: np.ndarray, map_y: np.ndarray, mask: np.ndarray, box: Box) -> np.ndarray:
+    """``(h, w, 2)`` float32: the map's offsets from the pixels of ``box``, times ``mask``."""
+    cols = (box.x0 + np.arange(box.width, dtype=np.float32))[None, :]
+    rows = (box.y0 + np.arange(box.height, dtype=np.float32))[:, None]
+    return np.dstack([mask * (map_x - cols), mask * (map_y - rows)]).astype(np.float32)
+
+
+def feathered_offsets(shape: tuple[int, int], warp: LocalWarp, *, method: str = "fast",
+                      grid: int = DEFAULT_GRID) -> tuple[np.ndarray, np.ndarray, Box]:
+    """``(offsets, moving, box)``: the backward offsets ``(h, w, 2)`` float32 ``(dx, dy)`` px
+    of ``warp`` on an image of ``shape`` ``(H, W)``, times its feather mask, over the mask's
+    ``box``, and ``moving`` ``(h, w)`` bool, where the mask is not zero — what
+    :func:`apply_local_warp` moves with ``feather="offsets"``. An empty box for the identity."""
+    if warp.is_identity or len(warp.source) < 2:
+        return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), bool), Box(0, 0, 0, 0)
+    mask, box = feather_mask(shape, warp.polygons, warp.feather_px)
+    if box.empty:
+        return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), bool), box
+    map_x, map_y = _warp_planes(warp, mask, box, method, grid)
+    return _feathered(map_x, map_y, mask, box), mask > 0, box
+
+
+def apply_offsets(pixels: np.ndarray, offsets: np.ndarray, moving: np.ndarray, box: Box, *,
+                  in_place: bool = False) -> np.ndarray:
+    """``pixels`` with the ``moving`` pixels of ``box`` (``(h, w)`` bool) sampled at their
+    position plus ``offsets`` ``(h, w, 2)`` (backward, ``(dx, dy)`` px); every other pixel
+    copied bit for bit (moved or copied, never mixed)."""
+    cols = (box.x0 + np.arange(box.width, dtype=np.float32))[None, :]
+    rows = (box.y0 + np.arange(box.height, dtype=np.float32))[:, None]
+    warped = remap_xy(pixels, cols + offsets[..., 0], rows + offsets[..., 1])
+    return blend_into(pixels, warped, moving.astype(np.float32), box, in_place=in_place)
