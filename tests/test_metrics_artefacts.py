@@ -49,6 +49,21 @@ def test_planted_speckles_on_skin_are_counted(astronaut):
     assert "6 new blob(s)" in score.describe()
 
 
+def test_a_known_changed_mask_gives_the_same_score(astronaut, catalog_warp):
+    """``changed`` (the caller's mask of changed pixels, or any superset) only saves the
+    comparison of the whole images: the score is the same; a mask that misses the changes
+    would hide them (so it must hold every changed pixel)."""
+    from mirrorppr_cli.geometric.mls import apply_local_warp
+
+    warped = _speckled(apply_local_warp(astronaut, catalog_warp))
+    plain = new_blobs(astronaut, warped)
+    exact = np.any(astronaut != warped, axis=-1)
+    assert plain.count >= len(DOTS)
+    assert new_blobs(astronaut, warped, changed=exact) == plain
+    assert new_blobs(astronaut, warped, changed=np.ones_like(exact)) == plain
+    assert new_blobs(astronaut, warped, changed=np.zeros_like(exact)).count == 0
+
+
 def test_one_speckle_is_enough_and_identical_images_score_zero(astronaut):
     one = astronaut.copy()
     one[125:127, 195:197] = DARK

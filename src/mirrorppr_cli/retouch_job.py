@@ -68,7 +68,8 @@ def retouch_file(
     pixels = apply_exemplar(exemplar, picture.pixels, points, strength, rgb=subject.rgb,
                             notes=notes, review=doubts, mirrored=mirrored, subject=subject)
     result = with_pixels(picture, pixels)
-    review = (review_reasons(picture.rgb8(), result.rgb8()) + doubts) if check else []
+    changed = changed_mask(pixels, picture.pixels)
+    review = (review_reasons(picture.rgb8(), result.rgb8(), changed) + doubts) if check else []
     encoded = []
     inverse_map = None
     if exports:  # made before anything is written: a failure leaves no output behind
@@ -85,7 +86,7 @@ def retouch_file(
     lossy = written.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".webp")
     return Result(
         input=str(source), output=str(written), faces_found=found, face=chosen,
-        changed_pixels=int(np.count_nonzero(changed_mask(pixels, picture.pixels))),
+        changed_pixels=int(np.count_nonzero(changed)),
         strength=strength, seconds=round(time.perf_counter() - start, 4), notes=notes,
         review=review, exports=[str(p) for p in exported],
         quality=output_quality(picture, quality) if lossy else None,
@@ -98,12 +99,14 @@ def retouch_file(
 REVIEW_BLOBS = 1
 
 
-def review_reasons(query: np.ndarray, output: np.ndarray) -> list[str]:
+def review_reasons(query: np.ndarray, output: np.ndarray,
+                   changed: np.ndarray | None = None) -> list[str]:
     """Why ``output`` (the retouched ``query``, both ``(H, W, 3)`` uint8 RGB) may be damaged:
-    new impulse-like blobs (dots, ringed spots) or torn contours the query does not have."""
+    new impulse-like blobs (dots, ringed spots) or torn contours the query does not have.
+    ``changed``: the pixels the retouch changed, when known (see :func:`new_blobs`)."""
     from .metrics.artefacts import new_blobs
 
-    blobs = new_blobs(query, output)
+    blobs = new_blobs(query, output, changed=changed)
     reasons = []
     if blobs.count > REVIEW_BLOBS:
         where = ", ".join(f"({x}, {y})" for x, y, _, _ in blobs.boxes[:4])

@@ -462,6 +462,10 @@ def _check_progressive_complete(file: Path, data: bytes) -> None:
                          "stop before the full picture); re-export or re-copy it")
 
 
+#: OpenCV's flag that decodes colour straight to RGB (4.10 and later), else plain BGR.
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
+
+
 def _decode_jpeg_fast(file: Path, im: PIL.Image.Image, data: bytes
                       ) -> tuple[np.ndarray, str] | None:
     """An 8-bit RGB or grey JPEG decoded by OpenCV, or None (then Pillow decodes it).
@@ -478,8 +482,11 @@ def _decode_jpeg_fast(file: Path, im: PIL.Image.Image, data: bytes
         return None
     if im.info.get("progressive"):
         _check_progressive_complete(file, data)
+    # libjpeg-turbo writes RGB itself (IMREAD_COLOR_RGB, OpenCV ≥ 4.10): the same bytes as
+    # BGR then cvtColor, on this project's 38 JPEGs, without a pass over the whole image
+    # (0.17 s of a 24 MP query's 1.6 s)
     flags = cv2.IMREAD_IGNORE_ORIENTATION | (
-        cv2.IMREAD_COLOR if im.mode == "RGB" else cv2.IMREAD_GRAYSCALE)
+        _IMREAD_RGB if im.mode == "RGB" else cv2.IMREAD_GRAYSCALE)
     with native_stderr.captured() as messages:
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     _refuse_damaged_jpeg(file, messages.text)
@@ -487,7 +494,9 @@ def _decode_jpeg_fast(file: Path, im: PIL.Image.Image, data: bytes
         return None
     if im.mode == "L":
         return decoded[:, :, np.newaxis], "L"
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), "RGB"
+    if _IMREAD_RGB == cv2.IMREAD_COLOR:
+        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), "RGB"
+    return decoded, "RGB"
 
 
 def _check_jpeg_intact(file: Path, data: bytes) -> None:

@@ -176,7 +176,11 @@ class BlobScore:
 
 
 def _changed_box(query: np.ndarray, output: np.ndarray, margin: int) -> tuple[slice, slice] | None:
-    changed = changed_mask(query, output)
+    return _mask_box(changed_mask(query, output), margin)
+
+
+def _mask_box(changed: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """The box of the true pixels of ``changed`` ``(H, W)`` bool, grown by ``margin`` px."""
     rows, cols = np.any(changed, axis=1), np.any(changed, axis=0)
     if not rows.any():
         return None
@@ -188,6 +192,7 @@ def _changed_box(query: np.ndarray, output: np.ndarray, margin: int) -> tuple[sl
 
 
 def _grey_region(query: np.ndarray, output: np.ndarray, margin: int,
+                 changed: np.ndarray | None = None,
                  ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
     """``(box, query grey, output grey)``: the box of the pixels whose grey levels
     (:func:`to_grey8`) differ, grown by ``margin`` px, and both images' grey levels there;
@@ -196,8 +201,9 @@ def _grey_region(query: np.ndarray, output: np.ndarray, margin: int,
     The same box as from whole grey images (:func:`_changed_box`), at the cost of one
     comparison of the whole images: a pixel whose grey level differs differs in some channel,
     so the grey levels are compared only in the box of those, and converted only in the
-    result's box."""
-    rough = _changed_box(query, output, 0)
+    result's box (``changed``: a mask known to hold every pixel that differs, whose box
+    replaces that comparison)."""
+    rough = _changed_box(query, output, 0) if changed is None else _mask_box(changed, 0)
     if rough is None:
         return None
     inner = _changed_box(to_grey8(query[rough]), to_grey8(output[rough]), 0)
@@ -289,7 +295,7 @@ def _candidate_maps(query_grey: np.ndarray, output_grey: np.ndarray,
 
 
 def new_blobs(query: np.ndarray, output: np.ndarray, *,
-              compensate_motion: bool = True) -> BlobScore:
+              compensate_motion: bool = True, changed: np.ndarray | None = None) -> BlobScore:
     """Count small impulse-like blobs in ``output`` that ``query`` does not have.
 
     Args:
@@ -297,6 +303,9 @@ def new_blobs(query: np.ndarray, output: np.ndarray, *,
         output: the retouched image, same size as ``query``.
         compensate_motion: also compare against the query moved onto the output by dense
             optical flow (default), so texture the warp carried far is not new.
+        changed: optional ``(H, W)`` bool holding every pixel where the two differ (e.g. the
+            caller's own changed-pixel mask, saving a comparison of the whole images); a
+            superset gives the same score.
 
     Returns:
         :class:`BlobScore`; ``count == 0`` for identical images.
@@ -306,7 +315,7 @@ def new_blobs(query: np.ndarray, output: np.ndarray, *,
         raise ValueError(f"query {q.shape[:2]} and output {o.shape[:2]} differ in size")
     height, width = q.shape[:2]
     megapixels = height * width / 1e6
-    found = _grey_region(q, o, MARGIN_PX)
+    found = _grey_region(q, o, MARGIN_PX, changed)
     if found is None:
         return BlobScore(0, 0, 0.0, 0.0)
     box, qg, og = found
