@@ -373,3 +373,21 @@ def test_body_plans_from_the_weighted_part_equal_the_whole_image_plans(monkeypat
         np.testing.assert_array_equal(a.weight, b.weight)
         # the same up to the MLS sums' rounding over fewer nodes
         np.testing.assert_allclose(a.sample_map, b.sample_map, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_changed_mask_by_bands_equals_the_whole_comparison(dtype):
+    """Tall images are compared band by band (64 rows), only differing bands per channel:
+    changes on band edges, in the last short band, and none at all are all found."""
+    from mirrorppr_cli.metrics.pixel import CHANGED_BAND_ROWS
+
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 200, size=(5 * CHANGED_BAND_ROWS - 21, 37, 3)).astype(dtype)
+    assert not changed_mask(a, a.copy()).any()
+    b = a.copy()
+    for row in (0, CHANGED_BAND_ROWS - 1, CHANGED_BAND_ROWS, 3 * CHANGED_BAND_ROWS + 5,
+                a.shape[0] - 1):
+        b[row, int(rng.integers(37)), int(rng.integers(3))] += 1
+    got = changed_mask(a, b)
+    np.testing.assert_array_equal(got, np.any(a != b, axis=-1))
+    assert got.sum() == 5

@@ -39,6 +39,24 @@ def changed_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     NumPy's ``any`` over the channel axis on a 2 MP frame); NumPy otherwise."""
     if a.ndim == 2:
         return a != b
+    if a.shape == b.shape and a.shape[0] > 2 * CHANGED_BAND_ROWS:
+        # a retouch changes a few bands of rows: equal bands are told by one comparison
+        # each, without the per-channel work (a 24 MP frame with a face edit: 140 → 40 ms)
+        out = np.zeros(a.shape[:2], bool)
+        for top in range(0, a.shape[0], CHANGED_BAND_ROWS):
+            band = slice(top, top + CHANGED_BAND_ROWS)
+            if not np.array_equal(a[band], b[band]):
+                out[band] = _changed_in(a[band], b[band])
+        return out
+    return _changed_in(a, b)
+
+
+#: Rows per band in which :func:`changed_mask` first checks whether anything differs.
+CHANGED_BAND_ROWS = 64
+
+
+def _changed_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`changed_mask` of ``(H, W, C)`` images, all at once."""
     if a.dtype == np.uint8 and b.dtype == np.uint8 and a.shape[2] <= 4:
         # (OpenCV returns one channel as (H, W): put the axis back)
         diff = cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b)).reshape(a.shape)
