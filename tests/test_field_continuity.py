@@ -267,3 +267,16 @@ def test_catalog_operation_moves_a_lip_without_a_bump_at_each_handle(astronaut_1
     assert laplacian(raw) > 0.5  # the bumps this guards against
     assert laplacian(applied) < 0.35
     assert abs(mean_motion(applied) / mean_motion(raw) - 1.0) < 0.03
+
+
+def test_smoothed_offsets_keep_their_strength_up_to_the_frame():
+    """Where the operations' box is the frame's edge (a face cut by it) the offsets are not
+    there; smoothing must not fade the edit towards the edge (edges are reflected), at the
+    working resolution and at a reduced one (large σ)."""
+    from mirrorppr_cli.geometric.field import WORK_SIGMA_PX, smoothed
+
+    uniform = np.full((80, 120, 2), 2.0, np.float32)
+    for sigma in (3.0, 3 * WORK_SIGMA_PX):
+        out = smoothed(uniform, sigma)
+        assert out.shape == uniform.shape and out.dtype == np.float32
+        assert np.abs(out - 2.0).max() < 1e-4, sigma

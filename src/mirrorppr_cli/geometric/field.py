@@ -286,9 +286,11 @@ def operation_sigma(warp: LocalWarp) -> float:
 
 
 def smoothed(offsets: np.ndarray, sigma: float) -> np.ndarray:
-    """``offsets`` ``(h, w, 2)`` float32, zero beyond their box, Gaussian-smoothed over
-    ``sigma`` px (worked at a resolution where ``sigma`` is :data:`WORK_SIGMA_PX` when it is
-    larger, as :func:`unfolded_coarse`).
+    """``offsets`` ``(h, w, 2)`` float32 Gaussian-smoothed over ``sigma`` px (worked at a
+    resolution where ``sigma`` is :data:`WORK_SIGMA_PX` when it is larger, as
+    :func:`unfolded_coarse`). Edges are reflected: where the box is the feather's the offsets
+    are zero there anyway; where it is the frame's (a face cut by it) the edit keeps its
+    strength up to the frame instead of fading towards it.
 
     Why: similarity MLS interpolates its handles, so a catalog warp moves each landmark on a
     contour by its full offset and lags between them — a bump per handle. On a lip moved
@@ -298,12 +300,12 @@ def smoothed(offsets: np.ndarray, sigma: float) -> np.ndarray:
     (their period is the handles' spacing, ~3 σ) and the feature still moves as a whole.
     """
     if sigma <= WORK_SIGMA_PX:
-        return cv2.GaussianBlur(offsets, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        return cv2.GaussianBlur(offsets, (0, 0), sigma)
     height, width = offsets.shape[:2]
     factor = WORK_SIGMA_PX / sigma
     small_size = (max(2, round(width * factor)), max(2, round(height * factor)))
     small = cv2.resize(offsets, small_size, interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), WORK_SIGMA_PX, borderType=cv2.BORDER_CONSTANT)
+    small = cv2.GaussianBlur(small, (0, 0), WORK_SIGMA_PX)
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
