@@ -280,3 +280,29 @@ def test_smoothed_offsets_keep_their_strength_up_to_the_frame():
         out = smoothed(uniform, sigma)
         assert out.shape == uniform.shape and out.dtype == np.float32
         assert np.abs(out - 2.0).max() < 1e-4, sigma
+
+
+def test_a_repaired_fold_is_not_reopened_at_the_feathers_edge():
+    """A region moved far under a narrow feather folds within the feather; the repair spreads
+    the offsets beyond the feather mask (and its box). Cut there, as they were, the fold
+    reopened (determinant −1.9 here; face_shape −100 on a survey face: −1.16); applied
+    wherever they move a pixel by 1/64 px or more, the map stays fold-free."""
+    from mirrorppr_cli.geometric.field import MIN_JACOBIAN_DET, fold_free_offsets, smoothed
+    from mirrorppr_cli.metrics.artefacts import jacobian_det
+
+    height = width = 240
+    grid = np.array([[x, y] for x in (100, 120, 140) for y in (100, 120, 140)], float)
+    square = np.array([[100, 100], [140, 100], [140, 140], [100, 140]], float)
+    warp = LocalWarp(grid + [15.0, 0.0], grid, [square], 12.0)  # a translation by 15 px
+    coords = np.dstack(np.meshgrid(np.arange(width, dtype=np.float32),
+                                   np.arange(height, dtype=np.float32)))
+    moved = fold_free_local_warp(coords.copy(), warp)
+    assert np.abs(moved - coords).max() > 8.0  # it did move the region
+    assert jacobian_det(moved[..., 0], moved[..., 1]).min() >= MIN_JACOBIAN_DET
+    offsets, moving, box = fold_free_offsets((height, width), warp)
+    assert box.x0 < 100 - 12 and box.x1 > 140 + 12  # beyond the feather's own reach
+    # the same offsets cut where the feather mask ends (the old way) fold
+    sigma = operation_sigma(warp)
+    cut = apply_local_warp(coords.copy(), warp, feather="offsets",
+                           offsets_filter=lambda o: unfolded_coarse(smoothed(o, sigma), sigma))
+    assert jacobian_det(cut[..., 0], cut[..., 1]).min() < 0

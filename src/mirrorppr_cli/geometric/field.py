@@ -13,7 +13,7 @@ import numpy as np
 
 from .box import Box, gaussian_radius, grown, nonzero_box, union
 from .flow import STILL_PX, grey, lengths
-from .mls import DEFAULT_GRID, LocalWarp, apply_local_warp, feathered_offsets
+from .mls import DEFAULT_GRID, LocalWarp, apply_offsets, feathered_offsets
 
 #: Smoothing scale of a measured edit (face units, at least :data:`MIN_SMOOTH_PX`): structural
 #: edits move features (an eye, a lip, a nostril, ≥ 0.15 face units across) as a whole, so the
@@ -313,25 +313,52 @@ def _as_applied(offsets: np.ndarray, sigma: float) -> np.ndarray:
     return unfolded_coarse(smoothed(offsets, sigma), sigma)
 
 
+#: How far (in :func:`operation_sigma` units) making a catalog warp's offsets smooth and
+#: fold-free can carry them beyond the feather's box: the smoothing kernel's radius (4 σ,
+#: :func:`~mirrorppr_cli.geometric.box.gaussian_radius`) and the unfolding passes' reach
+#: around a fold (2 σ·(k + 1) for pass k < :data:`UNFOLD_PASSES`, plus their mixing blur's
+#: radius, 4 σ). They are worked in the box grown by this much, and
+#: applied wherever they are at least :data:`MIN_OFFSET_PX` — cut at the feather's edge
+#: instead, a repaired fold reopened there (face_shape −100 on survey q07's query: offsets of
+#: 7.5 px outside the feather mask, 2.3 px on its box's edge, Jacobian determinant −1.16).
+APPLIED_REACH_SIGMAS = 4 + 2 * UNFOLD_PASSES + 4
+
+
 def fold_free_offsets(shape: tuple[int, int], warp: LocalWarp, *, method: str = "fast",
                       grid: int = DEFAULT_GRID) -> tuple[np.ndarray, np.ndarray, Box]:
-    """``(offsets, moving, box)`` that :func:`fold_free_local_warp` applies to an image of
-    ``shape`` (see :func:`~mirrorppr_cli.geometric.mls.feathered_offsets`): the catalog
-    part of a hybrid edit, as the residual is measured against it."""
-    offsets, moving, box = feathered_offsets(shape, warp, method=method, grid=grid)
+    """``(offsets, moving, box)``: the backward offsets ``(h, w, 2)`` float32 of a catalog
+    ``warp`` on an image of ``shape`` as a retouch applies them — feathered
+    (:func:`~mirrorppr_cli.geometric.mls.feathered_offsets`: scaled by the feather mask),
+    smoothed (:func:`smoothed`: no bump at each handle) and made fold-free
+    (:func:`unfolded_coarse`) — over ``box``, and ``moving`` ``(h, w)`` bool, the pixels they
+    move by at least :data:`MIN_OFFSET_PX` (every other pixel is copied). The catalog part of a
+    hybrid edit, as the residual is also measured against it."""
+    offsets, _, box = feathered_offsets(shape, warp, method=method, grid=grid)
     if box.empty:
-        return offsets, moving, box
-    return _as_applied(offsets, operation_sigma(warp)), moving, box
+        return offsets, np.zeros(offsets.shape[:2], bool), box
+    sigma = operation_sigma(warp)
+    wide = grown(box, int(np.ceil(APPLIED_REACH_SIGMAS * sigma)) + 2, shape)
+    padded = np.zeros((wide.height, wide.width, 2), np.float32)
+    padded[box.y0 - wide.y0 : box.y1 - wide.y0, box.x0 - wide.x0 : box.x1 - wide.x0] = offsets
+    applied = _as_applied(padded, sigma)
+    moving = lengths(applied) >= MIN_OFFSET_PX
+    live = nonzero_box(moving)
+    if live.empty:
+        return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), bool), Box(0, 0, 0, 0)
+    part = live.slices()
+    return (np.ascontiguousarray(applied[part]), moving[part],
+            Box(wide.x0 + live.x0, wide.y0 + live.y0, wide.x0 + live.x1, wide.y0 + live.y1))
 
 
 def fold_free_local_warp(pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast",
                          grid: int = DEFAULT_GRID, in_place: bool = False) -> np.ndarray:
-    """:func:`~mirrorppr_cli.geometric.mls.apply_local_warp` as a retouch applies it: the
-    feather scales the offsets (``feather="offsets"``: pixels moved or copied, never two places
-    mixed), the offsets are smoothed (:func:`smoothed`: no bump at each handle) and made
-    fold-free (:func:`unfolded_coarse`) — composed operations can fold the map (mouth corners
-    pulled past their anchors: survey q27's edit on another face, Jacobian determinant −2.1)."""
-    sigma = operation_sigma(warp)
-    return apply_local_warp(pixels, warp, method=method, grid=grid, in_place=in_place,
-                            feather="offsets",
-                            offsets_filter=lambda offsets: _as_applied(offsets, sigma))
+    """``warp`` applied to ``pixels`` as a retouch applies it (:func:`fold_free_offsets`):
+    pixels moved or copied, never two places mixed (the feather scales the offsets; a colour
+    feather showed a lapel moved 10 px twice), no bump at each handle, no fold-over (composed
+    operations can fold the map: mouth corners pulled past their anchors, survey q27's edit on
+    another face, Jacobian determinant −2.1). Pixels the warp does not move are bit-identical;
+    ``in_place``: ``pixels`` itself is changed and returned."""
+    offsets, moving, box = fold_free_offsets(pixels.shape[:2], warp, method=method, grid=grid)
+    if box.empty:
+        return pixels if in_place else pixels.copy()
+    return apply_offsets(pixels, offsets, moving, box, in_place=in_place)
