@@ -97,6 +97,7 @@ def _mutations(value: dict):
     yield "a list", lambda v: [1, 2, 3], "format"
     yield "foreign format", set_path(["format"], "photoshop"), "format"
     yield "future version", set_path(["version"], 99), "version 99"
+    yield "older version", set_path(["version"], 1), "version 1"
     yield "unknown mode", set_path(["mode"], "magic"), "mode"
     yield "shape of strings", set_path(["shape"], ["a", "b"]), "shape"
     yield "box outside", set_path(["edit", "box"], [0, 0, 10**6, 10**6]), "not inside"

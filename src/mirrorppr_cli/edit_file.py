@@ -1,7 +1,7 @@
 """A measured exemplar as a file: measure once (``retouch --save-edit edit.json``), apply it
 anywhere, any number of times (``retouch --edit edit.json``), bit for bit as measured.
 
-Format (JSON, UTF-8): ``{"format": "mirrorppr-edit", "version": 1, "mode": …, "shape": [H, W],
+Format (JSON, UTF-8): ``{"format": "mirrorppr-edit", "version": 2, "mode": …, "shape": [H, W],
 "edit": …, "explanation": …, "residual": …, "body": …, "notes": […], "body_residual": …}``.
 Arrays are ``{"dtype": "float32" | "float64", "shape": […], "zlib_base64": …}``: the array's
 little-endian bytes, zlib-compressed, base64-encoded (exact: the same floats come back).
@@ -31,7 +31,11 @@ from .ops import OpRequest
 from .ops.request import MAX_STRENGTH
 
 FORMAT = "mirrorppr-edit"
-VERSION = 1
+#: 2: a hybrid edit's residual is measured against the named operations as a retouch applies
+#: them (smoothed, fold-free); a version-1 residual was measured against their raw MLS field
+#: and, applied now, would put back a bump at each handle — such files are refused (save the
+#: edit again).
+VERSION = 2
 #: The most elements one array of an edit file may hold (a face field of a 100 MP portrait is
 #: ~30 M): a bound on what a hostile file can make the reader allocate.
 MAX_ELEMENTS = 64_000_000
