@@ -306,3 +306,23 @@ def test_a_repaired_fold_is_not_reopened_at_the_feathers_edge():
     cut = apply_local_warp(coords.copy(), warp, feather="offsets",
                            offsets_filter=lambda o: unfolded_coarse(smoothed(o, sigma), sigma))
     assert jacobian_det(cut[..., 0], cut[..., 1]).min() < 0
+
+
+def test_a_small_face_keeps_its_named_operation_when_smoothed(astronaut_512):
+    """The bumps shrink with the face, and so does the smoothing: eye_resize on a 21 px face
+    unit keeps 95 % of the raw warp's mean motion where it moves (78 % when the smoothing had
+    a 1.5 px floor)."""
+    from mirrorppr_cli.geometric.landmarks import find_faces
+
+    small = cv2.resize(np.asarray(astronaut_512), (256, 256), interpolation=cv2.INTER_AREA)
+    points = find_faces(small)[0].points
+    warp = plan_warp(points, [OpRequest("eye_resize", 60)])
+    coords = np.dstack(np.meshgrid(np.arange(256, dtype=np.float32),
+                                   np.arange(256, dtype=np.float32)))
+    sigma = operation_sigma(warp)
+    raw = apply_local_warp(coords.copy(), warp, feather="offsets",
+                           offsets_filter=lambda o: unfolded_coarse(o, sigma)) - coords
+    applied = fold_free_local_warp(coords.copy(), warp) - coords
+    raw_motion, motion = np.hypot(*np.moveaxis(raw, -1, 0)), np.hypot(*np.moveaxis(applied, -1, 0))
+    moving = raw_motion > 0.25 * raw_motion.max()
+    assert motion[moving].mean() / raw_motion[moving].mean() > 0.9
