@@ -23,7 +23,12 @@ from mirrorppr_cli.geometric.field import (
     with_weight,
 )
 from mirrorppr_cli.geometric.fit import Explanation, _applied_field, residual_edit
-from mirrorppr_cli.geometric.mls import LocalWarp, apply_local_warp
+from mirrorppr_cli.geometric.mls import (
+    LocalWarp,
+    apply_local_warp,
+    apply_offsets,
+    feathered_offsets,
+)
 from mirrorppr_cli.geometric.motion import Edit, body_confinement, measured_support
 from mirrorppr_cli.ops import OpRequest, plan_warp
 
@@ -220,6 +225,13 @@ def test_offsets_feather_never_folds():
     assert np.abs(safe - coords).max() > 5.0  # and it still moves
 
 
+def _filtered_warp(pixels: np.ndarray, warp: LocalWarp, offsets_filter) -> np.ndarray:
+    """``warp``'s feathered offsets (as ``feather="offsets"`` applies them) passed through
+    ``offsets_filter`` before they are applied: the references the tests compare with."""
+    offsets, moving, box = feathered_offsets(pixels.shape[:2], warp)
+    return apply_offsets(pixels, offsets_filter(offsets), moving, box)
+
+
 #: The mouth's outer contour (MediaPipe face mesh indices), upper then lower lip.
 LIP_CONTOUR = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291,
                146, 91, 181, 84, 17, 314, 405, 321, 375]
@@ -236,8 +248,7 @@ def _lip_field(points: np.ndarray, shape: tuple[int, int], offsets_filter=None) 
     if offsets_filter is None:
         moved = fold_free_local_warp(coords.copy(), warp)
     else:
-        moved = apply_local_warp(coords.copy(), warp, feather="offsets",
-                                 offsets_filter=offsets_filter)
+        moved = _filtered_warp(coords.copy(), warp, offsets_filter)
     return moved - coords
 
 
@@ -303,8 +314,8 @@ def test_a_repaired_fold_is_not_reopened_at_the_feathers_edge():
     assert box.x0 < 100 - 12 and box.x1 > 140 + 12  # beyond the feather's own reach
     # the same offsets cut where the feather mask ends (the old way) fold
     sigma = operation_sigma(warp)
-    cut = apply_local_warp(coords.copy(), warp, feather="offsets",
-                           offsets_filter=lambda o: unfolded_coarse(smoothed(o, sigma), sigma))
+    cut = _filtered_warp(coords.copy(), warp,
+                         lambda o: unfolded_coarse(smoothed(o, sigma), sigma))
     assert jacobian_det(cut[..., 0], cut[..., 1]).min() < 0
 
 
@@ -320,8 +331,7 @@ def test_a_small_face_keeps_its_named_operation_when_smoothed(astronaut_512):
     coords = np.dstack(np.meshgrid(np.arange(256, dtype=np.float32),
                                    np.arange(256, dtype=np.float32)))
     sigma = operation_sigma(warp)
-    raw = apply_local_warp(coords.copy(), warp, feather="offsets",
-                           offsets_filter=lambda o: unfolded_coarse(o, sigma)) - coords
+    raw = _filtered_warp(coords.copy(), warp, lambda o: unfolded_coarse(o, sigma)) - coords
     applied = fold_free_local_warp(coords.copy(), warp) - coords
     raw_motion, motion = np.hypot(*np.moveaxis(raw, -1, 0)), np.hypot(*np.moveaxis(applied, -1, 0))
     moving = raw_motion > 0.25 * raw_motion.max()

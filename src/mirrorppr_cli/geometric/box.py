@@ -80,6 +80,17 @@ def grown(box: Box, margin: int, shape: tuple[int, int]) -> Box:
                min(box.y1 + margin, height))
 
 
+def intersection(a: Box, b: Box) -> Box:
+    """The pixels in both ``a`` and ``b`` (an empty box when they do not overlap)."""
+    return Box(max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1))
+
+
+def relative(inner: Box, outer: Box) -> tuple[slice, slice]:
+    """``(rows, cols)`` slices selecting ``inner`` from an array laid over ``outer``."""
+    return (slice(inner.y0 - outer.y0, inner.y1 - outer.y0),
+            slice(inner.x0 - outer.x0, inner.x1 - outer.x0))
+
+
 def union(a: Box, b: Box) -> Box:
     """The smallest box holding ``a`` and ``b`` (either may be empty)."""
     if a.empty:

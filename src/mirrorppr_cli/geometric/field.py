@@ -325,10 +325,6 @@ def smoothed(offsets: np.ndarray, sigma: float) -> np.ndarray:
 MIN_BLUR_SIGMA_PX = 0.25
 
 
-def _as_applied(offsets: np.ndarray, warp: LocalWarp) -> np.ndarray:
-    return unfolded_coarse(smoothed(offsets, bump_sigma(warp)), operation_sigma(warp))
-
-
 #: How far (in :func:`operation_sigma` units) making a catalog warp's offsets smooth and
 #: fold-free can carry them beyond the feather's box: the smoothing kernel's radius (4 σ,
 #: :func:`~mirrorppr_cli.geometric.box.gaussian_radius`) and the unfolding passes' reach
@@ -356,7 +352,7 @@ def fold_free_offsets(shape: tuple[int, int], warp: LocalWarp, *, method: str = 
     wide = grown(box, int(np.ceil(APPLIED_REACH_SIGMAS * sigma)) + 2, shape)
     padded = np.zeros((wide.height, wide.width, 2), np.float32)
     padded[box.y0 - wide.y0 : box.y1 - wide.y0, box.x0 - wide.x0 : box.x1 - wide.x0] = offsets
-    applied = _as_applied(padded, warp)
+    applied = unfolded_coarse(smoothed(padded, bump_sigma(warp)), sigma)
     moving = lengths(applied) >= MIN_OFFSET_PX
     live = nonzero_box(moving)
     if live.empty:

@@ -40,7 +40,7 @@ from ..ops import CATALOG, OpRequest, plan_warp
 from ..ops.body_catalog import BODY_CATALOG, BodyPartNotVisible
 from ..ops.body_plan import plan_body_warp
 from .body import Body
-from .box import Box
+from .box import Box, intersection, relative
 from .face_frame import FaceFrame
 from .field import fold_free_offsets
 from .flow import lengths
@@ -168,8 +168,7 @@ def _fields(points: np.ndarray, variants: list[list[OpRequest]], shape: tuple[in
     if key not in cache:
         cache[key] = feather_mask(shape, warps[live[0]].polygons, warps[live[0]].feather_px)
     mask, mbox = cache[key]
-    inter = Box(max(box.x0, mbox.x0), max(box.y0, mbox.y0), min(box.x1, mbox.x1),
-                min(box.y1, mbox.y1))
+    inter = intersection(box, mbox)
     if inter.empty:
         return outs
     # Lattice indices inside `inter`, and their pixel offsets from its corner.
@@ -450,13 +449,11 @@ def _applied_field(points: np.ndarray, requests: list[OpRequest], shape: tuple[i
     do not move pixels."""
     out = np.zeros((box.height, box.width, 2), np.float32)
     offsets, moving, wbox = fold_free_offsets(shape, plan_warp(points, requests))
-    inter = Box(max(box.x0, wbox.x0), max(box.y0, wbox.y0), min(box.x1, wbox.x1),
-                min(box.y1, wbox.y1))
+    inter = intersection(box, wbox)
     if wbox.empty or inter.empty:
         return out
-    part = (slice(inter.y0 - wbox.y0, inter.y1 - wbox.y0), slice(inter.x0 - wbox.x0, inter.x1 - wbox.x0))
-    out[inter.y0 - box.y0 : inter.y1 - box.y0, inter.x0 - box.x0 : inter.x1 - box.x0] = (
-        offsets[part] * moving[part][..., None])
+    part = relative(inter, wbox)
+    out[relative(inter, box)] = offsets[part] * moving[part][..., None]
     return out
 
 
@@ -470,12 +467,11 @@ def _body_field(body: Body, requests: list[OpRequest], box: Box, *,
     if warp.is_identity:
         return out
     wb = warp.box
-    inter = Box(max(box.x0, wb.x0), max(box.y0, wb.y0), min(box.x1, wb.x1), min(box.y1, wb.y1))
+    inter = intersection(box, wb)
     if inter.empty:
         return out
-    disp = warp.sample_map[inter.y0 - wb.y0 : inter.y1 - wb.y0, inter.x0 - wb.x0 : inter.x1 - wb.x0]
-    out[inter.y0 - box.y0 : inter.y1 - box.y0, inter.x0 - box.x0 : inter.x1 - box.x0] = (
-        disp - pixel_grid(inter)
+    out[relative(inter, box)] = (
+        warp.sample_map[relative(inter, wb)] - pixel_grid(inter)
     )
     return out
 

@@ -19,7 +19,6 @@ grid of nodes ``grid`` pixels apart and interpolated with separable cubic convol
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -509,14 +508,13 @@ FEATHERS = ("colours", "offsets")
 def apply_local_warp(
     pixels: np.ndarray, warp: LocalWarp, *, method: str = "fast", grid: int = DEFAULT_GRID,
     in_place: bool = False, feather: str = "colours",
-    offsets_filter: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Warp ``pixels`` (``(H, W, C)``, any dtype cv2 can remap) inside the feathered region.
 
     ``method``: ``"fast"`` (coarse grid, within :func:`fast_path_bound`) or ``"exact"``.
-    ``feather``: one of :data:`FEATHERS`; with ``"offsets"``, ``offsets_filter`` (if given)
-    gets the feathered offsets ``(h, w, 2)`` float32 over the mask's box and returns those to
-    apply. Pixels outside the feathered region are returned bit-identical. ``in_place``:
+    ``feather``: one of :data:`FEATHERS` (``"offsets"``: :func:`feathered_offsets` applied by
+    :func:`apply_offsets`). Pixels outside the feathered region are returned bit-identical.
+    ``in_place``:
     ``pixels`` itself is changed and returned (no whole-image copy; the caller owns it).
     """
     if feather not in FEATHERS:
@@ -526,8 +524,6 @@ def apply_local_warp(
                                                  grid=grid)
         if box.empty:
             return pixels if in_place else pixels.copy()
-        if offsets_filter is not None:
-            offsets = offsets_filter(offsets)
         return apply_offsets(pixels, offsets, moving, box, in_place=in_place)
     if warp.is_identity or len(warp.source) < 2:
         return pixels if in_place else pixels.copy()
